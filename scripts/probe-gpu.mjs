@@ -1,6 +1,7 @@
 // Prints one JSON line describing the WebGPU adapter the npm `webgpu` package (Dawn) finds,
 // or {"ok":false} when there is none. Used by setup-gpu.sh to decide whether to install lavapipe.
 import { create, globals } from "webgpu";
+
 Object.assign(globalThis, globals);
 const gpu = create([]);
 try {

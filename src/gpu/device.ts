@@ -9,7 +9,7 @@
 import { CommandBatch } from "./batch.ts";
 import { PipelineCache } from "./pipeline.ts";
 import { BufferPool } from "./pool.ts";
-import { type DType, Tensor, bytesFor } from "./tensor.ts";
+import { bytesFor, type DType, Tensor } from "./tensor.ts";
 
 /** Optional WebGPU features a kernel may take advantage of; each has an f32/plain fallback. */
 export interface GpuFeatures {

@@ -1,16 +1,17 @@
 // The GPU runtime's public surface.
+
+export { CommandBatch, type Dispatch, f32, i32, type Param } from "./batch.ts";
 export {
-  acquireGpu,
-  Gpu,
-  NoAdapterError,
   type AcquireOptions,
   type AdapterDescription,
+  acquireGpu,
+  Gpu,
   type GpuFeatures,
+  NoAdapterError,
 } from "./device.ts";
-export { Tensor, type DType, numel, bytesFor, f32ToF16, f16ToF32, bf16ToF32 } from "./tensor.ts";
+export { ceilDiv, grid1d } from "./grid.ts";
+export { type Constants, type Defines, PipelineCache, renderShader } from "./pipeline.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
-export { PipelineCache, renderShader, type Defines, type Constants } from "./pipeline.ts";
-export { CommandBatch, f32, i32, type Param, type Dispatch } from "./batch.ts";
-export { ShardedMatrix, type Shard } from "./shard.ts";
+export { type Shard, ShardedMatrix } from "./shard.ts";
+export { bf16ToF32, bytesFor, type DType, f16ToF32, f32ToF16, numel, Tensor } from "./tensor.ts";
 export { timeGpu } from "./timing.ts";
-export { grid1d, ceilDiv } from "./grid.ts";

@@ -3,17 +3,17 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { renderShaderBundle } from "../../scripts/gen-shaders.ts";
-import { copy, scale } from "../../src/gpu/kernels/copy.ts";
 import {
-  ShardedMatrix,
   acquireGpu,
   f16ToF32,
   f32ToF16,
   grid1d,
   renderShader,
+  ShardedMatrix,
   sizeClass,
   timeGpu,
 } from "../../src/gpu/index.ts";
+import { copy, scale } from "../../src/gpu/kernels/copy.ts";
 import { acquireGpu as acquireFromRoot } from "../../src/index.ts";
 import { expectClose } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";

@@ -1,6 +1,6 @@
 // One GPU device per test file, destroyed afterwards so the worker can exit.
 import { afterAll, beforeAll } from "vitest";
-import { type AcquireOptions, type Gpu, acquireGpu } from "../../src/gpu/index.ts";
+import { type AcquireOptions, acquireGpu, type Gpu } from "../../src/gpu/index.ts";
 
 export function useGpu(options?: AcquireOptions): () => Gpu {
   let gpu: Gpu | null = null;
