@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 probe() { node scripts/probe-gpu.mjs 2>/dev/null | tail -n 1; }
+describe() { sed -E 's/.*"description":"([^"]*)".*/\1/' <<<"$1"; }
 
 found=$(probe || true)
 if [[ "$found" == *'"ok":true'* ]]; then
-  echo "[fulgur] WebGPU adapter: $found"
+  echo "[fulgur] WebGPU adapter: $(describe "$found")"
   exit 0
 fi
 
@@ -51,7 +52,7 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t
 
 found=$(probe || true)
 if [[ "$found" == *'"ok":true'* ]]; then
-  echo "[fulgur] WebGPU adapter: $found"
+  echo "[fulgur] WebGPU adapter: $(describe "$found")"
 else
   echo "[fulgur] lavapipe installed but Dawn still finds no adapter: $found" >&2
   exit 1

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// Entry point of the README's commands (`npm run demo`, `npm test`): makes a fresh machine ready,
+// saying what it does, then runs the job. Uses only Node built-ins, since it runs before
+// `npm install`.
+//   node scripts/bootstrap.mjs demo [args]   → installs if needed, sets up a GPU, runs the demo
+//   node scripts/bootstrap.mjs test [args]   → same, then runs the test suite (vitest)
+//   node scripts/bootstrap.mjs setup         → only the set-up (used by CI before its checks)
+import { spawnSync } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const [job = "demo", ...args] = process.argv.slice(2);
+const say = (msg) => console.error(`[fulgur] ${msg}`);
+
+function run(cmd, cmdArgs, what) {
+  const r = spawnSync(cmd, cmdArgs, { cwd: root, stdio: "inherit", env: process.env });
+  if (r.status !== 0) {
+    say(`${what} failed (exit ${r.status ?? r.signal})`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+function dependenciesStale() {
+  const installed = join(root, "node_modules/.package-lock.json");
+  if (!existsSync(installed)) return "node_modules is missing";
+  if (statSync(join(root, "package-lock.json")).mtimeMs > statSync(installed).mtimeMs + 1000) {
+    return "package-lock.json changed since the last install";
+  }
+  return null;
+}
+
+const stale = dependenciesStale();
+if (stale) {
+  say(`installing npm packages (${stale}): npm ci`);
+  run("npm", ["ci", "--no-audit", "--no-fund"], "npm ci");
+} else {
+  say("npm packages are installed");
+}
+
+say("checking for a WebGPU adapter (installs Mesa lavapipe on a GPU-less Debian machine)");
+run("bash", [join(root, "scripts/setup-gpu.sh")], "GPU set-up");
+
+const bin = (name) => join(root, "node_modules/.bin", name);
+switch (job) {
+  case "setup":
+    say("ready");
+    break;
+  case "test":
+    say(`running the tests: vitest run ${args.join(" ")}`);
+    run(bin("vitest"), ["run", ...args], "tests");
+    break;
+  case "demo":
+    say("running the demo");
+    run(process.execPath, [join(root, "scripts/run.mjs"), join(root, "src/cli.ts"), "demo", ...args], "demo");
+    break;
+  default:
+    say(`unknown job '${job}' (expected demo, test or setup)`);
+    process.exit(2);
+}

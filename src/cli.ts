@@ -1,0 +1,69 @@
+// The `fulgur` command line: one verb per job. Each verb parses its own flags with node:util's
+// parseArgs and has --help.
+
+import { parseArgs } from "node:util";
+import { selfCheck } from "./selfcheck.ts";
+
+interface Command {
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const commands: Record<string, Command> = {
+  selfcheck: {
+    summary: "check that this machine can run Fulgur's GPU kernels",
+    usage: "fulgur selfcheck [--json]",
+    async run(argv) {
+      const { values } = parseArgs({ args: argv, options: { json: { type: "boolean" } } });
+      const log = values.json ? () => {} : (line: string) => console.log(`  ${line}`);
+      if (!values.json) console.log("Fulgur GPU self-check");
+      const result = await selfCheck(log);
+      if (values.json) console.log(JSON.stringify({ event: "selfcheck", ...result }));
+      else console.log(result.ok ? "OK: this machine runs Fulgur's kernels." : "FAILED");
+      return result.ok ? 0 : 1;
+    },
+  },
+  demo: {
+    summary: "run the built-in demo (currently: the GPU self-check; training arrives with the trainer)",
+    usage: "fulgur demo [--json]",
+    async run(argv) {
+      return commands.selfcheck.run(argv);
+    },
+  },
+};
+
+function help(): string {
+  const lines = ["Usage: fulgur <command> [options]", "", "Commands:"];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)} ${c.summary}`);
+  lines.push("", "Run `fulgur <command> --help` for a command's options.");
+  return lines.join("\n");
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(help());
+    return name ? 0 : 1;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`fulgur: unknown command '${name}'\n\n${help()}`);
+    return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    console.log(`${command.summary}\n\nUsage: ${command.usage}`);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    console.error(`fulgur ${name}: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/src/cli.ts")) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}
