@@ -8,6 +8,11 @@ const x = gpu.tensor([8], "f32", [1, 2, 3, 4, 5, 6, 7, 8]);
 const y = gpu.tensor([8]);
 scale(x, y, 3);
 const out = Array.from(await y.read());
-const runtime = "bun" in process.versions ? `bun ${process.versions.bun}` : `node ${process.versions.node}`;
-console.log(JSON.stringify({ runtime, adapter: gpu.info.description, out }));
+const deno = (globalThis as { Deno?: { version: { deno: string } } }).Deno;
+const runtime = deno
+  ? `deno ${deno.version.deno}`
+  : "bun" in process.versions
+    ? `bun ${process.versions.bun}`
+    : `node ${process.versions.node}`;
+console.log(JSON.stringify({ runtime, adapter: gpu.info.description, via: gpu.info.runtime, out }));
 gpu.destroy();

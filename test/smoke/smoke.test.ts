@@ -13,20 +13,20 @@ function lastJson(stdout: string): Record<string, unknown> {
 }
 
 describe("runtimes", () => {
-  for (const [name, cmd] of [
-    ["bun", bin("bun")],
-    ["node (tsx)", bin("tsx")],
+  const smoke = join(root, "test/smoke/gpu-smoke.ts");
+  for (const [name, cmd, args, via] of [
+    ["bun", bin("bun"), [smoke], "dawn-node"],
+    ["node", bin("tsx"), [smoke], "dawn-node"],
+    // Deno has WebGPU built in: this exercises the navigator.gpu path (wgpu, not Dawn).
+    ["deno", bin("deno"), ["run", "-A", "--unstable-webgpu", smoke], "navigator"],
   ] as const) {
     it(`runs a compute shader under ${name}`, () => {
-      const r = spawnSync(cmd, [join(root, "test/smoke/gpu-smoke.ts")], {
-        cwd: root,
-        encoding: "utf8",
-        timeout: 60_000,
-      });
+      const r = spawnSync(cmd, args, { cwd: root, encoding: "utf8", timeout: 90_000 });
       expect(r.status, r.stderr).toBe(0);
       const out = lastJson(r.stdout);
       expect(out.out).toEqual([3, 6, 9, 12, 15, 18, 21, 24]);
-      expect(String(out.runtime)).toMatch(name === "bun" ? /^bun / : /^node /);
+      expect(String(out.runtime).split(" ")[0]).toBe(name);
+      expect(out.via).toBe(via);
     });
   }
 });
