@@ -1,0 +1,158 @@
+// config.json parsing for Qwen2/Llama, the tensor list a config implies, and RoPE frequencies.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { expectedTensors, parseModelConfig, ropeInverseFrequencies, tensorNames } from "../../src/model/config.ts";
+
+const fixtures = fileURLToPath(new URL("../fixtures/configs", import.meta.url));
+const readConfig = (name: string) => JSON.parse(readFileSync(join(fixtures, name), "utf8"));
+
+describe("parseModelConfig", () => {
+  it("reads Qwen2.5-0.5B-Instruct's config", () => {
+    const c = parseModelConfig(readConfig("qwen2.5-0.5b-instruct.json"));
+    expect(c).toEqual({
+      architecture: "Qwen2ForCausalLM",
+      vocabSize: 151936,
+      hiddenSize: 896,
+      intermediateSize: 4864,
+      numLayers: 24,
+      numHeads: 14,
+      numKvHeads: 2,
+      headDim: 64,
+      ropeTheta: 1e6,
+      ropeScaling: null,
+      rmsNormEps: 1e-6,
+      tieWordEmbeddings: true,
+      attentionBias: true,
+      outputBias: false,
+      mlpBias: false,
+      maxPositionEmbeddings: 32768,
+      bosTokenId: 151643,
+      eosTokenIds: [151645],
+      torchDtype: "bfloat16",
+    });
+  });
+
+  it("reads Llama-3.2-1B-Instruct's config with explicit head_dim, eos list and llama3 rope scaling", () => {
+    const c = parseModelConfig(readConfig("llama-3.2-1b-instruct.json"));
+    expect(c.architecture).toBe("LlamaForCausalLM");
+    expect(c.headDim).toBe(64);
+    expect(c.numKvHeads).toBe(8);
+    expect(c.eosTokenIds).toEqual([128001, 128008, 128009]);
+    expect(c.attentionBias).toBe(false);
+    expect(c.outputBias).toBe(false);
+    expect(c.mlpBias).toBe(false);
+    expect(c.ropeScaling).toEqual({
+      type: "llama3",
+      factor: 32,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 8192,
+    });
+  });
+
+  it("applies Llama's attention_bias to q/k/v/o and mlp_bias to the MLP", () => {
+    const raw = { ...readConfig("llama-3.2-1b-instruct.json"), attention_bias: true, mlp_bias: true };
+    const c = parseModelConfig(raw);
+    expect([c.attentionBias, c.outputBias, c.mlpBias]).toEqual([true, true, true]);
+    const names = tensorNames(c);
+    expect(names).toContain("model.layers.0.self_attn.o_proj.bias");
+    expect(names).toContain("model.layers.15.mlp.down_proj.bias");
+  });
+
+  it("derives head_dim from hidden/heads when absent", () => {
+    const raw = { ...readConfig("llama-3.2-1b-instruct.json") };
+    delete raw.head_dim;
+    expect(parseModelConfig(raw).headDim).toBe(2048 / 32);
+  });
+
+  it("names the architecture and the supported ones when it cannot run a model", () => {
+    const raw = {
+      ...readConfig("qwen2.5-0.5b-instruct.json"),
+      architectures: ["MistralForCausalLM"],
+      model_type: "mistral",
+    };
+    expect(() => parseModelConfig(raw)).toThrow(
+      /unsupported architecture "MistralForCausalLM".*supported: Qwen2ForCausalLM, LlamaForCausalLM/,
+    );
+  });
+
+  it("reports malformed fields by name", () => {
+    expect(() => parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), hidden_size: "896" })).toThrow(
+      /"hidden_size" must be an integer/,
+    );
+    expect(() => parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), num_key_value_heads: 3 })).toThrow(
+      /multiple of num_key_value_heads/,
+    );
+    expect(() =>
+      parseModelConfig({ ...readConfig("llama-3.2-1b-instruct.json"), rope_scaling: { rope_type: "yarn", factor: 4 } }),
+    ).toThrow(/rope_scaling type "yarn" is not supported/);
+    expect(() => parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), use_sliding_window: true })).toThrow(
+      /use_sliding_window/,
+    );
+    expect(() => parseModelConfig([])).toThrow(/JSON object/);
+  });
+});
+
+describe("expectedTensors", () => {
+  it("lists Qwen2's tensors with q/k/v biases, no o_proj bias, and no lm_head when tied", () => {
+    const c = parseModelConfig(readConfig("qwen2.5-0.5b-instruct.json"));
+    const specs = expectedTensors(c);
+    const byName = new Map(specs.map((s) => [s.name, s.shape]));
+    // embed + 24 × (2 norms + 4 weights + 3 biases + 3 MLP weights) + final norm.
+    expect(specs.length).toBe(1 + 24 * 12 + 1);
+    expect(byName.get("model.embed_tokens.weight")).toEqual([151936, 896]);
+    expect(byName.get("model.layers.0.self_attn.q_proj.weight")).toEqual([896, 896]);
+    expect(byName.get("model.layers.0.self_attn.q_proj.bias")).toEqual([896]);
+    expect(byName.get("model.layers.0.self_attn.k_proj.weight")).toEqual([128, 896]);
+    expect(byName.get("model.layers.0.self_attn.v_proj.bias")).toEqual([128]);
+    expect(byName.get("model.layers.23.self_attn.o_proj.weight")).toEqual([896, 896]);
+    expect(byName.has("model.layers.0.self_attn.o_proj.bias")).toBe(false);
+    expect(byName.get("model.layers.5.mlp.gate_proj.weight")).toEqual([4864, 896]);
+    expect(byName.get("model.layers.5.mlp.down_proj.weight")).toEqual([896, 4864]);
+    expect(byName.get("model.norm.weight")).toEqual([896]);
+    expect(byName.has("lm_head.weight")).toBe(false);
+  });
+
+  it("adds lm_head when embeddings are untied, and uses head_dim for projection shapes", () => {
+    const raw = { ...readConfig("llama-3.2-1b-instruct.json"), tie_word_embeddings: false, head_dim: 128 };
+    const byName = new Map(expectedTensors(parseModelConfig(raw)).map((s) => [s.name, s.shape]));
+    expect(byName.get("lm_head.weight")).toEqual([128256, 2048]);
+    expect(byName.get("model.layers.0.self_attn.q_proj.weight")).toEqual([32 * 128, 2048]);
+    expect(byName.get("model.layers.0.self_attn.o_proj.weight")).toEqual([2048, 32 * 128]);
+    expect(byName.has("model.layers.0.self_attn.q_proj.bias")).toBe(false);
+  });
+});
+
+describe("ropeInverseFrequencies", () => {
+  it("is theta^(-2i/d) without scaling", () => {
+    const c = parseModelConfig(readConfig("qwen2.5-0.5b-instruct.json"));
+    const inv = ropeInverseFrequencies(c);
+    expect(inv.length).toBe(32);
+    expect(inv[0]).toBe(1);
+    expect(inv[1]).toBeCloseTo(1e6 ** (-2 / 64), 15);
+  });
+
+  it("applies llama3 scaling: high frequencies kept, low divided by factor, middle interpolated", () => {
+    const c = parseModelConfig(readConfig("llama-3.2-1b-instruct.json"));
+    const scaled = ropeInverseFrequencies(c);
+    const plain = ropeInverseFrequencies({ ...c, ropeScaling: null });
+    const kinds = new Set<string>();
+    for (let i = 0; i < plain.length; i++) {
+      const wavelen = (2 * Math.PI) / plain[i];
+      if (wavelen < 8192 / 4) {
+        expect(scaled[i]).toBe(plain[i]);
+        kinds.add("high");
+      } else if (wavelen > 8192) {
+        expect(scaled[i]).toBeCloseTo(plain[i] / 32, 18);
+        kinds.add("low");
+      } else {
+        expect(scaled[i]).toBeLessThan(plain[i]);
+        expect(scaled[i]).toBeGreaterThan(plain[i] / 32);
+        kinds.add("mid");
+      }
+    }
+    expect(kinds).toEqual(new Set(["high", "low", "mid"]));
+  });
+});
