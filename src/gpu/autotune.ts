@@ -1,0 +1,186 @@
+// Kernel variant selection by measurement. A kernel family (e.g. "gemm", "gemv") has several
+// variants (tile sizes, vector loads, workgroup memory on/off); which is fastest depends on the
+// adapter (lavapipe hates workgroup memory, real GPUs love it) and on the shape. The first time a
+// (family, shape class) is tuned on an adapter, every candidate is timed with timeGpu and the
+// fastest is remembered: in memory and in `~/.cache/fulgur/autotune-<adapter>.json`
+// (directory overridable with FULGUR_CACHE_DIR), so later processes skip the measurement.
+//
+// Launchers are synchronous (they only record dispatches), so they cannot time anything: on a
+// cache miss they use the adapter kind's default and note the class as pending; `tunePending()`
+// (awaited at a convenient point, e.g. after loading a model) measures them. FULGUR_AUTOTUNE=0
+// turns measuring off entirely (defaults only), which keeps tests fast and deterministic.
+
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Gpu } from "./device.ts";
+import { timeGpu } from "./timing.ts";
+
+/** One candidate: records its dispatches for the shape being tuned (into scratch tensors). */
+export interface TuneCandidate {
+  variant: string;
+  record: () => void;
+}
+
+export interface TuneResult {
+  variant: string;
+  /** Best-of-repeats milliseconds per candidate, as measured. */
+  ms: Record<string, number>;
+}
+
+interface CacheEntry extends TuneResult {
+  at: string;
+}
+
+interface CacheFile {
+  version: 1;
+  adapter: string;
+  choices: Record<string, CacheEntry>;
+}
+
+/** A class waiting to be measured: builds its candidates (allocating scratch) and frees them. */
+export interface PendingTune {
+  family: string;
+  shapeClass: string;
+  prepare: () => { candidates: TuneCandidate[]; dispose: () => void };
+}
+
+const memory = new WeakMap<Gpu, Map<string, CacheEntry>>();
+const pending = new WeakMap<Gpu, Map<string, PendingTune>>();
+
+/** False when FULGUR_AUTOTUNE is "0", "off" or "false": launchers then use per-adapter defaults. */
+export function autotuneEnabled(): boolean {
+  const v = (process.env.FULGUR_AUTOTUNE ?? "").toLowerCase();
+  return !(v === "0" || v === "off" || v === "false");
+}
+
+/** "software" for CPU rasterisers (lavapipe/llvmpipe, SwiftShader, WARP), else "gpu". */
+export function adapterKind(gpu: Gpu): "software" | "gpu" {
+  const i = gpu.info;
+  const text = `${i.architecture} ${i.device} ${i.description}`.toLowerCase();
+  return /software|llvmpipe|lavapipe|swiftshader|warp|microsoft basic render/.test(text) ? "software" : "gpu";
+}
+
+/** Directory of the on-disk cache: FULGUR_CACHE_DIR, else ~/.cache/fulgur. */
+export function cacheDir(): string {
+  return process.env.FULGUR_CACHE_DIR || join(homedir(), ".cache", "fulgur");
+}
+
+/** The cache file for this adapter; the name is derived from the adapter's description. */
+export function cachePath(gpu: Gpu): string {
+  const i = gpu.info;
+  const name = `${i.vendor}-${i.architecture}-${i.device}-${i.description}-${i.runtime}`
+    .toLowerCase()
+    .replace(/[^a-z0-9.]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 160);
+  return join(cacheDir(), `autotune-${name || "unknown"}.json`);
+}
+
+function key(family: string, shapeClass: string): string {
+  return `${family}|${shapeClass}`;
+}
+
+function readDisk(gpu: Gpu): Record<string, CacheEntry> {
+  try {
+    const file = JSON.parse(readFileSync(cachePath(gpu), "utf8")) as CacheFile;
+    if (file.version === 1 && file.choices && typeof file.choices === "object") return file.choices;
+  } catch {
+    // missing or unreadable: start empty (a corrupt cache is rebuilt, never fatal)
+  }
+  return {};
+}
+
+function entries(gpu: Gpu): Map<string, CacheEntry> {
+  let map = memory.get(gpu);
+  if (!map) {
+    map = new Map(Object.entries(readDisk(gpu)));
+    memory.set(gpu, map);
+  }
+  return map;
+}
+
+function writeDisk(gpu: Gpu): void {
+  const path = cachePath(gpu);
+  // Merge with what other processes wrote meanwhile; ours wins on conflicts.
+  const choices = { ...readDisk(gpu), ...Object.fromEntries(entries(gpu)) };
+  const file: CacheFile = { version: 1, adapter: gpu.info.description, choices };
+  mkdirSync(cacheDir(), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(file, null, 1)}\n`);
+  renameSync(tmp, path);
+}
+
+/** The measured choice for a class on this adapter, if any (memory first, then disk). */
+export function cachedVariant(gpu: Gpu, family: string, shapeClass: string): string | undefined {
+  return entries(gpu).get(key(family, shapeClass))?.variant;
+}
+
+/** Forgets every choice for this adapter in memory (the disk file stays). For tests. */
+export function clearMemoryCache(gpu: Gpu): void {
+  memory.delete(gpu);
+  pending.delete(gpu);
+}
+
+/**
+ * Times each candidate (one warm-up that also compiles the pipeline, then the best of
+ * `repeats` runs), records the fastest in memory and on disk, and returns it.
+ */
+export async function tune(
+  gpu: Gpu,
+  family: string,
+  shapeClass: string,
+  candidates: TuneCandidate[],
+  repeats = 3,
+): Promise<TuneResult> {
+  if (candidates.length === 0) throw new Error(`autotune ${family} ${shapeClass}: no candidate variants`);
+  const ms: Record<string, number> = {};
+  for (const c of candidates) {
+    c.record();
+    await gpu.sync();
+    let best = Number.POSITIVE_INFINITY;
+    for (let r = 0; r < repeats; r++) best = Math.min(best, (await timeGpu(gpu, c.record)).ms);
+    ms[c.variant] = best;
+  }
+  let variant = candidates[0].variant;
+  for (const c of candidates) if (ms[c.variant] < ms[variant]) variant = c.variant;
+  const entry: CacheEntry = { variant, ms, at: new Date().toISOString() };
+  entries(gpu).set(key(family, shapeClass), entry);
+  pending.get(gpu)?.delete(key(family, shapeClass));
+  writeDisk(gpu);
+  return { variant, ms };
+}
+
+/** Notes a class seen by a launcher without a cached choice (no-op when tuning is off). */
+export function notePending(gpu: Gpu, job: PendingTune): void {
+  if (!autotuneEnabled()) return;
+  let map = pending.get(gpu);
+  if (!map) {
+    map = new Map();
+    pending.set(gpu, map);
+  }
+  const k = key(job.family, job.shapeClass);
+  if (!map.has(k) && !entries(gpu).has(k)) map.set(k, job);
+}
+
+/** Classes noted by launchers and not measured yet. */
+export function pendingClasses(gpu: Gpu): string[] {
+  return [...(pending.get(gpu)?.keys() ?? [])];
+}
+
+/** Measures every pending class (each once) and caches the winners; returns what was chosen. */
+export async function tunePending(gpu: Gpu): Promise<Record<string, TuneResult>> {
+  const out: Record<string, TuneResult> = {};
+  const map = pending.get(gpu);
+  if (!map) return out;
+  for (const [k, job] of [...map]) {
+    map.delete(k);
+    const { candidates, dispose } = job.prepare();
+    try {
+      out[k] = await tune(gpu, job.family, job.shapeClass, candidates);
+    } finally {
+      dispose();
+    }
+  }
+  return out;
+}

@@ -1,0 +1,140 @@
+// Launcher for sampling.wgsl: picks one token per row of logits [rows, vocab] on the GPU with
+// temperature / top-k / top-p and a counter-based random stream, and returns the token's logprob
+// under the untruncated tempered distribution (what the RL trainer recomputes), plus optionally
+// the top-N alternatives for OpenAI's `top_logprobs`. The algorithm is documented in the shader.
+
+import type { Tensor } from "../tensor.ts";
+
+/** Words per row in the per-row parameter table (sampling.wgsl's RowParams). */
+const ROW_PARAM_WORDS = 8;
+/** OpenAI's limit on `top_logprobs`, and the shader's gather buffer size. */
+export const MAX_TOP_LOGPROBS = 20;
+
+export interface SamplingParams {
+  /** Softmax temperature; 0 = greedy argmax (its logprob uses T = 1). Default 1. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (ties at the k-th value are all kept); 0 = off. Default 0. */
+  topK?: number;
+  /** Keep the smallest most-likely set with probability ≥ topP (after top-k); 1 = off. Default 1. */
+  topP?: number;
+  /** u32 seed of the row's random stream. Default 0. */
+  seed?: number;
+  /** u32 counter within the stream (e.g. the decode position). Default 0. */
+  step?: number;
+}
+
+export interface SampleOptions {
+  /** Also return the N ≤ 20 most likely tokens per row with their logprobs. Default 0. */
+  topLogprobs?: number;
+}
+
+export interface SampleResult {
+  /** u32 [rows]. */
+  tokens: Tensor;
+  /** f32 [rows]: log softmax(logits / T)[token], untruncated (T = 1 for greedy rows). */
+  logprobs: Tensor;
+  /** u32 [rows, N], most likely first (only when topLogprobs > 0). */
+  topTokens?: Tensor;
+  /** f32 [rows, N] matching topTokens. */
+  topLogprobs?: Tensor;
+}
+
+/**
+ * Invocations per row for a vocabulary: 32 for small vocabularies (barriers dominate there),
+ * 256 otherwise. Two sizes keep lavapipe's one-off compile cost (~6 s per variant) down. It
+ * depends on the vocabulary alone so a row's token never depends on the adapter.
+ */
+export function samplingWorkgroupSize(vocab: number): number {
+  return vocab < 2048 ? 32 : 256;
+}
+
+function isU32(v: number): boolean {
+  return Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+}
+
+/** Packs and validates one row's parameters into `view` at word `row · ROW_PARAM_WORDS`. */
+function packRow(view: DataView, row: number, params: SamplingParams, vocab: number): void {
+  const temperature = params.temperature ?? 1;
+  const topK = params.topK ?? 0;
+  const topP = params.topP ?? 1;
+  const seed = params.seed ?? 0;
+  const step = params.step ?? 0;
+  const where = `sample: row ${row}`;
+  if (!Number.isFinite(temperature) || temperature < 0) {
+    throw new Error(`${where}: temperature must be finite and ≥ 0 (0 = greedy), got ${temperature}`);
+  }
+  if (temperature > 0 && !Number.isFinite(1 / temperature))
+    throw new Error(`${where}: temperature ${temperature} is too small`);
+  if (!isU32(topK)) throw new Error(`${where}: topK must be an integer ≥ 0 (0 = off), got ${topK}`);
+  if (!(topP > 0 && topP <= 1)) throw new Error(`${where}: topP must be in (0, 1] (1 = off), got ${topP}`);
+  if (!isU32(seed) || !isU32(step))
+    throw new Error(`${where}: seed and step must be u32 integers, got ${seed}, ${step}`);
+  const at = row * ROW_PARAM_WORDS * 4;
+  view.setFloat32(at, temperature, true);
+  view.setUint32(at + 4, Math.min(topK, vocab), true);
+  view.setFloat32(at + 8, topP, true);
+  view.setUint32(at + 12, seed, true);
+  view.setUint32(at + 16, step, true);
+}
+
+/**
+ * Samples one token per row of `logits` [rows, vocab] (f32). `params` is one setting for every
+ * row or one per row. Same (logits, params) → same tokens on any adapter and batch composition.
+ */
+export function sample(
+  logits: Tensor,
+  params: SamplingParams | readonly SamplingParams[],
+  options: SampleOptions = {},
+): SampleResult {
+  if (logits.dtype !== "f32") throw new Error(`sample: logits must be f32, got ${logits.dtype}`);
+  if (logits.shape.length !== 2 || logits.shape[0] < 1 || logits.shape[1] < 1) {
+    throw new Error(`sample: logits must be [rows ≥ 1, vocab ≥ 1], got [${logits.shape.join(", ")}]`);
+  }
+  const [rows, vocab] = logits.shape;
+  const gpu = logits.gpu;
+  const maxGroups = gpu.limits.maxComputeWorkgroupsPerDimension;
+  if (rows > maxGroups) throw new Error(`sample: at most ${maxGroups} rows per call, got ${rows}`);
+  if (logits.byteLength > gpu.maxBindingSize) {
+    const fit = Math.floor(gpu.maxBindingSize / (vocab * 4));
+    throw new Error(
+      `sample: ${rows} rows × ${vocab} logits exceed one storage binding; pass at most ${fit} rows per call`,
+    );
+  }
+  const topN = options.topLogprobs ?? 0;
+  if (!Number.isInteger(topN) || topN < 0 || topN > MAX_TOP_LOGPROBS) {
+    throw new Error(`sample: topLogprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}], got ${topN}`);
+  }
+  if (topN > vocab) throw new Error(`sample: topLogprobs ${topN} exceeds the vocabulary size ${vocab}`);
+  const perRow = Array.isArray(params);
+  if (perRow && params.length !== rows) {
+    throw new Error(`sample: got ${params.length} parameter sets for ${rows} rows (pass one per row, or one object)`);
+  }
+  const table = new Uint32Array(rows * ROW_PARAM_WORDS);
+  const view = new DataView(table.buffer);
+  for (let r = 0; r < rows; r++) {
+    packRow(view, r, perRow ? (params as readonly SamplingParams[])[r] : (params as SamplingParams), vocab);
+  }
+  const rowParams = gpu.tensor([rows, ROW_PARAM_WORDS], "u32", table);
+  const aligned = vocab % 4 === 0;
+  const workgroupSize = samplingWorkgroupSize(vocab);
+  const tokens = gpu.tensor([rows], "u32");
+  const logprobs = gpu.tensor([rows]);
+  const topTokens = gpu.tensor([rows, Math.max(1, topN)], "u32");
+  const topLogprobs = gpu.tensor([rows, Math.max(1, topN)]);
+  gpu.commands.dispatch({
+    shader: "sampling",
+    entry: "sample_rows",
+    constants: { WG: workgroupSize },
+    // Binding 6 is the vec4 view of the logits, read only when rows are vec4-aligned.
+    bindings: [logits, rowParams, tokens, logprobs, topTokens, topLogprobs, aligned ? logits : rowParams],
+    params: [rows, vocab, topN, aligned ? 1 : 0],
+    workgroups: [rows],
+  });
+  rowParams.dispose();
+  if (topN === 0) {
+    topTokens.dispose();
+    topLogprobs.dispose();
+    return { tokens, logprobs };
+  }
+  return { tokens, logprobs, topTokens, topLogprobs };
+}
