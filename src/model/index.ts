@@ -10,3 +10,7 @@ export * from "./safetensors-write.ts";
 export * from "./tiny.ts";
 export * from "./tiny-corpus.ts";
 export * from "./tokenizer.ts";
+export * from "./engine.ts";
+export * from "./lora.ts";
+export * from "./model.ts";
+export * from "./scheduler.ts";

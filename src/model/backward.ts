@@ -1,0 +1,145 @@
+// Backward through the decoder: from the gradient of the final normed hidden states to the
+// gradients of the LoRA tensors (and, for full training, of every weight). Mirrors
+// Transformer.layerForward line by line, in reverse; `recompute` layers rerun their forward first.
+
+import { attentionBackward } from "../gpu/kernels/attention.ts";
+import { addInPlace } from "../gpu/kernels/elementwise.ts";
+import { embeddingBackward } from "../gpu/kernels/embedding.ts";
+import { rmsnormBackward } from "../gpu/kernels/rmsnorm.ts";
+import { rope } from "../gpu/kernels/rope.ts";
+import { swigluBackward } from "../gpu/kernels/swiglu.ts";
+import { Scope } from "../gpu/scope.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { ProjectionName } from "./config.ts";
+import { type LinearGrads, linearBackward } from "./linear.ts";
+import type { ForwardResult, LayerActivations, PackedBatch, Transformer } from "./transformer.ts";
+
+/** Where gradients accumulate; absent entries are not computed. */
+export interface GradientSink {
+  /** Per HF module path: LoRA gradients dA [r, in], dB [out, r]. */
+  lora?: Map<string, { dA: Tensor; dB: Tensor }>;
+  /** Full training: per HF tensor name (e.g. "model.layers.0.mlp.up_proj.weight"). */
+  full?: Map<string, Tensor>;
+}
+
+export interface BackwardOptions {
+  adapter?: boolean;
+}
+
+/**
+ * Accumulates gradients of Σ dNormed·normed into `sink`. `fwd` is consumed (its tensors are
+ * disposed by the caller via fwd.scope once this returns).
+ */
+export function backward(
+  model: Transformer,
+  batch: PackedBatch,
+  fwd: ForwardResult,
+  dNormed: Tensor,
+  sink: GradientSink,
+  options: BackwardOptions = {},
+): void {
+  const useLora = options.adapter ?? true;
+  const scope = new Scope();
+  const { config, weights } = model;
+  const full = sink.full;
+  const fin = rmsnormBackward(dNormed, fwd.last, weights.norm, fwd.lastRstd, {
+    dweight: full?.get("model.norm.weight"),
+    accumulate: !!full,
+  });
+  scope.track(fin.dx);
+  if (!full) scope.track(fin.dweight);
+  const dOut = fin.dx;
+  for (let i = config.numLayers - 1; i >= 0; i--) {
+    const saved = fwd.layers[i];
+    const inner = new Scope();
+    const acts: LayerActivations = "n1" in saved ? saved : model.layerForward(i, saved.x, batch, useLora, inner);
+    // The residual gradient flows through every layer in one tensor, updated in place.
+    layerBackward(model, i, acts, dOut, batch, sink, useLora, inner);
+    inner.dispose();
+  }
+  const dEmbed = full?.get("model.embed_tokens.weight");
+  if (dEmbed) embeddingBackward(dOut, batch.tokenIds, dEmbed);
+  scope.dispose();
+}
+
+/**
+ * Turns dOut (the gradient of the layer's output) into the gradient of its input, in place:
+ * the residual connections make dx = dOut + (the two branches' input gradients).
+ */
+function layerBackward(
+  model: Transformer,
+  i: number,
+  a: LayerActivations,
+  dOut: Tensor,
+  batch: PackedBatch,
+  sink: GradientSink,
+  useLora: boolean,
+  scope: Scope,
+): void {
+  const { config, weights } = model;
+  const layer = weights.layers[i];
+  const tokens = a.x.shape[0];
+  const heads = { nHeads: config.numHeads, nKvHeads: config.numKvHeads, headDim: config.headDim };
+  const full = sink.full;
+  const gradsOf = (p: ProjectionName): LinearGrads => {
+    const lin = layer.proj[p];
+    const lora = sink.lora?.get(lin.path);
+    return {
+      dA: lora?.dA,
+      dB: lora?.dB,
+      dW: full?.get(`${lin.path}.weight`),
+      db: lin.bias ? full?.get(`${lin.path}.bias`) : undefined,
+    };
+  };
+  const back = (p: ProjectionName, dy: Tensor, x: Tensor, into?: Tensor) =>
+    linearBackward(dy, x, a.u[p] ?? null, layer.proj[p], model.loraFor(i, p, useLora), gradsOf(p), scope, into);
+
+  // out = h + down(swiglu(gate(n2), up(n2))),  n2 = RMSNorm(h). dOut becomes dh below; its
+  // readers are recorded first, so updating it in place keeps program order.
+  const dh = dOut;
+  const dAct = back("down_proj", dOut, a.act);
+  const { dgate, dup } = swigluBackward(dAct, a.gate, a.up);
+  scope.track(dgate);
+  scope.track(dup);
+  const dn2 = back("gate_proj", dgate, a.n2);
+  back("up_proj", dup, a.n2, dn2);
+  const post = rmsnormBackward(dn2, a.h, layer.postNorm, a.rstd2, {
+    dweight: full?.get(`model.layers.${i}.post_attention_layernorm.weight`),
+    accumulate: !!full,
+  });
+  scope.track(post.dx);
+  if (!full) scope.track(post.dweight);
+  addInPlace(dh, post.dx);
+
+  // h = x + o_proj(attention(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = RMSNorm(x)
+  const dAttn = back("o_proj", dh, a.attn);
+  const shape3 = (t: Tensor, n: number) => t.reshape([tokens, n, heads.headDim]);
+  const g = attentionBackward(
+    shape3(dAttn, heads.nHeads),
+    shape3(a.q, heads.nHeads),
+    shape3(a.k, heads.nKvHeads),
+    shape3(a.v, heads.nKvHeads),
+    shape3(a.attn, heads.nHeads),
+    a.lse,
+    batch.seqStart,
+    heads,
+  );
+  scope.track(g.dq);
+  scope.track(g.dk);
+  scope.track(g.dv);
+  const unrotate = (t: Tensor, n: number) =>
+    rope(t, batch.positions, { theta: config.ropeTheta, nHeads: n, headDim: heads.headDim, inverse: true, out: t });
+  const dq = unrotate(g.dq, heads.nHeads).reshape([tokens, heads.nHeads * heads.headDim]);
+  const dk = unrotate(g.dk, heads.nKvHeads).reshape([tokens, heads.nKvHeads * heads.headDim]);
+  const dv = g.dv.reshape([tokens, heads.nKvHeads * heads.headDim]);
+  const dn1 = back("q_proj", dq, a.n1);
+  back("k_proj", dk, a.n1, dn1);
+  back("v_proj", dv, a.n1, dn1);
+  const inp = rmsnormBackward(dn1, a.x, layer.inputNorm, a.rstd1, {
+    dweight: full?.get(`model.layers.${i}.input_layernorm.weight`),
+    accumulate: !!full,
+  });
+  scope.track(inp.dx);
+  if (!full) scope.track(inp.dweight);
+  addInPlace(dh, inp.dx);
+}

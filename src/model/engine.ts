@@ -1,0 +1,154 @@
+// The generation engine: the GPU side of continuous batching. Owns the per-layer KV caches
+// (slots × context) and runs one packed step for the scheduler: every row's tokens go through
+// the transformer together, the rows that sample get the LM head and GPU sampling, and one
+// readback returns the sampled tokens and logprobs.
+
+import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
+import { sample } from "../gpu/kernels/sampling.ts";
+import { Scope } from "../gpu/scope.ts";
+import { headLogits } from "./head.ts";
+import {
+  type Generation,
+  Scheduler,
+  type StepOutput,
+  type StepRow,
+  type StepRunner,
+  type SubmitOptions,
+} from "./scheduler.ts";
+import type { ModelTokenizer } from "./tokenizer.ts";
+import type { Transformer } from "./transformer.ts";
+
+export interface EngineOptions {
+  /** Sequences decoded at once (KV cache slots). Default 16. */
+  maxSlots?: number;
+  /** Longest sequence (prompt + completion) served. Default min(model's max positions, 2048). */
+  maxSeqLen?: number;
+  /** Most tokens one step feeds (prompt chunks + decode rows). Default 512. */
+  maxStepTokens?: number;
+}
+
+export class Engine implements StepRunner {
+  readonly maxSlots: number;
+  readonly maxSeqLen: number;
+  readonly maxStepTokens: number;
+  readonly scheduler: Scheduler;
+  private readonly model: Transformer;
+  private readonly caches: KvCache[];
+  /** Whether the adapter is used; the trainer's reference policy turns it off per call elsewhere. */
+  useAdapter = true;
+
+  constructor(model: Transformer, tokenizer: ModelTokenizer, options: EngineOptions = {}) {
+    const { config } = model;
+    this.model = model;
+    this.maxSlots = options.maxSlots ?? 16;
+    this.maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048);
+    this.maxStepTokens = options.maxStepTokens ?? 512;
+    if (this.maxStepTokens < this.maxSlots) {
+      throw new Error(`maxStepTokens (${this.maxStepTokens}) must be at least maxSlots (${this.maxSlots})`);
+    }
+    const shape = {
+      maxSlots: this.maxSlots,
+      maxLen: this.maxSeqLen,
+      nKvHeads: config.numKvHeads,
+      headDim: config.headDim,
+    };
+    this.caches = Array.from({ length: config.numLayers }, () => createKvCache(model.gpu, shape));
+    this.scheduler = new Scheduler(this, tokenizer.eosTokenIds, (ids) => tokenizer.decode(ids));
+  }
+
+  /** Queues a generation; it joins the running batch at the next step. */
+  submit(prompt: number[], options: SubmitOptions = {}): Promise<Generation> {
+    return this.scheduler.submit(prompt, options);
+  }
+
+  /** The version of the adapter that serves the next step. */
+  get adapterVersion(): number | null {
+    return this.model.lora?.version ?? null;
+  }
+
+  async run(rows: StepRow[]): Promise<(StepOutput | null)[]> {
+    const gpu = this.model.gpu;
+    const total = rows.reduce((n, r) => n + r.tokens.length, 0);
+    const tokens = new Uint32Array(total);
+    const slots = new Uint32Array(total);
+    const positions = new Uint32Array(total);
+    const outputRows: number[] = [];
+    const sampled: StepRow[] = [];
+    let at = 0;
+    let maxContext = 1;
+    for (const row of rows) {
+      for (let i = 0; i < row.tokens.length; i++) {
+        tokens[at + i] = row.tokens[i];
+        slots[at + i] = row.slot;
+        positions[at + i] = row.startPos + i;
+      }
+      at += row.tokens.length;
+      maxContext = Math.max(maxContext, row.startPos + row.tokens.length);
+      if (row.sample) {
+        outputRows.push(at - 1);
+        sampled.push(row);
+      }
+    }
+    const scope = new Scope();
+    try {
+      const t = (data: Uint32Array) => scope.track(gpu.tensor([data.length], "u32", data));
+      const picks = outputRows.length > 0 ? outputRows : [total - 1];
+      const normed = this.model.forwardCached(
+        t(tokens),
+        t(slots),
+        t(positions),
+        this.caches,
+        t(Uint32Array.from(picks)),
+        maxContext,
+        scope,
+        this.useAdapter,
+      );
+      if (sampled.length === 0) {
+        await gpu.sync();
+        return rows.map(() => null);
+      }
+      const logits = headLogits(this.model, normed, scope);
+      const topN = Math.max(0, ...sampled.map((r) => r.sampling.topLogprobs));
+      const result = sample(
+        logits,
+        sampled.map((r) => ({
+          temperature: r.sampling.temperature,
+          topK: r.sampling.topK,
+          topP: r.sampling.topP,
+          seed: r.sampling.seed,
+          step: r.sampleIndex,
+        })),
+        { topLogprobs: topN },
+      );
+      for (const x of [result.tokens, result.logprobs, result.topTokens, result.topLogprobs]) if (x) scope.track(x);
+      const [ids, lps, topIds, topLps] = await Promise.all([
+        result.tokens.readInts(),
+        result.logprobs.read(),
+        result.topTokens?.readInts(),
+        result.topLogprobs?.read(),
+      ]);
+      const bySampled = new Map<StepRow, StepOutput>();
+      sampled.forEach((row, i) => {
+        const out: StepOutput = { token: ids[i], logprob: lps[i] };
+        const n = row.sampling.topLogprobs;
+        if (n > 0 && topIds && topLps) {
+          out.top = Array.from({ length: n }, (_, j) => ({
+            token: topIds[i * topN + j],
+            logprob: topLps[i * topN + j],
+          }));
+        }
+        bySampled.set(row, out);
+      });
+      return rows.map((r) => bySampled.get(r) ?? null);
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  dispose(): void {
+    for (const c of this.caches) {
+      c.k.dispose();
+      c.v.dispose();
+    }
+  }
+}

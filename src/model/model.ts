@@ -1,0 +1,185 @@
+// `loadModel(dir)`: a Hugging Face model directory on the GPU, with its tokenizer, an optional
+// LoRA adapter, logits for any token sequence, and generation through the continuous-batching
+// engine. This is the object the proxy serves from and the trainer differentiates.
+
+import { acquireGpu, type Gpu } from "../gpu/device.ts";
+import { Scope } from "../gpu/scope.ts";
+import { packSequences, uploadBatch } from "./batch.ts";
+import type { ModelConfig } from "./config.ts";
+import { Engine, type EngineOptions } from "./engine.ts";
+import { headChunkRows, headLogits, sliceRows } from "./head.ts";
+import { loadCheckpoint } from "./loader.ts";
+import { LoraAdapter, type LoraSpec } from "./lora.ts";
+import { readPeftAdapter, writePeftAdapter } from "./peft.ts";
+import type { Generation, SamplingParams, SubmitOptions } from "./scheduler.ts";
+import { ModelTokenizer } from "./tokenizer.ts";
+import { Transformer } from "./transformer.ts";
+import { disposeWeights, uploadWeights } from "./weights.ts";
+
+export interface LoadModelOptions extends EngineOptions {
+  /** Device to load onto; a new one is acquired (and owned by the model) when absent. */
+  gpu?: Gpu;
+  /** Storage type of the linear weights (f16 needs shader-f16). */
+  dtype?: "f32" | "f16";
+  /** Progress while uploading tensors. */
+  onProgress?: (done: number, total: number, name: string) => void;
+}
+
+export interface LogitsOptions {
+  /** Apply the LoRA adapter; defaults to true when one is attached. */
+  adapter?: boolean;
+}
+
+/** Loads a Qwen2/Llama checkpoint directory onto the GPU. */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+  const ownsGpu = !options.gpu;
+  const gpu = options.gpu ?? (await acquireGpu());
+  try {
+    const checkpoint = await loadCheckpoint(dir);
+    try {
+      const tokenizer = await ModelTokenizer.load(dir);
+      const weights = await uploadWeights(gpu, checkpoint, {
+        dtype: options.dtype,
+        onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
+      });
+      return new Model(dir, gpu, ownsGpu, new Transformer(gpu, checkpoint.config, weights), tokenizer, options);
+    } finally {
+      await checkpoint.close();
+    }
+  } catch (err) {
+    if (ownsGpu) gpu.destroy();
+    throw err;
+  }
+}
+
+export class Model {
+  readonly dir: string;
+  readonly gpu: Gpu;
+  readonly transformer: Transformer;
+  readonly tokenizer: ModelTokenizer;
+  private readonly ownsGpu: boolean;
+  private readonly engineOptions: EngineOptions;
+  private engineInstance: Engine | null = null;
+  private disposed = false;
+
+  constructor(
+    dir: string,
+    gpu: Gpu,
+    ownsGpu: boolean,
+    transformer: Transformer,
+    tokenizer: ModelTokenizer,
+    options: EngineOptions,
+  ) {
+    this.dir = dir;
+    this.gpu = gpu;
+    this.ownsGpu = ownsGpu;
+    this.transformer = transformer;
+    this.tokenizer = tokenizer;
+    this.engineOptions = options;
+  }
+
+  get config(): ModelConfig {
+    return this.transformer.config;
+  }
+
+  /** The attached LoRA adapter, if any. */
+  get adapter(): LoraAdapter | null {
+    return this.transformer.lora;
+  }
+
+  /** Version of the adapter serving now, or null for the base model. */
+  get adapterVersion(): number | null {
+    return this.transformer.lora?.version ?? null;
+  }
+
+  /** Attaches a fresh adapter (B = 0, so outputs are unchanged until it is trained). */
+  createAdapter(spec: LoraSpec): LoraAdapter {
+    this.setAdapter(LoraAdapter.create(this.gpu, this.transformer.weights, spec));
+    return this.transformer.lora!;
+  }
+
+  /** Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). */
+  async loadAdapter(dir: string, version = 0): Promise<LoraAdapter> {
+    const peft = await readPeftAdapter(dir, this.config);
+    this.setAdapter(LoraAdapter.fromPeft(this.gpu, this.transformer.weights, peft, version));
+    return this.transformer.lora!;
+  }
+
+  /** Saves the attached adapter in PEFT format. */
+  async saveAdapter(dir: string): Promise<void> {
+    const lora = this.transformer.lora;
+    if (!lora) throw new Error("no adapter is attached: nothing to save");
+    const peft = await lora.toPeft();
+    await writePeftAdapter(dir, { ...peft.config, baseModelNameOrPath: this.dir }, peft.tensors, {
+      model: this.config,
+    });
+  }
+
+  /** Detaches (and frees) the adapter. */
+  removeAdapter(): void {
+    this.setAdapter(null);
+  }
+
+  private setAdapter(lora: LoraAdapter | null): void {
+    this.transformer.lora?.dispose();
+    this.transformer.lora = lora;
+  }
+
+  /** Logits for every position of `tokens`: row-major [tokens.length × vocabSize]. */
+  async logits(tokens: number[], options: LogitsOptions = {}): Promise<Float32Array> {
+    this.assertAlive();
+    const vocab = this.config.vocabSize;
+    const scope = new Scope();
+    try {
+      const batch = uploadBatch(this.gpu, packSequences([tokens], vocab), scope);
+      const fwd = this.transformer.forward(batch, { adapter: options.adapter ?? true });
+      const out = new Float32Array(tokens.length * vocab);
+      try {
+        const chunk = headChunkRows(this.transformer, tokens.length);
+        for (let start = 0; start < tokens.length; start += chunk) {
+          const n = Math.min(chunk, tokens.length - start);
+          const logits = headLogits(this.transformer, sliceRows(fwd.normed, start, n, scope), scope);
+          out.set(await logits.read(), start * vocab);
+        }
+      } finally {
+        fwd.scope.dispose();
+      }
+      return out;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** The continuous-batching engine (created on first use). */
+  get engine(): Engine {
+    this.assertAlive();
+    if (!this.engineInstance) {
+      this.engineInstance = new Engine(this.transformer, this.tokenizer, this.engineOptions);
+    }
+    return this.engineInstance;
+  }
+
+  /** Generates continuations of each prompt (all batched together); results in prompt order. */
+  generate(prompts: number[][], sampling: SamplingParams = {}): Promise<Generation[]> {
+    return Promise.all(prompts.map((p) => this.engine.submit(p, sampling)));
+  }
+
+  /** Generates one continuation, streaming tokens through `onToken`. */
+  generateOne(prompt: number[], options: SubmitOptions = {}): Promise<Generation> {
+    return this.engine.submit(prompt, options);
+  }
+
+  /** Frees the weights, caches and (if the model acquired it) the device. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.engineInstance?.dispose();
+    this.transformer.lora?.dispose();
+    disposeWeights(this.transformer.weights);
+    if (this.ownsGpu) this.gpu.destroy();
+  }
+
+  private assertAlive(): void {
+    if (this.disposed) throw new Error("model used after dispose()");
+  }
+}

@@ -1,0 +1,127 @@
+// The transformer engine end to end on the real device: a random tiny Qwen2-shaped checkpoint
+// written in HF format, loaded from disk, checked against the plain-TypeScript reference.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadCheckpoint } from "../../src/model/loader.ts";
+import { loadModel, type Model } from "../../src/model/model.ts";
+import { readPeftAdapter } from "../../src/model/peft.ts";
+import { writeTinyModel } from "../../src/model/tiny.ts";
+import { useGpu } from "../helpers/gpu.ts";
+import { referenceLogits } from "../reference/transformer.ts";
+
+const gpu = useGpu();
+let dir: string;
+let model: Model;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "fulgur-engine-"));
+  await writeTinyModel(dir, {
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    intermediate: 96,
+    seed: 11,
+    perturbNorms: true,
+  });
+  model = await loadModel(dir, { gpu: gpu(), maxSlots: 4, maxSeqLen: 128 });
+});
+
+afterAll(() => {
+  model?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Max |a−b| relative to the largest |b| (logits are O(1); 1e-3 relative covers f32 sums over 64–96 terms). */
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+describe("engine", () => {
+  it("logits match the reference transformer", async () => {
+    const tokens = model.tokenizer.encode("The quick brown fox jumps over the lazy dog 12 + 30 = 42");
+    const got = await model.logits(tokens);
+    const checkpoint = await loadCheckpoint(dir);
+    const want = await referenceLogits(checkpoint, tokens);
+    await checkpoint.close();
+    expect(got.length).toBe(tokens.length * model.config.vocabSize);
+    expect(relErr(got, want)).toBeLessThan(1e-3);
+  });
+
+  it("a LoRA adapter changes logits exactly as the reference says, and saves to PEFT", async () => {
+    const lora = model.createAdapter({ rank: 4, alpha: 8, seed: 3 });
+    // B starts at zero; give it values so the adapter matters.
+    for (const { name, tensor } of lora.parameters()) {
+      if (name.includes("lora_B")) tensor.write(Array.from({ length: tensor.size }, (_, i) => Math.sin(i) * 0.05));
+    }
+    const tokens = model.tokenizer.encode("adapters move between frameworks");
+    const withAdapter = await model.logits(tokens);
+    const without = await model.logits(tokens, { adapter: false });
+    const adapterDir = join(dir, "adapter");
+    await model.saveAdapter(adapterDir);
+    const peft = await readPeftAdapter(adapterDir, model.config);
+    const checkpoint = await loadCheckpoint(dir);
+    expect(relErr(withAdapter, await referenceLogits(checkpoint, tokens, peft))).toBeLessThan(1e-3);
+    expect(relErr(without, await referenceLogits(checkpoint, tokens))).toBeLessThan(1e-3);
+    await checkpoint.close();
+    expect(relErr(withAdapter, without)).toBeGreaterThan(1e-3);
+    // Loading it back is bit-exact.
+    const saved = await lora.toPeft();
+    await model.loadAdapter(adapterDir);
+    const again = await model.adapter!.toPeft();
+    for (const [k, t] of saved.tensors) expect(Array.from(again.tensors.get(k)!.data)).toEqual(Array.from(t.data));
+    model.removeAdapter();
+  });
+
+  it("greedy generation equals the argmax of logits, and KV-cache decode equals recomputation", async () => {
+    const prompt = model.tokenizer.encode("count: 1 2 3");
+    const [g] = await model.generate([prompt], { temperature: 0, maxTokens: 12, ignoreEos: true });
+    expect(g.tokens.length).toBe(12);
+    const full = [...prompt, ...g.tokens];
+    const logits = await model.logits(full);
+    const V = model.config.vocabSize;
+    for (let i = 0; i < g.tokens.length; i++) {
+      const row = logits.subarray((prompt.length - 1 + i) * V, (prompt.length + i) * V);
+      let best = 0;
+      for (let j = 1; j < V; j++) if (row[j] > row[best]) best = j;
+      expect(g.tokens[i], `token ${i}`).toBe(best);
+      // logprob under T=1 of the chosen token, recomputed from full logits
+      let m = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < V; j++) m = Math.max(m, row[j]);
+      let s = 0;
+      for (let j = 0; j < V; j++) s += Math.exp(row[j] - m);
+      expect(g.logprobs[i]).toBeCloseTo(row[best] - m - Math.log(s), 3);
+    }
+  });
+
+  it("batched generation equals unbatched, and a seed makes sampling reproducible", async () => {
+    const prompts = ["alpha", "beta gamma delta", "x"].map((t) => model.tokenizer.encode(t));
+    const params = { temperature: 0.9, topP: 0.95, maxTokens: 10, seed: 42, ignoreEos: true };
+    const batched = await model.generate(prompts, params);
+    for (let i = 0; i < prompts.length; i++) {
+      const [alone] = await model.generate([prompts[i]], params);
+      expect(alone.tokens).toEqual(batched[i].tokens);
+      for (let j = 0; j < alone.logprobs.length; j++) expect(alone.logprobs[j]).toBeCloseTo(batched[i].logprobs[j], 4);
+    }
+    const [other] = await model.generate([prompts[1]], { ...params, seed: 7 });
+    expect(other.tokens).not.toEqual(batched[1].tokens);
+  });
+
+  it("more requests than slots queue and all finish; bad requests are rejected clearly", async () => {
+    const prompts = Array.from({ length: 9 }, (_, i) => model.tokenizer.encode(`request ${i}`));
+    const out = await model.generate(prompts, { temperature: 0, maxTokens: 5, ignoreEos: true });
+    expect(out.map((g) => g.tokens.length)).toEqual(Array(9).fill(5));
+    expect(out.every((g) => g.finishReason === "length")).toBe(true);
+    await expect(model.generate([[]])).rejects.toThrow(/prompt is empty/);
+    await expect(model.generate([Array(200).fill(1)])).rejects.toThrow(/at most 128 tokens/);
+    await expect(model.generate([[1, 2]], { topP: 0 })).rejects.toThrow(/top_p/);
+  });
+});
