@@ -1,0 +1,299 @@
+// The local GPU engine as a ChatBackend: renders the chat template (with tools, as HF does),
+// tokenizes once, and submits every choice to the continuous-batching engine, so concurrent
+// agents' calls share GPU steps. Returns the exact sampled token ids and logprobs (nothing is
+// re-tokenised), parses Hermes/Qwen-style <tool_call> blocks, and streams deltas as tokens arrive.
+
+import type { ChatMessage, ToolSpec } from "../model/chat-template.ts";
+import type { Model } from "../model/model.ts";
+import type { Generation, TokenChoice } from "../model/scheduler.ts";
+import type {
+  BackendContext,
+  ChatBackend,
+  ChatChoiceOutcome,
+  ChatDelta,
+  ChatOutcome,
+  ChatRequest,
+  ChoiceFinishReason,
+  CompletionChoiceOutcome,
+  CompletionDelta,
+  CompletionOutcome,
+  CompletionRequest,
+  SamplingRequest,
+  TokenLogprob,
+} from "./backend.ts";
+import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
+
+export interface LocalBackendOptions {
+  /** The id served at /v1/models and accepted in requests. */
+  modelId: string;
+}
+
+const encoder = new TextEncoder();
+
+export class LocalBackend implements ChatBackend {
+  readonly constrainedJson = false;
+  private readonly model: Model;
+  private readonly modelId: string;
+  private readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(model: Model, options: LocalBackendOptions) {
+    this.model = model;
+    this.modelId = options.modelId;
+  }
+
+  async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
+    return [{ id: this.modelId, ownedBy: "fulgur", created: this.created }];
+  }
+
+  async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
+    const tok = this.model.tokenizer;
+    const tools = req.tools && req.toolChoice !== "none" ? (req.tools as unknown as ToolSpec[]) : null;
+    let promptText: string;
+    try {
+      promptText = tok.applyChatTemplate(req.messages as unknown as ChatMessage[], {
+        tools,
+        addGenerationPrompt: true,
+      });
+    } catch (err) {
+      throw invalidRequest(`the chat template rejected the messages: ${(err as Error).message}`, "messages");
+    }
+    const prompt = tok.encode(promptText, { addSpecialTokens: false });
+    const adapterVersion = this.model.adapterVersion;
+    const choices = await Promise.all(
+      Array.from({ length: req.sampling.n }, (_, index) => {
+        const stream = ctx.onDelta
+          ? new DeltaStream(tok, req.sampling.stop, req.parseToolCalls, (d) => ctx.onDelta?.(index, d))
+          : undefined;
+        return this.generate(prompt, req.sampling, index, ctx, "messages", stream).then((g) =>
+          this.chatChoice(index, g, req, stream),
+        );
+      }),
+    );
+    return {
+      model: this.modelId,
+      adapterVersion,
+      promptTokenIds: prompt,
+      promptText,
+      choices: choices.map((c) => c.choice),
+      usage: usage(
+        prompt.length,
+        choices.map((c) => c.tokens),
+      ),
+      timings: timings(
+        ctx,
+        choices.map((c) => c.ttft),
+      ),
+    };
+  }
+
+  async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
+    const tok = this.model.tokenizer;
+    const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
+    const adapterVersion = this.model.adapterVersion;
+    const n = req.sampling.n;
+    const results = await Promise.all(
+      prompts.flatMap((prompt, promptIndex) =>
+        Array.from({ length: n }, (_, k) => {
+          const index = promptIndex * n + k;
+          const stream = ctx.onDelta
+            ? new DeltaStream(tok, req.sampling.stop, false, (d) =>
+                ctx.onDelta?.(index, { text: d.content ?? "", logprobs: d.logprobs }),
+              )
+            : undefined;
+          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream).then((g) => {
+            stream?.finish(g);
+            const { text, stopped } = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
+            const choice: CompletionChoiceOutcome = {
+              index,
+              promptIndex,
+              text,
+              finishReason: stopped ? "stop" : finish(g),
+              tokenIds: g.tokens,
+              logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+            };
+            return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
+          });
+        }),
+      ),
+    );
+    const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
+    return {
+      model: this.modelId,
+      adapterVersion,
+      promptTokenIds: prompts,
+      choices: results.map((r) => r.choice),
+      usage: {
+        promptTokens,
+        completionTokens: sum(results.map((r) => r.tokens)),
+        totalTokens: promptTokens + sum(results.map((r) => r.tokens)),
+      },
+      timings: timings(
+        ctx,
+        results.map((r) => r.ttft),
+      ),
+    };
+  }
+
+  private generate(
+    prompt: number[],
+    s: SamplingRequest,
+    index: number,
+    ctx: { signal: AbortSignal },
+    param: string,
+    stream?: DeltaStream,
+  ): Promise<Generation> {
+    const engine = this.model.engine;
+    const room = engine.maxSeqLen - prompt.length;
+    const maxTokens = s.maxTokens ?? room;
+    if (prompt.length >= engine.maxSeqLen || maxTokens > room) {
+      throw contextLengthExceeded(engine.maxSeqLen, prompt.length + maxTokens, param);
+    }
+    return engine.submit(prompt, {
+      temperature: s.temperature,
+      topP: s.topP,
+      topK: s.topK,
+      maxTokens,
+      stop: s.stop,
+      seed: s.seed === null ? undefined : (s.seed + index) >>> 0,
+      topLogprobs: s.topLogprobs,
+      signal: ctx.signal,
+      onToken: stream ? (t) => stream.push(t) : undefined,
+    });
+  }
+
+  private chatChoice(
+    index: number,
+    g: Generation,
+    req: ChatRequest,
+    stream: DeltaStream | undefined,
+  ): { choice: ChatChoiceOutcome; tokens: number; ttft: number } {
+    const tok = this.model.tokenizer;
+    stream?.finish(g);
+    const text = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
+    const parsed = req.parseToolCalls ? parseToolCalls(text.text) : { content: text.text || null, toolCalls: [] };
+    const choice: ChatChoiceOutcome = {
+      index,
+      text: text.text,
+      content: parsed.content,
+      toolCalls: parsed.toolCalls,
+      finishReason: parsed.toolCalls.length > 0 ? "tool_calls" : text.stopped ? "stop" : finish(g),
+      tokenIds: g.tokens,
+      logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+    };
+    return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
+  }
+}
+
+/**
+ * Incremental decoding for streams: as tokens arrive, emits the text that can no longer change
+ * (held back: an unfinished UTF-8 sequence, and the tail that could still start a stop string),
+ * through the tool-call parser for chat, with the logprobs of the tokens since the last delta.
+ */
+class DeltaStream {
+  private readonly tokens: number[] = [];
+  private readonly lps: number[] = [];
+  private sent = 0;
+  private sentTokens = 0;
+  private readonly hold: number;
+  private readonly parser: StreamingToolCallParser | null;
+  private done = false;
+
+  constructor(
+    private readonly tok: Model["tokenizer"],
+    private readonly stop: string[],
+    parseTools: boolean,
+    private readonly emit: (delta: ChatDelta) => void,
+  ) {
+    this.hold = Math.max(0, ...stop.map((s) => s.length - 1));
+    this.parser = parseTools ? new StreamingToolCallParser() : null;
+  }
+
+  push(t: TokenChoice): void {
+    if (this.done) return;
+    this.tokens.push(t.token);
+    this.lps.push(t.logprob);
+    const text = this.tok.decode(this.tokens, { skipSpecialTokens: true });
+    if (text.endsWith("\uFFFD")) return;
+    const cut = cutAtStop(text, this.stop);
+    const stable = cut.stopped ? cut.text.length : Math.max(this.sent, cut.text.length - this.hold);
+    this.send(cut.text.slice(this.sent, stable), false);
+    this.sent = stable;
+    if (cut.stopped) this.done = true;
+  }
+
+  finish(g: Generation): void {
+    const cut = cutAtStop(this.tok.decode(g.tokens, { skipSpecialTokens: true }), this.stop);
+    const rest = this.done ? "" : cut.text.slice(this.sent);
+    this.sent = cut.text.length;
+    this.done = true;
+    this.send(rest, true);
+  }
+
+  private send(text: string, last: boolean): void {
+    const out = this.parser ? this.parser.push(text) : { content: text, toolCalls: [] };
+    if (last && this.parser) {
+      const end = this.parser.finish();
+      out.content += end.content;
+      out.toolCalls.push(...end.toolCalls);
+    }
+    const newTokens = this.tokens.slice(this.sentTokens);
+    const logprobs = newTokens.length ? tokenLogprobs(this.tok, newTokens, this.lps.slice(this.sentTokens)) : undefined;
+    if (!out.content && out.toolCalls.length === 0 && !logprobs) return;
+    this.sentTokens = this.tokens.length;
+    this.emit({
+      content: out.content || undefined,
+      toolCalls: out.toolCalls.length ? out.toolCalls : undefined,
+      logprobs,
+    });
+  }
+}
+
+function cutAtStop(text: string, stop: string[]): { text: string; stopped: boolean } {
+  let at = -1;
+  for (const s of stop) {
+    if (!s) continue;
+    const i = text.indexOf(s);
+    if (i >= 0 && (at < 0 || i < at)) at = i;
+  }
+  return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
+}
+
+function tokenLogprobs(
+  tok: Model["tokenizer"],
+  ids: number[],
+  logprobs: number[],
+  top?: TokenChoice[][],
+): TokenLogprob[] {
+  return ids.map((id, i) => {
+    const token = tok.decode([id]);
+    return {
+      token,
+      logprob: logprobs[i],
+      bytes: Array.from(encoder.encode(token)),
+      tokenId: id,
+      top: (top?.[i] ?? []).map((alt) => {
+        const t = tok.decode([alt.token]);
+        return { token: t, logprob: alt.logprob, bytes: Array.from(encoder.encode(t)), tokenId: alt.token };
+      }),
+    };
+  });
+}
+
+function finish(g: Generation): ChoiceFinishReason {
+  return g.finishReason === "abort" ? "abort" : g.finishReason;
+}
+
+function usage(promptTokens: number, completions: number[]) {
+  const completionTokens = sum(completions);
+  return { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+}
+
+function timings(ctx: { receivedAt: number }, ttfts: number[]) {
+  const now = performance.now();
+  return { queueMs: null, ttftMs: ttfts.length ? Math.min(...ttfts) : null, totalMs: now - ctx.receivedAt };
+}
+
+function sum(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}

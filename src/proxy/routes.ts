@@ -1,0 +1,334 @@
+// The OpenAI-compatible HTTP surface: `POST /v1/chat/completions`, `POST /v1/completions`,
+// `GET /v1/models`, served at the root and under `/rollouts/:rolloutId/attempts/:attemptId` so an
+// agent's base URL says which attempt its calls belong to (headers `x-fulgur-rollout-id` /
+// `x-fulgur-attempt-id` work too). Requests are validated before the backend sees them; every
+// call that reaches the backend is handed to the recorder exactly once, with its error if it
+// failed; calls rejected earlier are not recorded.
+
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type {
+  ChatBackend,
+  ChatDelta,
+  ChatOutcome,
+  ChatRequest,
+  CompletionDelta,
+  CompletionOutcome,
+  RecordedCall,
+  RecordedError,
+  Recorder,
+} from "./backend.ts";
+import {
+  modelNotFound,
+  openAIErrorHandler,
+  openAINotFoundHandler,
+  ProxyError,
+  payloadTooLarge,
+  readJsonBody,
+  toProxyError,
+} from "./errors.ts";
+import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
+import type { ModelList } from "./openai-types.ts";
+import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
+import { sseResponse } from "./sse.ts";
+
+export interface ProxyRoutesOptions {
+  backend: ChatBackend;
+  recorder: Recorder;
+  /** The model id clients must ask for; default: whatever `backend.listModels()` lists. */
+  modelName?: string;
+  /** Serve any `model` the client names (agents with a hard-coded model id). Default false. */
+  acceptAnyModel?: boolean;
+  /** Largest request body accepted, in bytes (default 8 MiB); larger → 413. */
+  maxBodyBytes?: number;
+}
+
+export const ROLLOUT_HEADER = "x-fulgur-rollout-id";
+export const ATTEMPT_HEADER = "x-fulgur-attempt-id";
+const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+interface Attribution {
+  rolloutId: string | null;
+  attemptId: string | null;
+}
+
+/** Path parameters win over headers; empty values count as absent. */
+function attributionOf(c: Context): Attribution {
+  const pick = (param: string, header: string) => {
+    const value = c.req.param(param) || c.req.header(header) || "";
+    return value.trim() === "" ? null : value.trim();
+  };
+  return { rolloutId: pick("rolloutId", ROLLOUT_HEADER), attemptId: pick("attemptId", ATTEMPT_HEADER) };
+}
+
+function recordedError(err: unknown, clientGone: boolean): RecordedError {
+  if (clientGone) {
+    return {
+      status: 499,
+      message: "The client disconnected before the answer was complete.",
+      type: "client_disconnected",
+      code: null,
+    };
+  }
+  const e = toProxyError(err);
+  return { status: e.status, message: e.message, type: e.type, code: e.code };
+}
+
+/**
+ * Without constrained decoding, `response_format: json_object/json_schema` is checked after the
+ * fact: an answer whose text is not JSON is an error instead of a silent contract breach.
+ */
+function jsonOutputError(req: ChatRequest, outcome: ChatOutcome, backend: ChatBackend): ProxyError | null {
+  if (req.responseFormat.type === "text" || backend.constrainedJson) return null;
+  for (const choice of outcome.choices) {
+    if (choice.toolCalls.length > 0) continue;
+    try {
+      JSON.parse(choice.content ?? "");
+    } catch {
+      return new ProxyError(
+        500,
+        `response_format ${req.responseFormat.type} was requested but choice ${choice.index} is not valid JSON ` +
+          `(this backend cannot constrain decoding; the output was checked afterwards): ${JSON.stringify((choice.content ?? "").slice(0, 200))}`,
+        { type: "server_error", code: "invalid_json_output" },
+      );
+    }
+  }
+  return null;
+}
+
+/** A streaming backend run whose deltas are buffered until the SSE response is ready for them. */
+interface GatedRun<Delta, Outcome> {
+  outcome: Promise<Outcome>;
+  /** Aborts when the client goes away (before or during the stream). */
+  signal: AbortSignal;
+  /** Sends deltas to `sink` from now on, replaying those that arrived before. */
+  open(sink: (index: number, delta: Delta) => void): void;
+  /** Links the SSE writer's disconnect signal to the run. */
+  follow(signal: AbortSignal): void;
+}
+
+/**
+ * Starts a streaming run and waits for its first delta. If the run fails before any output, the
+ * error is thrown here, so the route still answers with its real HTTP status (a context window
+ * overflow is a 400, not a 200 stream carrying an error event).
+ */
+async function startStreaming<Delta, Outcome>(
+  c: Context,
+  run: (signal: AbortSignal, onDelta: (index: number, delta: Delta) => void) => Promise<Outcome>,
+): Promise<GatedRun<Delta, Outcome>> {
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(new Error("client disconnected"));
+  c.req.raw.signal.addEventListener("abort", onAbort, { once: true });
+  const buffered: [number, Delta][] = [];
+  let sink: ((index: number, delta: Delta) => void) | null = null;
+  let wake = () => {};
+  const firstOrEnd = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  let failure: { error: unknown } | null = null;
+  const outcome = run(abort.signal, (index, delta) => {
+    if (sink) sink(index, delta);
+    else {
+      buffered.push([index, delta]);
+      wake();
+    }
+  });
+  outcome.then(wake, (error) => {
+    failure = { error };
+    wake();
+  });
+  await firstOrEnd;
+  if (failure) throw (failure as { error: unknown }).error;
+  return {
+    outcome,
+    signal: abort.signal,
+    open(next) {
+      sink = next;
+      for (const [index, delta] of buffered.splice(0)) next(index, delta);
+    },
+    follow(signal) {
+      if (signal.aborted) onAbort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    },
+  };
+}
+
+/**
+ * The proxy's Hono app. Mount it on the server with `app.route("/", proxyRoutes({...}))`.
+ */
+export function proxyRoutes(options: ProxyRoutesOptions): Hono {
+  const { backend, recorder } = options;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) {
+    throw new Error(`proxyRoutes: maxBodyBytes must be a positive integer, got ${maxBodyBytes}`);
+  }
+
+  async function servedModels(): Promise<string[]> {
+    if (options.modelName) return [options.modelName];
+    return (await backend.listModels()).map((m) => m.id);
+  }
+
+  async function checkModel(model: string): Promise<void> {
+    if (options.acceptAnyModel) return;
+    const served = await servedModels();
+    if (!served.includes(model)) throw modelNotFound(model, served);
+  }
+
+  /** Returns a function that records the call once; later calls are ignored. */
+  function recordOnce(base: Omit<RecordedCall, "outcome" | "error" | "model" | "adapterVersion" | "timings">) {
+    let done = false;
+    const receivedAt = performance.now();
+    return (outcome: ChatOutcome | CompletionOutcome | null, error: RecordedError | null) => {
+      if (done) return;
+      done = true;
+      const call = {
+        ...base,
+        outcome,
+        error,
+        model: outcome?.model ?? base.request.model,
+        adapterVersion: outcome?.adapterVersion ?? null,
+        timings: outcome?.timings ?? { queueMs: null, ttftMs: null, totalMs: performance.now() - receivedAt },
+      } as RecordedCall;
+      try {
+        recorder.record(call);
+      } catch (err) {
+        // A broken recorder must not fail the agent's call; it is a server-side bug to see in logs.
+        console.error("fulgur proxy: recorder.record threw", err);
+      }
+    };
+  }
+
+  const v1 = new Hono();
+  v1.onError(openAIErrorHandler);
+  v1.use(
+    "/v1/*",
+    bodyLimit({ maxSize: maxBodyBytes, onError: (c) => c.json(payloadTooLarge(maxBodyBytes).toBody(), 413) }),
+  );
+
+  v1.get("/v1/models", async (c) => {
+    const listed = options.modelName
+      ? [{ id: options.modelName, ownedBy: "fulgur", created: 0 }]
+      : await backend.listModels();
+    const body: ModelList = {
+      object: "list",
+      data: listed.map((m) => ({ id: m.id, object: "model", created: m.created, owned_by: m.ownedBy })),
+    };
+    return c.json(body);
+  });
+
+  v1.post("/v1/chat/completions", async (c) => {
+    const receivedAt = performance.now();
+    const startedAt = Date.now();
+    const req = parseChatRequest(await readJsonBody(c));
+    await checkModel(req.model);
+    const id = newResponseId("chatcmpl");
+    const created = Math.floor(startedAt / 1000);
+    const record = recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
+
+    if (!req.stream) {
+      let outcome: ChatOutcome;
+      try {
+        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
+      } catch (err) {
+        record(null, recordedError(err, c.req.raw.signal.aborted));
+        throw err;
+      }
+      const jsonError = jsonOutputError(req, outcome, backend);
+      record(outcome, jsonError ? recordedError(jsonError, false) : null);
+      if (jsonError) throw jsonError;
+      return c.json(chatCompletionBody(id, created, req, outcome));
+    }
+
+    let gated: GatedRun<ChatDelta, ChatOutcome>;
+    try {
+      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
+        backend.chat(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      record(null, recordedError(err, c.req.raw.signal.aborted));
+      throw err;
+    }
+    const chunker = new ChatChunker(id, created, req);
+    return sseResponse(
+      c,
+      async (writer) => {
+        gated.follow(writer.signal);
+        let pending = Promise.resolve();
+        gated.open((index, delta) => {
+          for (const chunk of chunker.delta(index, delta)) pending = pending.then(() => writer.send(chunk));
+        });
+        const outcome = await gated.outcome;
+        await pending;
+        for (const chunk of chunker.finish(outcome)) await writer.send(chunk);
+        await writer.done();
+        const clientGone = gated.signal.aborted;
+        const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
+        record(outcome, clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null);
+      },
+      (err) => record(null, recordedError(err, gated.signal.aborted)),
+    );
+  });
+
+  v1.post("/v1/completions", async (c) => {
+    const receivedAt = performance.now();
+    const startedAt = Date.now();
+    const req = parseCompletionRequest(await readJsonBody(c));
+    await checkModel(req.model);
+    const id = newResponseId("cmpl");
+    const created = Math.floor(startedAt / 1000);
+    const record = recordOnce({ kind: "completion", id, ...attributionOf(c), startedAt, request: req });
+
+    if (!req.stream) {
+      let outcome: CompletionOutcome;
+      try {
+        outcome = await backend.completion(req, { signal: c.req.raw.signal, receivedAt });
+      } catch (err) {
+        record(null, recordedError(err, c.req.raw.signal.aborted));
+        throw err;
+      }
+      record(outcome, null);
+      return c.json(completionBody(id, created, req, outcome));
+    }
+
+    let gated: GatedRun<CompletionDelta, CompletionOutcome>;
+    try {
+      gated = await startStreaming<CompletionDelta, CompletionOutcome>(c, (signal, onDelta) =>
+        backend.completion(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      record(null, recordedError(err, c.req.raw.signal.aborted));
+      throw err;
+    }
+    return sseResponse(
+      c,
+      async (writer) => {
+        gated.follow(writer.signal);
+        let pending = Promise.resolve();
+        gated.open((index, delta) => {
+          const chunk = completionChunk(id, created, req, index, delta, null);
+          pending = pending.then(() => writer.send(chunk));
+        });
+        const outcome = await gated.outcome;
+        await pending;
+        for (const choice of outcome.choices) {
+          await writer.send(completionChunk(id, created, req, choice.index, null, choice.finishReason));
+        }
+        if (req.includeUsage) {
+          const usage = completionBody(id, created, req, outcome).usage;
+          await writer.send({ ...completionChunk(id, created, req, 0, null, null), choices: [], usage });
+        }
+        await writer.done();
+        record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
+      },
+      (err) => record(null, recordedError(err, gated.signal.aborted)),
+    );
+  });
+
+  const app = new Hono();
+  app.onError(openAIErrorHandler);
+  app.notFound(openAINotFoundHandler);
+  app.route("/", v1);
+  app.route("/rollouts/:rolloutId/attempts/:attemptId", v1);
+  return app;
+}
