@@ -42,6 +42,11 @@ if (stale) {
 say("checking for a WebGPU adapter (installs Mesa lavapipe on a GPU-less Debian machine)");
 run("bash", [join(root, "scripts/setup-gpu.sh")], "GPU set-up");
 
+if (job === "test" || job === "setup") {
+  say("checking for Chromium (the dashboard's end-to-end tests drive it)");
+  run("bash", [join(root, "scripts/setup-chromium.sh")], "Chromium set-up");
+}
+
 const bin = (name) => join(root, "node_modules/.bin", name);
 switch (job) {
   case "setup":

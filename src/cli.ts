@@ -3,6 +3,7 @@
 
 import { parseArgs } from "node:util";
 import { selfCheck } from "./selfcheck.ts";
+import { runServer, SERVER_USAGE } from "./server.ts";
 
 interface Command {
   summary: string;
@@ -11,6 +12,11 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  serve: {
+    summary: "serve the OpenAI-compatible API, the store API and the dashboard",
+    usage: SERVER_USAGE.replace(/^Usage: /, ""),
+    run: runServer,
+  },
   selfcheck: {
     summary: "check that this machine can run Fulgur's GPU kernels",
     usage: "fulgur selfcheck [--json]",

@@ -57,7 +57,7 @@ describe("server", () => {
     ["node (tsx)", bin("tsx")],
   ] as const) {
     it(`starts under ${name}, answers /health, and shuts down on SIGTERM`, async () => {
-      const child = spawn(cmd, [join(root, "src/server.ts"), "--port", "0"], { cwd: root });
+      const child = spawn(cmd, [join(root, "src/server.ts"), "--port", "0", "--store", ":memory:"], { cwd: root });
       let out = "";
       child.stdout.on("data", (d) => {
         out += d;
