@@ -2,5 +2,5 @@
 export * from "./gpu/index.ts";
 export * from "./model/index.ts";
 export * from "./store/index.ts";
-export { lossAndGrads, type LossAndGradsOptions } from "./trainer/loss-and-grads.ts";
 export { type PolicySample, policyGradients } from "./trainer/grads.ts";
+export { type LossAndGradsOptions, lossAndGrads } from "./trainer/loss-and-grads.ts";
