@@ -11,7 +11,7 @@ import { loadModel, type Model } from "./model/model.ts";
 import type { ChatBackend } from "./proxy/backend.ts";
 import { serviceUnavailable, unauthorized } from "./proxy/errors.ts";
 import { LocalBackend } from "./proxy/local.ts";
-import { StoreRecorder } from "./proxy/recorder.ts";
+import { flushingBeforeFinish, StoreRecorder } from "./proxy/recorder.ts";
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
 import { openStore } from "./store/libsql.ts";
@@ -48,7 +48,7 @@ export function createApp(options: AppOptions): ComposedApp {
     app.use("/v1/*", bearer(key));
     app.use("/rollouts/*", bearer(key));
   }
-  app.route("/", storeRoutes(options.store, { apiKey: options.apiKey }));
+  app.route("/", storeRoutes(flushingBeforeFinish(options.store, recorder), { apiKey: options.apiKey }));
   app.route("/", dashboardRoutes());
   const backend = options.backend ?? noBackend;
   app.route(

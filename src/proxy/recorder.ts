@@ -183,6 +183,8 @@ export function toRecords(call: RecordedCall): Pending {
           kind: "chat",
           choice: choice.index,
           text: choice.text,
+          // The OpenAI `user` field names the agent in multi-agent rollouts (trainer filter).
+          agent: call.request.user,
           tools,
           sampling,
           timings,
@@ -245,4 +247,24 @@ export function toRecords(call: RecordedCall): Pending {
     });
   }
   return { transitions, spans };
+}
+
+/**
+ * The store as seen by whoever finishes attempts (runners, over HTTP or in-process): finishing an
+ * attempt first writes every queued call, so "rollout finished" implies "its LLM calls are in the
+ * store" — the trainer reads transitions right after a rollout ends.
+ */
+export function flushingBeforeFinish(store: Store, recorder: StoreRecorder): Store {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === "finishAttempt") {
+        return async (...args: Parameters<Store["finishAttempt"]>) => {
+          await recorder.flush();
+          return target.finishAttempt(...args);
+        };
+      }
+      const value = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }

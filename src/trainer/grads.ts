@@ -22,6 +22,11 @@ export interface PolicySample {
 
 export interface PolicyGradientOptions extends PpoOptions {
   temperature: number;
+  /**
+   * Scales this micro-batch's loss and gradient (default 1): gradient accumulation over
+   * micro-batches weights each by its share of the batch's tokens, so the sum is the batch mean.
+   */
+  weight?: number;
   /** Recompute layer activations in backward instead of keeping them. */
   recompute?: boolean;
 }
@@ -97,6 +102,11 @@ export async function policyGradients(
         },
         options,
       );
+      const weight = options.weight ?? 1;
+      if (weight !== 1) {
+        for (let i = 0; i < result.dLogprobs.length; i++) result.dLogprobs[i] *= weight;
+        result.loss *= weight;
+      }
       const dLogprobs = scope.track(gpu.tensor([total], "f32", result.dLogprobs));
       const dHead = sink.full?.get(model.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
       const dNormed = headBackward(model, fwd.normed, targetsGpu, lse, dLogprobs, options.temperature, scope, dHead);
