@@ -115,6 +115,19 @@ describe("engine", () => {
     expect(other.tokens).not.toEqual(batched[1].tokens);
   });
 
+  it("loads linear weights as f16 (f32 accumulation) and stays close to f32", async () => {
+    if (!gpu().features.shaderF16) return;
+    const half = await loadModel(dir, { gpu: gpu(), dtype: "f16" });
+    const tokens = model.tokenizer.encode("half precision weights");
+    const a = await half.logits(tokens);
+    const b = await model.logits(tokens);
+    half.dispose();
+    // f16 rounds each weight by ≤ 2^-11 relative; over 64–96-term dot products of O(0.02)
+    // weights that moves O(1) logits by well under 1%.
+    expect(relErr(a, b)).toBeLessThan(1e-2);
+    expect(relErr(a, b)).toBeGreaterThan(0);
+  });
+
   it("more requests than slots queue and all finish; bad requests are rejected clearly", async () => {
     const prompts = Array.from({ length: 9 }, (_, i) => model.tokenizer.encode(`request ${i}`));
     const out = await model.generate(prompts, { temperature: 0, maxTokens: 5, ignoreEos: true });
