@@ -115,6 +115,18 @@ describe("engine", () => {
     expect(other.tokens).not.toEqual(batched[1].tokens);
   });
 
+  it("chunks long prompts over several steps without changing the result", async () => {
+    const small = await loadModel(dir, { gpu: gpu(), maxSlots: 4, maxSeqLen: 128, maxStepTokens: 8 });
+    const prompt = model.tokenizer.encode("a prompt long enough to need several prefill chunks of eight tokens");
+    expect(prompt.length).toBeGreaterThan(16);
+    const [chunked] = await small.generate([prompt], { temperature: 0, maxTokens: 6, ignoreEos: true });
+    const [whole] = await model.generate([prompt], { temperature: 0, maxTokens: 6, ignoreEos: true });
+    expect(small.engine.scheduler.stats.steps).toBeGreaterThan(Math.ceil(prompt.length / 8));
+    small.dispose();
+    expect(chunked.tokens).toEqual(whole.tokens);
+    for (let i = 0; i < 6; i++) expect(chunked.logprobs[i]).toBeCloseTo(whole.logprobs[i], 4);
+  });
+
   it("loads linear weights as f16 (f32 accumulation) and stays close to f32", async () => {
     if (!gpu().features.shaderF16) return;
     const half = await loadModel(dir, { gpu: gpu(), dtype: "f16" });
