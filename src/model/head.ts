@@ -2,7 +2,7 @@
 // vocabulary makes logits huge (512 tokens × 151936 × 4 B = 311 MB, over one binding), so rows
 // are processed in chunks that fit, and logits are recomputed in backward instead of kept.
 
-import { tokenLogprobs, tokenLogprobsBackward } from "../gpu/kernels/logprobs.ts";
+import { entropy, entropyBackward, tokenLogprobs, tokenLogprobsBackward } from "../gpu/kernels/logprobs.ts";
 import { matmul } from "../gpu/kernels/matmul.ts";
 import type { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -59,11 +59,13 @@ export function headLogprobs(
   targets: Tensor,
   temperature: number,
   scope: Scope,
-): { logprobs: Tensor; lse: Tensor } {
+  withEntropy = false,
+): { logprobs: Tensor; lse: Tensor; entropy: Tensor | null } {
   const rows = normed.shape[0];
   const chunk = headChunkRows(model, rows);
   const logprobs = scope.track(model.gpu.tensor([rows]));
   const lse = scope.track(model.gpu.tensor([rows]));
+  const ent = withEntropy ? scope.track(model.gpu.tensor([rows])) : null;
   for (let start = 0; start < rows; start += chunk) {
     const n = Math.min(chunk, rows - start);
     const logits = headLogits(model, sliceRows(normed, start, n, scope), scope);
@@ -72,13 +74,15 @@ export function headLogprobs(
     scope.track(r.lse);
     writeRows(logprobs.reshape([rows, 1]), start, r.logprobs);
     writeRows(lse.reshape([rows, 1]), start, r.lse);
+    if (ent) writeRows(ent.reshape([rows, 1]), start, scope.track(entropy(logits, { temperature })));
   }
-  return { logprobs, lse };
+  return { logprobs, lse, entropy: ent };
 }
 
 /**
- * Gradient of Σ dLogprobs·logprobs w.r.t. the normed hidden states (returned), recomputing each
- * chunk's logits. With `dHead` (full training), also accumulates the LM head's gradient.
+ * Gradient of Σ dLogprobs·logprobs (+ Σ dEntropy·entropy) w.r.t. the normed hidden states
+ * (returned), recomputing each chunk's logits. With `dHead` (full training), also accumulates the
+ * LM head's gradient.
  */
 export function headBackward(
   model: Transformer,
@@ -89,6 +93,7 @@ export function headBackward(
   temperature: number,
   scope: Scope,
   dHead?: Tensor,
+  dEntropy?: Tensor,
 ): Tensor {
   const rows = normed.shape[0];
   const chunk = headChunkRows(model, rows);
@@ -107,6 +112,10 @@ export function headBackward(
         { temperature },
       ),
     );
+    if (dEntropy) {
+      const dH = sliceRows(dEntropy.reshape([rows, 1]), start, n, scope).reshape([n]);
+      entropyBackward(dH, logits, { temperature, out: dLogits, accumulate: true });
+    }
     const dx = scope.track(matmul(dLogits, head));
     writeRows(dNormed, start, dx);
     if (dHead) matmul(dLogits, x, { transA: true, accumulate: true, out: dHead });

@@ -89,8 +89,15 @@ export async function policyGradients(
     }
     const fwd = model.forward(batch, { recompute: options.recompute });
     try {
-      const { logprobs, lse } = headLogprobs(model, fwd.normed, targetsGpu, options.temperature, fwd.scope);
-      const lp = await logprobs.read();
+      const { logprobs, lse, entropy } = headLogprobs(
+        model,
+        fwd.normed,
+        targetsGpu,
+        options.temperature,
+        fwd.scope,
+        true,
+      );
+      const [lp, ent] = await Promise.all([logprobs.read(), entropy!.read()]);
       const result = ppoLoss(
         {
           logprobs: lp,
@@ -99,17 +106,30 @@ export async function policyGradients(
           mask,
           advantages,
           sequence,
+          entropy: ent,
         },
         options,
       );
       const weight = options.weight ?? 1;
       if (weight !== 1) {
         for (let i = 0; i < result.dLogprobs.length; i++) result.dLogprobs[i] *= weight;
+        if (result.dEntropy) for (let i = 0; i < result.dEntropy.length; i++) result.dEntropy[i] *= weight;
         result.loss *= weight;
       }
       const dLogprobs = scope.track(gpu.tensor([total], "f32", result.dLogprobs));
       const dHead = sink.full?.get(model.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-      const dNormed = headBackward(model, fwd.normed, targetsGpu, lse, dLogprobs, options.temperature, scope, dHead);
+      const dEntropy = result.dEntropy ? scope.track(gpu.tensor([total], "f32", result.dEntropy)) : undefined;
+      const dNormed = headBackward(
+        model,
+        fwd.normed,
+        targetsGpu,
+        lse,
+        dLogprobs,
+        options.temperature,
+        scope,
+        dHead,
+        dEntropy,
+      );
       backward(model, batch, fwd, dNormed, sink);
       await gpu.sync();
       return result;

@@ -12,6 +12,8 @@ export interface PpoOptions {
   clipLow: number;
   clipHigh: number;
   klCoef?: number;
+  /** Entropy bonus: subtracts entropyCoef · mean entropy of the trained tokens (0 = off). */
+  entropyCoef?: number;
   /** "token": mean over all response tokens of the batch (default); "sequence": mean of per-sequence means. */
   aggregation?: "token" | "sequence";
 }
@@ -26,13 +28,17 @@ export interface PpoTokenInputs {
   advantages: Float32Array;
   /** Sequence index of each token (for sequence-mean aggregation). */
   sequence?: Uint32Array;
+  /** Entropy of each token's predictive distribution (for the metric and the bonus). */
+  entropy?: Float32Array;
 }
 
 export interface PpoResult {
   loss: number;
   /** dLoss/dLogprob per token (0 where masked). */
   dLogprobs: Float32Array;
-  metrics: { clipFraction: number; kl: number; ratioMean: number; tokens: number; policyLoss: number };
+  /** dLoss/dEntropy per token, when an entropy bonus is on. */
+  dEntropy: Float32Array | null;
+  metrics: { clipFraction: number; kl: number; ratioMean: number; tokens: number; policyLoss: number; entropy: number };
 }
 
 /** Computes the loss and dLoss/dLogprob for every token. */
@@ -48,6 +54,10 @@ export function ppoLoss(inputs: PpoTokenInputs, options: PpoOptions): PpoResult 
   let clipped = 0;
   let ratioSum = 0;
   let tokens = 0;
+  let entropySum = 0;
+  const entropyCoef = options.entropyCoef ?? 0;
+  if (entropyCoef > 0 && !inputs.entropy) throw new Error("entropyCoef > 0 needs per-token entropies");
+  const dEntropy = entropyCoef > 0 ? new Float32Array(n) : null;
   const lo = 1 - options.clipLow;
   const hi = 1 + options.clipHigh;
   for (let t = 0; t < n; t++) {
@@ -79,16 +89,20 @@ export function ppoLoss(inputs: PpoTokenInputs, options: PpoOptions): PpoResult 
       d += klCoef * w * (1 - e);
     }
     dLogprobs[t] = d;
+    if (inputs.entropy) entropySum += w * inputs.entropy[t];
+    if (dEntropy) dEntropy[t] = -entropyCoef * w;
   }
   return {
-    loss: policyLoss + klCoef * klSum,
+    loss: policyLoss + klCoef * klSum - entropyCoef * entropySum,
     dLogprobs,
+    dEntropy,
     metrics: {
       clipFraction: tokens ? clipped / tokens : 0,
       kl: klSum,
       ratioMean: tokens ? ratioSum / tokens : 0,
       tokens,
       policyLoss,
+      entropy: entropySum,
     },
   };
 }

@@ -5,11 +5,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Tensor } from "../../src/gpu/tensor.ts";
 import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import type { PeftAdapter } from "../../src/model/peft.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
 import type { PolicySample } from "../../src/trainer/grads.ts";
+import { policyGradients } from "../../src/trainer/grads.ts";
 import { lossAndGrads } from "../../src/trainer/loss-and-grads.ts";
 import { ppoLoss } from "../../src/trainer/ppo.ts";
 import { useGpu } from "../helpers/gpu.ts";
@@ -144,6 +146,76 @@ describe("lossAndGrads", () => {
         clipHigh: 0.2,
       }),
     ).rejects.toThrow(/first token has no logprob/);
+    model.removeAdapter();
+  });
+});
+
+describe("entropy bonus", () => {
+  it("its gradient matches finite differences of −c·mean entropy added to the loss", async () => {
+    const lora = model.createAdapter({ rank: 2, alpha: 4, seed: 12 });
+    const r = rng(5);
+    for (const { tensor } of lora.parameters())
+      tensor.write(Array.from({ length: tensor.size }, () => (r() - 0.5) * 0.3));
+    const V = model.config.vocabSize;
+    const tokens = Array.from({ length: 8 }, () => Math.floor(r() * V));
+    const mask = tokens.map((_, i) => (i >= 3 ? 1 : 0));
+    const T = 0.9;
+    const c = 0.5;
+    const entropyLoss = (peft: PeftAdapter) => {
+      const logits = referenceForward(reference, tokens, peft);
+      let sum = 0;
+      let n = 0;
+      for (let t = 1; t < tokens.length; t++) {
+        if (!mask[t]) continue;
+        const row = logits.subarray((t - 1) * V, t * V);
+        let m = Number.NEGATIVE_INFINITY;
+        for (const x of row) m = Math.max(m, x / T);
+        let z = 0;
+        for (const x of row) z += Math.exp(x / T - m);
+        let h = 0;
+        for (const x of row) {
+          const lp = x / T - m - Math.log(z);
+          h -= Math.exp(lp) * lp;
+        }
+        sum += h;
+        n++;
+      }
+      return -c * (sum / n);
+    };
+    const sink = new Map<string, { dA: Tensor; dB: Tensor }>();
+    for (const m of lora.modules.values()) sink.set(m.path, { dA: gpu().zeros(m.a.shape), dB: gpu().zeros(m.b.shape) });
+    // Advantage 0 removes the policy term; what remains is the entropy bonus alone.
+    const res = await policyGradients(
+      model.transformer,
+      [{ tokens, lossMask: mask, advantage: 0, oldLogprobs: tokens.map(() => 0) }],
+      { temperature: T, clipLow: 0.2, clipHigh: 0.2, entropyCoef: c },
+      { lora: sink },
+    );
+    const peft = await lora.toPeft();
+    expect(res.loss).toBeCloseTo(entropyLoss(peft), 4);
+    expect(res.metrics.entropy).toBeGreaterThan(0);
+    const m = [...lora.modules.values()][3];
+    const key = `base_model.model.${m.path}.lora_B.weight`;
+    const grad = await sink.get(m.path)!.dB.read();
+    const t = peft.tensors.get(key)!;
+    let scale = 0;
+    for (const g of grad) scale = Math.max(scale, Math.abs(g));
+    for (let probe = 0; probe < 6; probe++) {
+      const i = Math.floor(r() * t.data.length);
+      const wide = Float64Array.from(t.data);
+      const at = (v: number) => {
+        wide[i] = v;
+        const tensors = new Map(peft.tensors);
+        tensors.set(key, { shape: t.shape, data: wide as unknown as Float32Array });
+        return entropyLoss({ config: peft.config, tensors });
+      };
+      const fd = (at(t.data[i] + 1e-4) - at(t.data[i] - 1e-4)) / 2e-4;
+      expect(Math.abs(grad[i] - fd), `${key}[${i}]`).toBeLessThan(1e-3 * scale + 0.02 * Math.abs(fd));
+    }
+    for (const g of sink.values()) {
+      g.dA.dispose();
+      g.dB.dispose();
+    }
     model.removeAdapter();
   });
 });
