@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Runs a TypeScript entry point on the runtime that invoked the package script: Bun when the
-// script was started with `bun run` (its user agent says so), else Node through tsx.
+// script was started with `bun run` (its user agent says so), else Node with tsx's loader in the
+// same process (`node --import tsx`). Signals are forwarded, so `kill <pid>` of this wrapper stops
+// the program (a worker, the server) instead of orphaning it.
 //   node scripts/run.mjs src/server.ts [args]
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -13,9 +15,11 @@ if (!entry) {
   process.exit(2);
 }
 const onBun = (process.env.npm_config_user_agent ?? "").startsWith("bun/") || "bun" in process.versions;
-const bin = (name) => join(root, "node_modules/.bin", name);
 const [cmd, cmdArgs] = onBun
-  ? [process.versions.bun ? process.execPath : bin("bun"), [entry, ...args]]
-  : [bin("tsx"), [entry, ...args]];
-const r = spawnSync(cmd, cmdArgs, { stdio: "inherit" });
-process.exit(r.status ?? 1);
+  ? [process.versions.bun ? process.execPath : join(root, "node_modules/.bin/bun"), [entry, ...args]]
+  : [process.execPath, ["--import", "tsx", entry, ...args]];
+const child = spawn(cmd, cmdArgs, { stdio: "inherit", cwd: process.cwd() });
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(signal, () => child.kill(signal));
+}
+child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + 1 : 1)));

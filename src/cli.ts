@@ -2,8 +2,10 @@
 // parseArgs and has --help.
 
 import { parseArgs } from "node:util";
+import { runWorker, WORKER_USAGE } from "./runner/worker-cli.ts";
 import { selfCheck } from "./selfcheck.ts";
 import { runServer, SERVER_USAGE } from "./server.ts";
+import { EVAL_USAGE, runEval, runTrain, TRAIN_USAGE } from "./trainer/cli.ts";
 
 interface Command {
   summary: string;
@@ -16,6 +18,21 @@ const commands: Record<string, Command> = {
     summary: "serve the OpenAI-compatible API, the store API and the dashboard",
     usage: SERVER_USAGE.replace(/^Usage: /, ""),
     run: runServer,
+  },
+  worker: {
+    summary: "run an agent on a server's rollouts (a remote runner)",
+    usage: WORKER_USAGE.replace(/^Usage: /, ""),
+    run: runWorker,
+  },
+  train: {
+    summary: "train an agent with LightningRL from a JSON config",
+    usage: TRAIN_USAGE,
+    run: runTrain,
+  },
+  eval: {
+    summary: "accuracy of a model (+ adapter) with an agent on a task set",
+    usage: EVAL_USAGE,
+    run: runEval,
   },
   selfcheck: {
     summary: "check that this machine can run Fulgur's GPU kernels",

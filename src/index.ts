@@ -1,6 +1,8 @@
 // Fulgur's public API: everything users and the other modules import.
 export * from "./gpu/index.ts";
 export * from "./model/index.ts";
+export * from "./runner/index.ts";
 export * from "./store/index.ts";
 export { type PolicySample, policyGradients } from "./trainer/grads.ts";
 export { type LossAndGradsOptions, lossAndGrads } from "./trainer/loss-and-grads.ts";
+export { type AlgorithmConfig, Trainer, type TrainerOptions } from "./trainer/trainer.ts";

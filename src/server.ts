@@ -14,6 +14,7 @@ import { LocalBackend } from "./proxy/local.ts";
 import { flushingBeforeFinish, StoreRecorder } from "./proxy/recorder.ts";
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
+import { otlpRoutes } from "./runner/otlp.ts";
 import { openStore } from "./store/libsql.ts";
 import { storeRoutes } from "./store/routes.ts";
 import { startSweeper } from "./store/sweeper.ts";
@@ -50,6 +51,8 @@ export function createApp(options: AppOptions): ComposedApp {
   }
   app.route("/", storeRoutes(flushingBeforeFinish(options.store, recorder), { apiKey: options.apiKey }));
   app.route("/", dashboardRoutes());
+  // OpenTelemetry traces from agents already instrumented with OTel (OTLP/HTTP JSON, /v1/traces).
+  app.route("/", otlpRoutes(options.store));
   const backend = options.backend ?? noBackend;
   app.route(
     "/",
