@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, one JSON object per line on stdout.
-//   npm run bench -- [kernels|engine|store ...]   (default: all)
+//   npm run bench -- [kernels|engine|store|proxy|train ...]   (default: all)
 
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -10,6 +10,8 @@ const suites: Record<string, string> = {
   kernels: "kernels.ts",
   engine: "engine.ts",
   store: "store.ts",
+  proxy: "proxy.ts",
+  train: "train.ts",
 };
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(suites);
 for (const name of chosen) {
