@@ -10,6 +10,7 @@ const suites: Record<string, string> = {
   kernels: "kernels.ts",
   engine: "engine.ts",
   store: "store.ts",
+  "vs-llamacpp": "vs-llamacpp.ts",
   proxy: "proxy.ts",
   train: "train.ts",
 };

@@ -2,6 +2,7 @@
 // parseArgs and has --help.
 
 import { parseArgs } from "node:util";
+import { EXPORT_USAGE, runExport } from "./export/cli.ts";
 import { runWorker, WORKER_USAGE } from "./runner/worker-cli.ts";
 import { selfCheck } from "./selfcheck.ts";
 import { runServer, SERVER_USAGE } from "./server.ts";
@@ -33,6 +34,11 @@ const commands: Record<string, Command> = {
     summary: "accuracy of a model (+ adapter) with an agent on a task set",
     usage: EVAL_USAGE,
     run: runEval,
+  },
+  export: {
+    summary: "merge a LoRA adapter into the base model and write an HF directory or a GGUF file",
+    usage: EXPORT_USAGE.replace(/^usage: /, ""),
+    run: runExport,
   },
   selfcheck: {
     summary: "check that this machine can run Fulgur's GPU kernels",

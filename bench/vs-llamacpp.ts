@@ -1,0 +1,248 @@
+// Fulgur vs llama.cpp on the same model: each ENGINE_MODELS model (tiny, ~25M) is exported to GGUF
+// F32 with `fulgur export`'s writer, then (1) parity: next-token distributions on a held-out text
+// (top-1 agreement, max |Δ log p|) and a 16-token greedy continuation, with llama.cpp in f32 KV
+// mode; (2) speed: prefill and decode tokens/s at batch 1 and 8 of Fulgur's engine on this
+// machine's WebGPU adapter vs llama.cpp's prebuilt CPU build (node-llama-cpp, f16 KV cache as by
+// default, best of 1 thread and all cores), with the ratio in the same run.
+//   npx tsx bench/vs-llamacpp.ts [--quick] [--results]   (--results rewrites its section of bench/RESULTS.md)
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Llama, LlamaContextSequence, Token } from "node-llama-cpp";
+import { writeGgufModel } from "../src/export/gguf-model.ts";
+import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
+import { loadCheckpoint } from "../src/model/loader.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
+import { writeTinyModel } from "../src/model/tiny.ts";
+import { HELD_OUT_TEXT } from "../test/export/held-out.ts";
+import {
+  compareDistributions,
+  llamaCppGreedy,
+  llamaCppLogits,
+  openGguf,
+  openLlamaCpp,
+} from "../test/export/llamacpp.ts";
+import { ENGINE_MODELS } from "./engine.ts";
+import { type BenchRecord, emit } from "./lib.ts";
+
+const PROMPT_LEN = 128;
+
+interface Timing {
+  prefillTokPerS: number;
+  decodeTokPerS: number;
+}
+
+function prompts(batch: number, vocab: number): number[][] {
+  return Array.from({ length: batch }, (_, i) =>
+    Array.from({ length: PROMPT_LEN }, (_, t) => ((i + 1) * 7919 + t * 31) % vocab),
+  );
+}
+
+/** Fulgur: every prompt fed in one step, so the slowest time to first token is the prefill. */
+async function timeFulgur(model: Model, batch: number, decode: number): Promise<Timing> {
+  const ps = prompts(batch, model.config.vocabSize);
+  const t0 = performance.now();
+  const out = await model.generate(ps, { temperature: 0, maxTokens: decode + 1, ignoreEos: true });
+  const totalMs = performance.now() - t0;
+  const prefillMs = Math.max(...out.map((g) => g.timeToFirstTokenMs));
+  return {
+    prefillTokPerS: (batch * PROMPT_LEN) / (prefillMs / 1000),
+    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
+  };
+}
+
+/** llama.cpp: the same prompts on `batch` parallel sequences of one context (one llama_decode per step). */
+async function timeLlamaCpp(sequences: LlamaContextSequence[], vocab: number, decode: number): Promise<Timing> {
+  const ps = prompts(sequences.length, vocab);
+  await Promise.all(sequences.map((s) => s.clearHistory()));
+  const t0 = performance.now();
+  const firstAt: number[] = [];
+  await Promise.all(
+    sequences.map(async (seq, i) => {
+      let n = 0;
+      for await (const _ of seq.evaluate(ps[i] as Token[], { temperature: 0 })) {
+        if (n === 0) firstAt[i] = performance.now() - t0;
+        if (++n >= decode + 1) break;
+      }
+    }),
+  );
+  const totalMs = performance.now() - t0;
+  const prefillMs = Math.max(...firstAt);
+  const batch = sequences.length;
+  return {
+    prefillTokPerS: (batch * PROMPT_LEN) / (prefillMs / 1000),
+    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
+  };
+}
+
+/** Runs parity and speed for every engine model; returns the records it emitted. */
+export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?: boolean } = {}) {
+  const records: BenchRecord[] = [];
+  const put = (r: BenchRecord) => {
+    emit(r);
+    records.push(r);
+  };
+  const adapter = gpu.info.description;
+  const decode = options.quick ? 8 : 32;
+  for (const [name, spec] of Object.entries(ENGINE_MODELS)) {
+    const dir = mkdtempSync(join(tmpdir(), `fulgur-vs-llamacpp-${name}-`));
+    try {
+      await writeTinyModel(dir, spec);
+      const gguf = join(dir, "model-f32.gguf");
+      const checkpoint = await loadCheckpoint(dir);
+      try {
+        await writeGgufModel(checkpoint, null, gguf, { dtype: "f32" });
+      } finally {
+        await checkpoint.close();
+      }
+      const model = await loadModel(dir, { gpu, maxSlots: 8, maxSeqLen: 320, maxStepTokens: 4096 });
+      try {
+        const vocab = model.config.vocabSize;
+        const common = { bench: "vs-llamacpp", model: name, adapter };
+
+        const exact = await openGguf(llama, gguf, { contextSize: 512, kvCache: "f32" });
+        try {
+          const tokens = model.tokenizer.encode(HELD_OUT_TEXT);
+          const agreement = compareDistributions(
+            await model.logits(tokens),
+            await llamaCppLogits(exact.sequences[0], tokens, vocab),
+            vocab,
+          );
+          const prompt = tokens.slice(0, 24);
+          const [ours] = await model.generate([prompt], { temperature: 0, maxTokens: 16, ignoreEos: true });
+          const theirs = await llamaCppGreedy(exact.sequences[0], prompt, 16);
+          const greedyMatch = ours.tokens.filter((t, i) => t === theirs[i]).length;
+          const parity = { ...common, positions: agreement.positions, kv: "f32" };
+          put({ ...parity, metric: "top1_agreement", value: agreement.top1Agree / agreement.positions, unit: "ratio" });
+          put({ ...parity, metric: "max_abs_logprob_diff", value: agreement.maxAbsLogprobDiff, unit: "nats" });
+          put({ ...parity, metric: "greedy_tokens_equal", value: greedyMatch, unit: "of 16" });
+        } finally {
+          await exact.dispose();
+        }
+
+        await model.generate([prompts(1, vocab)[0]], { temperature: 0, maxTokens: 2, ignoreEos: true }); // warm-up
+        for (const batch of [1, 8]) {
+          const fulgur = await timeFulgur(model, batch, decode);
+          // ggml's threads spin at barriers: on a loaded machine 1 thread can beat all cores by
+          // far, so both are measured and the ratio is taken against llama.cpp's better one.
+          const llamaCpp: Record<string, Timing> = {};
+          for (const threads of [...new Set([1, cpus().length])]) {
+            const cpp = await openGguf(llama, gguf, {
+              contextSize: PROMPT_LEN + decode + 8,
+              sequences: batch,
+              threads,
+            });
+            try {
+              await timeLlamaCpp(cpp.sequences, vocab, 2); // warm-up
+              llamaCpp[threads] = await timeLlamaCpp(cpp.sequences, vocab, decode);
+            } finally {
+              await cpp.dispose();
+            }
+          }
+          const speed = { ...common, batch, promptLen: PROMPT_LEN, decode };
+          for (const [phase, key] of [
+            ["prefill", "prefillTokPerS"],
+            ["decode", "decodeTokPerS"],
+          ] as const) {
+            const metric = `${phase}_tokens_per_s`;
+            put({ ...speed, metric, engine: "fulgur", value: fulgur[key], unit: "tok/s" });
+            let best = 0;
+            for (const [threads, t] of Object.entries(llamaCpp)) {
+              put({
+                ...speed,
+                metric,
+                engine: "llama.cpp-cpu",
+                threads: Number(threads),
+                value: t[key],
+                unit: "tok/s",
+              });
+              best = Math.max(best, t[key]);
+            }
+            put({ ...speed, metric: `${phase}_tokens_per_s_llamacpp_best`, value: best, unit: "tok/s" });
+            put({ ...speed, metric: `${phase}_ratio_fulgur_over_llamacpp`, value: fulgur[key] / best, unit: "x" });
+          }
+        }
+      } finally {
+        model.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return records;
+}
+
+const START = "<!-- vs-llamacpp:start -->";
+const END = "<!-- vs-llamacpp:end -->";
+
+/** Markdown for bench/RESULTS.md from one run's records. */
+function resultsSection(records: BenchRecord[], adapter: string): string {
+  const find = (model: string, metric: string, extra: Record<string, unknown> = {}) =>
+    records.find((r) => r.model === model && r.metric === metric && Object.entries(extra).every(([k, v]) => r[k] === v))
+      ?.value ?? Number.NaN;
+  const models = Object.keys(ENGINE_MODELS);
+  const f = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
+  const lines = [
+    START,
+    "## Fulgur vs llama.cpp (`npx tsx bench/vs-llamacpp.ts`)",
+    "",
+    `${new Date().toISOString().slice(0, 10)}; Fulgur on \`${adapter}\` (WebGPU) vs llama.cpp's prebuilt CPU build`,
+    `(node-llama-cpp 3.22.1, f16 KV cache, best of 1 and ${cpus().length} threads) on the same machine, same GGUF F32`,
+    `export, prompt ${PROMPT_LEN} tokens. Other sessions share these cores, so treat the ratios as rough.`,
+    "",
+    "Parity (llama.cpp with f32 KV cache, no flash attention; held-out text; greedy continuation of 16 tokens):",
+    "",
+    "| model | positions | top-1 agreement | max abs logprob diff | greedy tokens equal |",
+    "| --- | --- | --- | --- | --- |",
+  ];
+  for (const m of models) {
+    const pos = records.find((r) => r.model === m && r.metric === "top1_agreement")?.positions;
+    lines.push(
+      `| ${m} | ${pos} | ${f(100 * find(m, "top1_agreement"), 1)} % | ${find(m, "max_abs_logprob_diff").toExponential(1)} | ${find(m, "greedy_tokens_equal")}/16 |`,
+    );
+  }
+  lines.push(
+    "",
+    "Speed (tokens/s; ratio = Fulgur / llama.cpp):",
+    "",
+    "| model | batch | prefill Fulgur | prefill llama.cpp | ratio | decode Fulgur | decode llama.cpp | ratio |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const m of models) {
+    for (const batch of [1, 8]) {
+      const v = (metric: string, engine?: string) => find(m, metric, engine ? { batch, engine } : { batch });
+      lines.push(
+        `| ${m} | ${batch} | ${f(v("prefill_tokens_per_s", "fulgur"))} | ${f(v("prefill_tokens_per_s_llamacpp_best"))} | ${f(v("prefill_ratio_fulgur_over_llamacpp"), 3)} | ${f(v("decode_tokens_per_s", "fulgur"))} | ${f(v("decode_tokens_per_s_llamacpp_best"))} | ${f(v("decode_ratio_fulgur_over_llamacpp"), 3)} |`,
+      );
+    }
+  }
+  lines.push(END);
+  return lines.join("\n");
+}
+
+/** Replaces (or appends) this bench's section of bench/RESULTS.md, leaving the rest untouched. */
+function writeResults(section: string): void {
+  const path = join(dirname(fileURLToPath(import.meta.url)), "RESULTS.md");
+  const text = readFileSync(path, "utf8");
+  const start = text.indexOf(START);
+  const end = text.indexOf(END);
+  const next =
+    start >= 0 && end > start
+      ? text.slice(0, start) + section + text.slice(end + END.length)
+      : `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(path, next);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const gpu = await acquireGpu();
+  const llama = await openLlamaCpp();
+  try {
+    const records = await benchVsLlamaCpp(gpu, llama, { quick: process.argv.includes("--quick") });
+    if (process.argv.includes("--results")) writeResults(resultsSection(records, gpu.info.description));
+  } finally {
+    await llama.dispose();
+    gpu.destroy();
+  }
+}
