@@ -33,8 +33,10 @@ function dependenciesStale() {
 
 const stale = dependenciesStale();
 if (stale) {
-  say(`installing npm packages (${stale}): npm ci`);
-  run("npm", ["ci", "--no-audit", "--no-fund"], "npm ci");
+  // `npm install` rather than `npm ci`: the lock cannot list optional platform builds that the
+  // registry does not serve (node-llama-cpp's), and `npm ci` refuses such a lock outright.
+  say(`installing npm packages (${stale}): npm install`);
+  run("npm", ["install", "--no-audit", "--no-fund"], "npm install");
 } else {
   say("npm packages are installed");
 }
