@@ -1,6 +1,7 @@
 // The matmul family on the real device (lavapipe in CI) against the f64 plain-loop reference:
 // transposes, awkward shapes, bias/accumulate/alpha, batch with broadcast, every variant forced,
 // GEMV for decode rows, f16 weights, sharded weights, errors, and variant autotuning.
+// Shaders covered: matmul.wgsl (reg/wg variants), matmul_sg.wgsl (subgroup-shuffle sg-* variants), gemv.wgsl.
 //
 // Tolerance: with |a|, |b| ≤ 1 a length-K f32 dot product has rounding error at most
 // ~K·u·Σ|a_k·b_k| ≤ K²·u (u = 2^-24), so results are compared with atol = K²·2^-24 (+1e-6 for

@@ -1,6 +1,7 @@
 // Optimizer kernels against f64 references: several AdamW steps with bias correction and
 // weight decay over tensors of awkward sizes (scalar and vec4 paths), the global grad norm,
 // clipping, scaling, zeroing and non-finite detection, all read back only to check.
+// Shaders covered: adamw.wgsl, gradnorm.wgsl (norm², clip, scale, non-finite count).
 import { describe, expect, it } from "vitest";
 import {
   adamw,
