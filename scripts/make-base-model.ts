@@ -1,0 +1,171 @@
+// Builds the built-in demo model models/fulgur-calc/: a synthetic corpus of calculator-agent
+// conversations (src/demo/corpus.ts) → a byte-level BPE tokenizer trained on it → a tiny random
+// Qwen2 model → full-weight SFT on the GPU with the project's own trainer → model.safetensors.
+// Then measures the base calculator agent's accuracy on the demo's val split. Deterministic in
+// --seed (same machine, same GPU driver). Usage:
+//   npx tsx scripts/make-base-model.ts [--seed 7] [--out models/fulgur-calc] [--steps 300]
+
+import { readdirSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { corpusConversations, DEMO_TOOLS, tokenizeConversation } from "../src/demo/corpus.ts";
+import { runAgentDirect } from "../src/demo/direct-agent.ts";
+import { saveFullWeights } from "../src/demo/save-weights.ts";
+import { type ArithmeticTask, demoSplits, makeTasks, OPERATIONS, seededRandom } from "../src/demo/tasks.ts";
+import { QWEN2_5_CHAT_TEMPLATE, renderChatTemplate } from "../src/model/chat-template.ts";
+import { loadModel, type Model } from "../src/model/model.ts";
+import { writeTinyModel } from "../src/model/tiny.ts";
+import { Optimizer } from "../src/trainer/optimizer.ts";
+import { type SftSample, sftGradients } from "../src/trainer/sft.ts";
+
+const { values } = parseArgs({
+  options: {
+    seed: { type: "string", default: "7" },
+    out: { type: "string", default: "models/fulgur-calc" },
+    steps: { type: "string", default: "300" },
+    batch: { type: "string", default: "8" },
+    lr: { type: "string", default: "0.005" },
+    conversations: { type: "string", default: "3000" },
+    "eval-only": { type: "boolean", default: false },
+    /** Keep the tokenizer and weights in --out and train them further (a second SFT stage). */
+    resume: { type: "boolean", default: false },
+  },
+});
+const seed = Number(values.seed);
+const steps = Number(values.steps);
+const batchSize = Number(values.batch);
+const peakLr = Number(values.lr);
+const outDir = values.out;
+for (const [name, v] of Object.entries({ seed, steps, batchSize, peakLr })) {
+  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a non-negative number, got ${v}`);
+}
+
+const log = (fields: Record<string, unknown>) => console.log(JSON.stringify(fields));
+
+/**
+ * Base accuracy of the agent on `tasks`, greedy and sampled at temperature 1 (as RL samples),
+ * overall and per operation, with the tool-call rate and generation throughput.
+ */
+async function accuracy(model: Model, tasks: ArithmeticTask[]): Promise<Record<string, unknown>> {
+  const mean = (xs: number[]) => +(xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)).toFixed(3);
+  const out: Record<string, unknown> = {};
+  for (const [mode, temperature] of [
+    ["greedy", 0],
+    ["sampled", 1],
+  ] as const) {
+    const start = performance.now();
+    const runs = await Promise.all(tasks.map((t, i) => runAgentDirect(model, t, { temperature, seed: 1000 + i })));
+    const seconds = (performance.now() - start) / 1000;
+    out[mode] = mean(runs.map((r) => r.reward));
+    out[`${mode}ByOp`] = Object.fromEntries(
+      OPERATIONS.map((op) => [op, mean(runs.filter((_, i) => tasks[i].op === op).map((r) => r.reward))]),
+    );
+    out[`${mode}ToolRate`] = mean(runs.map((r) => (r.usedTool ? 1 : 0)));
+    out[`${mode}TokensPerSecond`] = Math.round(runs.reduce((n, r) => n + r.generatedTokens, 0) / seconds);
+  }
+  return out;
+}
+
+if (!values["eval-only"]) {
+  const corpusTasks = makeTasks(seed * 1000 + 3, Number(values.conversations), "corpus");
+  const conversations = corpusConversations(corpusTasks, seed);
+  const texts = conversations.map((c) =>
+    renderChatTemplate(QWEN2_5_CHAT_TEMPLATE, c.messages, {
+      tools: DEMO_TOOLS,
+      bosToken: null,
+      eosToken: "<|im_end|>",
+    }),
+  );
+  const t0 = performance.now();
+  if (!values.resume) rmSync(outDir, { recursive: true, force: true });
+  if (!values.resume)
+    await writeTinyModel(outDir, {
+      hidden: 96,
+      layers: 3,
+      heads: 4,
+      kvHeads: 2,
+      intermediate: 256,
+      tie: true,
+      seed,
+      corpus: texts.slice(0, 600),
+      tokenizerVocabSize: 1024,
+      maxPositionEmbeddings: 512,
+    });
+  log({ phase: "tokenizer+init", seconds: (performance.now() - t0) / 1000 });
+
+  const model = await loadModel(outDir, { maxSlots: 16, maxSeqLen: 512 });
+  const samples: SftSample[] = conversations.map((c) => tokenizeConversation(model.tokenizer, c.messages));
+  const meanLen = samples.reduce((n, s) => n + s.tokens.length, 0) / samples.length;
+  const optimizer = Optimizer.forAllWeights(model.transformer, { lr: peakLr, weightDecay: 0, maxGradNorm: 1 });
+  log({
+    phase: "sft-start",
+    parameters: optimizer.parameterCount,
+    vocab: model.config.vocabSize,
+    conversations: samples.length,
+    meanTokens: Math.round(meanLen),
+    steps,
+    batchSize,
+  });
+  const next = seededRandom((seed ^ 0x5eed) + (values.resume ? 1 : 0));
+  const order = samples.map((_, i) => i);
+  let cursor = order.length;
+  const draw = () => {
+    if (cursor >= order.length) {
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(next() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      cursor = 0;
+    }
+    return samples[order[cursor++]];
+  };
+  const warmup = Math.min(20, Math.floor(steps / 10));
+  const sftStart = performance.now();
+  let tokens = 0;
+  let lossSum = 0;
+  let lossCount = 0;
+  for (let step = 1; step <= steps; step++) {
+    const batch = Array.from({ length: batchSize }, draw);
+    const { loss } = await sftGradients(model.transformer, batch, optimizer.sink);
+    tokens += batch.reduce((n, s) => n + s.tokens.length, 0);
+    const lr =
+      step <= warmup
+        ? (peakLr * step) / warmup
+        : peakLr * (0.1 + 0.9 * 0.5 * (1 + Math.cos((Math.PI * (step - warmup)) / (steps - warmup))));
+    await optimizer.apply(lr);
+    lossSum += loss;
+    lossCount++;
+    if (step % 10 === 0 || step === steps) {
+      const seconds = (performance.now() - sftStart) / 1000;
+      log({
+        phase: "sft",
+        step,
+        loss: +(lossSum / lossCount).toFixed(4),
+        lr: +lr.toFixed(5),
+        seconds: +seconds.toFixed(1),
+        tokensPerSecond: Math.round(tokens / seconds),
+      });
+      lossSum = 0;
+      lossCount = 0;
+    }
+  }
+  log({ phase: "sft-done", seconds: +((performance.now() - sftStart) / 1000).toFixed(1), tokens });
+  await saveFullWeights(model.transformer, outDir);
+  optimizer.dispose();
+  model.dispose();
+}
+
+const model = await loadModel(outDir, { maxSlots: 32, maxSeqLen: 512 });
+const { val } = demoSplits();
+const evalStart = performance.now();
+const acc = await accuracy(model, val);
+const bytes = readdirSync(outDir).reduce((n, f) => n + statSync(join(outDir, f)).size, 0);
+log({
+  phase: "base-accuracy",
+  split: "val",
+  tasks: val.length,
+  ...acc,
+  seconds: +((performance.now() - evalStart) / 1000).toFixed(1),
+  modelBytes: bytes,
+});
+model.dispose();

@@ -1,0 +1,128 @@
+// The base model's SFT corpus: chat conversations of the calculator agent rendered with the
+// model's own template, with a deliberate mix of behaviours so the base model solves some but
+// not all tasks — and what separates right from wrong is a choice RL can shift:
+//   "tool":  calls calculator with the right expression, then answers with the tool's result;
+//   "wrong": calls calculator with the wrong operator, then answers with that (wrong) result;
+//   "guess": skips the tool and guesses a nearby wrong number.
+// The mix depends on the problem type, so even greedy decoding is right on only part of them.
+
+import type { ChatMessage } from "../model/chat-template.ts";
+import { answerSentence, CALCULATOR_TOOL, SYSTEM_PROMPT, userMessage } from "./agent-spec.ts";
+import { formatResult } from "./evaluate.ts";
+import { type ArithmeticTask, OPERATOR, type Operation, seededRandom } from "./tasks.ts";
+
+export type Behaviour = "tool" | "wrong" | "guess";
+
+/** Probability of each behaviour per operation (rows sum to 1). */
+export const BEHAVIOUR_MIX: Record<Operation, Record<Behaviour, number>> = {
+  add: { tool: 0.65, wrong: 0.15, guess: 0.2 },
+  sub: { tool: 0.65, wrong: 0.15, guess: 0.2 },
+  mul: { tool: 0.3, wrong: 0.45, guess: 0.25 },
+  div: { tool: 0.3, wrong: 0.2, guess: 0.5 },
+};
+
+/** The operator a "wrong" call uses instead of the right one. */
+const WRONG_OPERATION: Record<Operation, Operation> = { add: "sub", sub: "add", mul: "add", div: "sub" };
+
+function apply(op: Operation, a: number, b: number): number {
+  return op === "add" ? a + b : op === "sub" ? a - b : op === "mul" ? a * b : a / b;
+}
+
+function chooseBehaviour(op: Operation, u: number): Behaviour {
+  const mix = BEHAVIOUR_MIX[op];
+  if (u < mix.tool) return "tool";
+  if (u < mix.tool + mix.wrong) return "wrong";
+  return "guess";
+}
+
+/** One training conversation for `task` showing `behaviour`; `next` draws the guess. */
+export function conversation(task: ArithmeticTask, behaviour: Behaviour, next: () => number): ChatMessage[] {
+  const messages: ChatMessage[] = [
+    { role: "system", content: SYSTEM_PROMPT },
+    { role: "user", content: userMessage(task) },
+  ];
+  if (behaviour === "guess") {
+    let offset = 0;
+    while (offset === 0) offset = Math.floor(next() * 21) - 10;
+    messages.push({ role: "assistant", content: answerSentence(Math.max(0, task.answer + offset)) });
+    return messages;
+  }
+  const op = behaviour === "tool" ? task.op : WRONG_OPERATION[task.op];
+  const expression = `${task.a}${OPERATOR[op]}${task.b}`;
+  const result = formatResult(apply(op, task.a, task.b));
+  messages.push(
+    {
+      role: "assistant",
+      content: null,
+      tool_calls: [
+        { id: "call_0", type: "function", function: { name: "calculator", arguments: JSON.stringify({ expression }) } },
+      ],
+    },
+    { role: "tool", tool_call_id: "call_0", content: result },
+    { role: "assistant", content: answerSentence(result) },
+  );
+  return messages;
+}
+
+/** Conversations for `tasks`, each with a behaviour drawn from BEHAVIOUR_MIX (seeded). */
+export function corpusConversations(
+  tasks: ArithmeticTask[],
+  seed: number,
+): { messages: ChatMessage[]; behaviour: Behaviour }[] {
+  const next = seededRandom(seed);
+  return tasks.map((task) => {
+    const behaviour = chooseBehaviour(task.op, next());
+    return { messages: conversation(task, behaviour, next), behaviour };
+  });
+}
+
+export const DEMO_TOOLS = [CALCULATOR_TOOL];
+
+/** Minimal tokenizer surface the masking needs (ModelTokenizer satisfies it). */
+export interface ChatTokenizer {
+  applyChatTemplate(
+    messages: ChatMessage[],
+    options: { tools?: (typeof CALCULATOR_TOOL)[]; addGenerationPrompt?: boolean },
+  ): string;
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+}
+
+const ASSISTANT_HEADER = "<|im_start|>assistant\n";
+const TURN_END = "<|im_end|>";
+
+/**
+ * Renders a conversation with the template and marks the assistant turns' tokens (content,
+ * tool calls and the closing <|im_end|>) as targets. Checks that the text before each assistant
+ * turn tokenizes to a prefix of the whole, so training sees exactly the serving prompt's tokens.
+ */
+export function tokenizeConversation(
+  tokenizer: ChatTokenizer,
+  messages: ChatMessage[],
+): { tokens: number[]; lossMask: number[]; text: string } {
+  const text = tokenizer.applyChatTemplate(messages, { tools: DEMO_TOOLS });
+  const tokens = tokenizer.encode(text, { addSpecialTokens: false });
+  const lossMask = new Array<number>(tokens.length).fill(0);
+  const prefixLength = (end: number) => {
+    const prefix = tokenizer.encode(text.slice(0, end), { addSpecialTokens: false });
+    for (let i = 0; i < prefix.length; i++) {
+      if (prefix[i] !== tokens[i])
+        throw new Error(`text before offset ${end} does not tokenize as a prefix of the whole`);
+    }
+    return prefix.length;
+  };
+  let from = 0;
+  for (;;) {
+    const header = text.indexOf(ASSISTANT_HEADER, from);
+    if (header < 0) break;
+    const start = header + ASSISTANT_HEADER.length;
+    const close = text.indexOf(TURN_END, start);
+    if (close < 0) throw new Error("an assistant turn has no <|im_end|>");
+    const end = close + TURN_END.length;
+    const a = prefixLength(start);
+    const b = prefixLength(end);
+    for (let i = a; i < b; i++) lossMask[i] = 1;
+    from = end;
+  }
+  if (!lossMask.includes(1)) throw new Error("the conversation has no assistant turn to learn");
+  return { tokens, lossMask, text };
+}
