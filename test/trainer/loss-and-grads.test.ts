@@ -130,6 +130,24 @@ describe("lossAndGrads", () => {
     model.removeAdapter();
   });
 
+  it("adds the k3 KL to the adapter-off policy: zero for a fresh adapter, positive once it differs", async () => {
+    const lora = model.createAdapter({ rank: 2, alpha: 4, seed: 4 });
+    const tokens = [5, 9, 17, 2, 11, 40];
+    const batch = [{ tokens, lossMask: [0, 0, 1, 1, 1, 1], advantage: 1, oldLogprobs: [0, 0, -6, -6, -6, -6] }];
+    const base = { temperature: 1, clipLow: 0.2, clipHigh: 0.28 };
+    // B = 0: the adapter changes nothing, so the policy equals the reference and KL is 0.
+    const fresh = await lossAndGrads(model, batch, { ...base, klCoef: 0.5 });
+    const freshNoKl = await lossAndGrads(model, batch, base);
+    expect(fresh.loss).toBeCloseTo(freshNoKl.loss, 6);
+    for (const { name, tensor } of lora.parameters()) {
+      if (name.includes("lora_B")) tensor.write(Array.from({ length: tensor.size }, (_, i) => Math.cos(i) * 0.2));
+    }
+    const withKl = await lossAndGrads(model, batch, { ...base, klCoef: 0.5 });
+    const noKl = await lossAndGrads(model, batch, base);
+    expect(withKl.loss).toBeGreaterThan(noKl.loss);
+    model.removeAdapter();
+  });
+
   it("rejects malformed samples and a missing adapter", async () => {
     await expect(
       lossAndGrads(model, [{ tokens: [1, 2], lossMask: [0, 1], advantage: 1, oldLogprobs: [0, 0] }], {
