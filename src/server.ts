@@ -150,7 +150,8 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
   let closed: Promise<void> | null = null;
   return {
     ...server,
-    store,
+    // In-process users (runners, trainers) finish attempts through this, so call records come first.
+    store: flushingBeforeFinish(store, recorder),
     model,
     recorder,
     shutdown() {

@@ -9,9 +9,16 @@ import type { JsonValue, SpanInput, Store, TransitionInput } from "../store/type
 import type { RecordedCall, Recorder } from "./backend.ts";
 
 export interface StoreRecorderOptions {
-  /** Flush when this many transitions are queued (default 100). */
+  /**
+   * Flush when this many transitions are queued (default 1000). Large batches are what make
+   * recording cheap: each flush is a transaction with fixed costs (attribution lookups, activity
+   * updates, the commit), so per-call CPU falls as batches grow.
+   */
   batchSize?: number;
-  /** Flush at least this often (ms, default 20). */
+  /**
+   * Flush at least this often (ms, default 250). Nothing waits on it: finishing an attempt and
+   * shutting down flush first, so readers of a finished rollout always see its calls.
+   */
   intervalMs?: number;
   /** Called with write errors that will be retried (default: console.error). */
   onError?: (err: unknown) => void;
@@ -35,8 +42,8 @@ export class StoreRecorder implements Recorder {
 
   constructor(store: Store, options: StoreRecorderOptions = {}) {
     this.store = store;
-    this.batchSize = options.batchSize ?? 100;
-    this.intervalMs = options.intervalMs ?? 20;
+    this.batchSize = options.batchSize ?? 1000;
+    this.intervalMs = options.intervalMs ?? 250;
     this.onError = options.onError ?? ((err) => console.error(`[fulgur] recording failed, will retry: ${String(err)}`));
   }
 
