@@ -54,7 +54,7 @@ const commands: Record<string, Command> = {
     },
   },
   demo: {
-    summary: "run the built-in demo (currently: the GPU self-check; training arrives with the trainer)",
+    summary: "run the built-in demo (for now the GPU self-check; the RL demo needs the built-in model to be ready)",
     usage: "fulgur demo [--json]",
     async run(argv) {
       return commands.selfcheck.run(argv);
