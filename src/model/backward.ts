@@ -5,7 +5,7 @@
 import { attentionBackward } from "../gpu/kernels/attention.ts";
 import { addInPlace } from "../gpu/kernels/elementwise.ts";
 import { embeddingBackward } from "../gpu/kernels/embedding.ts";
-import { rmsnormBackward } from "../gpu/kernels/rmsnorm.ts";
+import { rmsnormBackward, rmsnormBackwardInput } from "../gpu/kernels/rmsnorm.ts";
 import { rope } from "../gpu/kernels/rope.ts";
 import { swigluBackward } from "../gpu/kernels/swiglu.ts";
 import { Scope } from "../gpu/scope.ts";
@@ -42,13 +42,7 @@ export function backward(
   const scope = new Scope();
   const { config, weights } = model;
   const full = sink.full;
-  const fin = rmsnormBackward(dNormed, fwd.last, weights.norm, fwd.lastRstd, {
-    dweight: full?.get("model.norm.weight"),
-    accumulate: !!full,
-  });
-  scope.track(fin.dx);
-  if (!full) scope.track(fin.dweight);
-  const dOut = fin.dx;
+  const dOut = normBackward(dNormed, fwd.last, weights.norm, fwd.lastRstd, full?.get("model.norm.weight"), scope);
   for (let i = config.numLayers - 1; i >= 0; i--) {
     const saved = fwd.layers[i];
     const inner = new Scope();
@@ -103,13 +97,8 @@ function layerBackward(
   scope.track(dup);
   const dn2 = back("gate_proj", dgate, a.n2);
   back("up_proj", dup, a.n2, dn2);
-  const post = rmsnormBackward(dn2, a.h, layer.postNorm, a.rstd2, {
-    dweight: full?.get(`model.layers.${i}.post_attention_layernorm.weight`),
-    accumulate: !!full,
-  });
-  scope.track(post.dx);
-  if (!full) scope.track(post.dweight);
-  addInPlace(dh, post.dx);
+  const dPost = full?.get(`model.layers.${i}.post_attention_layernorm.weight`);
+  addInPlace(dh, normBackward(dn2, a.h, layer.postNorm, a.rstd2, dPost, scope));
 
   // h = x + o_proj(attention(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = RMSNorm(x)
   const dAttn = back("o_proj", dh, a.attn);
@@ -135,11 +124,19 @@ function layerBackward(
   const dn1 = back("q_proj", dq, a.n1);
   back("k_proj", dk, a.n1, dn1);
   back("v_proj", dv, a.n1, dn1);
-  const inp = rmsnormBackward(dn1, a.x, layer.inputNorm, a.rstd1, {
-    dweight: full?.get(`model.layers.${i}.input_layernorm.weight`),
-    accumulate: !!full,
-  });
-  scope.track(inp.dx);
-  if (!full) scope.track(inp.dweight);
-  addInPlace(dh, inp.dx);
+  const dInput = full?.get(`model.layers.${i}.input_layernorm.weight`);
+  addInPlace(dh, normBackward(dn1, a.x, layer.inputNorm, a.rstd1, dInput, scope));
+}
+
+/** RMSNorm's input gradient; the weight gradient (a reduction over rows) only when it is trained. */
+function normBackward(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  dWeight: Tensor | undefined,
+  scope: Scope,
+): Tensor {
+  if (!dWeight) return scope.track(rmsnormBackwardInput(dy, x, weight, rstd));
+  return scope.track(rmsnormBackward(dy, x, weight, rstd, { dweight: dWeight, accumulate: true }).dx);
 }

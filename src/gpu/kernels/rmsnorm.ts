@@ -124,6 +124,57 @@ export function rmsnorm(
   return { y, rstd };
 }
 
+function dispatchInputGrad(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  dx: Tensor,
+  v: ReturnType<typeof variant>,
+  rows: number,
+  cols: number,
+): void {
+  x.gpu.commands.dispatch({
+    shader: "rmsnorm",
+    entry: "rmsnorm_backward_input",
+    defines: v.defines,
+    bindings: [dy, x, weight, rstd, dx],
+    params: [rows, cols, f32(1 / (cols * v.width)), f32(0), 0, 0],
+    workgroups: rowGrid(x.gpu, rows),
+  });
+}
+
+/**
+ * Only the input gradient of `rmsnorm` (frozen weight, e.g. LoRA training): skips the
+ * cross-row reduction that dweight needs.
+ */
+export function rmsnormBackwardInput(
+  dy: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  options: RmsNormVariant = {},
+): Tensor {
+  const op = "rmsnormBackwardInput";
+  for (const [t, name] of [
+    [dy, "dy"],
+    [x, "x"],
+    [weight, "weight"],
+    [rstd, "rstd"],
+  ] as const) {
+    requireF32(t, op, name);
+  }
+  const [rows, dim] = require2d(x, op, "x");
+  requireShape(dy, [rows, dim], op, "dy");
+  requireShape(weight, [dim], op, "weight");
+  requireShape(rstd, [rows], op, "rstd");
+  const gpu = x.gpu;
+  const dx = gpu.tensor([rows, dim]);
+  const v = variant(gpu, dim, options);
+  dispatchInputGrad(dy, x, weight, rstd, dx, v, rows, dim / v.width);
+  return dx;
+}
+
 /**
  * Backward of `rmsnorm`: dx [rows, dim] and dweight [dim] (summed over rows) from the output
  * gradient dy, the forward input x, the weight and the saved rstd.
@@ -166,14 +217,7 @@ export function rmsnormBackward(
   }
   const v = variant(gpu, dim, options);
   const cols = dim / v.width;
-  gpu.commands.dispatch({
-    shader: "rmsnorm",
-    entry: "rmsnorm_backward_input",
-    defines: v.defines,
-    bindings: [dy, x, weight, rstd, dx],
-    params: [rows, cols, f32(1 / dim), f32(0), 0, 0],
-    workgroups: rowGrid(gpu, rows),
-  });
+  dispatchInputGrad(dy, x, weight, rstd, dx, v, rows, cols);
 
   const accumulate = options.accumulate ? 1 : 0;
   const chunks = Math.max(1, Math.ceil(rows / DWEIGHT_CHUNK_ROWS));
