@@ -13,5 +13,5 @@ export { ceilDiv, grid1d } from "./grid.ts";
 export { type Constants, type Defines, PipelineCache, renderShader } from "./pipeline.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
 export { type Shard, ShardedMatrix } from "./shard.ts";
-export { bf16ToF32, bytesFor, type DType, f16ToF32, f32ToF16, numel, Tensor } from "./tensor.ts";
+export { bf16ToF32, bytesFor, type DType, f16ToF32, f32ToF16, numel, readAll, Tensor } from "./tensor.ts";
 export { timeGpu } from "./timing.ts";

@@ -108,20 +108,8 @@ export class Tensor {
   }
 
   private async readBytes(): Promise<ArrayBuffer> {
-    const gpu = this.gpu;
-    gpu.assertAlive();
-    const size = this.byteLength;
-    const staging = gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    gpu.commands.copyBufferToBuffer(this.buffer, this.byteOffset, staging, 0, size);
-    gpu.flush();
-    try {
-      await staging.mapAsync(GPUMapMode.READ);
-      gpu.checkErrors();
-      return staging.getMappedRange().slice(0);
-    } finally {
-      if (staging.mapState === "mapped") staging.unmap();
-      staging.destroy();
-    }
+    const [bytes] = await readBuffers([this]);
+    return bytes;
   }
 
   /** Returns the buffer to the pool (owners only; views just detach). */
@@ -130,6 +118,51 @@ export class Tensor {
     if (this.owner) this.gpu.pool.release(this.pooled);
     this.pooled = null;
   }
+}
+
+/**
+ * Downloads several tensors with one copy into one staging buffer, one submit and one map: a
+ * serving step reads tokens, logprobs and alternatives together, and each separate read would
+ * cost a GPU round trip.
+ */
+async function readBuffers(tensors: readonly Tensor[]): Promise<ArrayBuffer[]> {
+  const gpu = tensors[0].gpu;
+  gpu.assertAlive();
+  const offsets: number[] = [];
+  let size = 0;
+  for (const t of tensors) {
+    if (t.gpu !== gpu) throw new Error("readAll: tensors must live on one device");
+    offsets.push(size);
+    size += t.byteLength;
+  }
+  const staging = gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  tensors.forEach((t, i) => {
+    gpu.commands.copyBufferToBuffer(t.buffer, t.byteOffset, staging, offsets[i], t.byteLength);
+  });
+  gpu.flush();
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+    gpu.checkErrors();
+    const all = staging.getMappedRange();
+    return tensors.map((t, i) => all.slice(offsets[i], offsets[i] + t.byteLength));
+  } finally {
+    if (staging.mapState === "mapped") staging.unmap();
+    staging.destroy();
+  }
+}
+
+/**
+ * Reads many tensors in one GPU round trip: f32/f16 as Float32Array, u32 as Uint32Array, i32 as
+ * Int32Array.
+ */
+export async function readAll(tensors: readonly Tensor[]): Promise<(Float32Array | Uint32Array | Int32Array)[]> {
+  if (tensors.length === 0) return [];
+  const raw = await readBuffers(tensors);
+  return tensors.map((t, i) => {
+    if (t.dtype === "u32") return new Uint32Array(raw[i], 0, t.size);
+    if (t.dtype === "i32") return new Int32Array(raw[i], 0, t.size);
+    return decode(raw[i], t.dtype, t.size) as Float32Array;
+  });
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array {

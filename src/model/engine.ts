@@ -6,6 +6,7 @@
 import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
 import { sample } from "../gpu/kernels/sampling.ts";
 import { Scope } from "../gpu/scope.ts";
+import { readAll } from "../gpu/tensor.ts";
 import { headLogits } from "./head.ts";
 import {
   type Generation,
@@ -121,12 +122,11 @@ export class Engine implements StepRunner {
         { topLogprobs: topN },
       );
       for (const x of [result.tokens, result.logprobs, result.topTokens, result.topLogprobs]) if (x) scope.track(x);
-      const [ids, lps, topIds, topLps] = await Promise.all([
-        result.tokens.readInts(),
-        result.logprobs.read(),
-        result.topTokens?.readInts(),
-        result.topLogprobs?.read(),
-      ]);
+      const wanted = [result.tokens, result.logprobs, result.topTokens, result.topLogprobs].filter(
+        (t): t is NonNullable<typeof t> => t !== undefined,
+      );
+      // One round trip for everything the step returns.
+      const [ids, lps, topIds, topLps] = await readAll(wanted);
       const bySampled = new Map<StepRow, StepOutput>();
       sampled.forEach((row, i) => {
         const out: StepOutput = { token: ids[i], logprob: lps[i] };

@@ -4,6 +4,7 @@
 // and every layer into the gradient sink (LoRA tensors, or all weights for full training).
 
 import { Scope } from "../gpu/scope.ts";
+import { readAll } from "../gpu/tensor.ts";
 import { backward, type GradientSink } from "../model/backward.ts";
 import { packSequences, uploadBatch } from "../model/batch.ts";
 import { headBackward, headLogprobs } from "../model/head.ts";
@@ -97,7 +98,7 @@ export async function policyGradients(
         fwd.scope,
         true,
       );
-      const [lp, ent] = await Promise.all([logprobs.read(), entropy!.read()]);
+      const [lp, ent] = (await readAll([logprobs, entropy!])) as Float32Array[];
       const result = ppoLoss(
         {
           logprobs: lp,

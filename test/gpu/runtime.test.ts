@@ -8,6 +8,7 @@ import {
   f16ToF32,
   f32ToF16,
   grid1d,
+  readAll,
   renderShader,
   ShardedMatrix,
   sizeClass,
@@ -74,6 +75,23 @@ describe("tensors", () => {
     const s = g.tensor([3], "i32", [-5, 0, 5]);
     expect(Array.from(await s.readInts())).toEqual([-5, 0, 5]);
     for (const x of [t, u, s]) x.dispose();
+  });
+
+  it("reads many tensors of mixed dtypes in one round trip", async () => {
+    const g = gpu();
+    const a = g.tensor([5], "f32", [1.5, 2, 3, 4, 5]);
+    const b = g.tensor([3], "u32", [7, 0xffffffff, 9]);
+    const c = g.tensor([3], "f16", [0.5, -2, 4]);
+    const d = g.tensor([2], "i32", [-3, 4]);
+    const before = g.commands.dispatchCount;
+    const [ra, rb, rc, rd] = await readAll([a, b, c, d]);
+    expect(Array.from(ra)).toEqual([1.5, 2, 3, 4, 5]);
+    expect(rb).toBeInstanceOf(Uint32Array);
+    expect(Array.from(rb)).toEqual([7, 0xffffffff, 9]);
+    expect(Array.from(rc)).toEqual([0.5, -2, 4]);
+    expect(Array.from(rd)).toEqual([-3, 4]);
+    expect(g.commands.dispatchCount).toBe(before);
+    expect(await readAll([])).toEqual([]);
   });
 
   it("stores f16 halves and widens them on read (odd lengths too)", async () => {
