@@ -63,6 +63,13 @@ export function headLogprobs(
 ): { logprobs: Tensor; lse: Tensor; entropy: Tensor | null } {
   const rows = normed.shape[0];
   const chunk = headChunkRows(model, rows);
+  if (chunk >= rows) {
+    // The common case (all rows' logits fit one binding): no chunk buffers to stitch together.
+    const logits = headLogits(model, normed, scope);
+    const r = tokenLogprobs(logits, targets, { temperature });
+    const ent = withEntropy ? scope.track(entropy(logits, { temperature })) : null;
+    return { logprobs: scope.track(r.logprobs), lse: scope.track(r.lse), entropy: ent };
+  }
   const logprobs = scope.track(model.gpu.tensor([rows]));
   const lse = scope.track(model.gpu.tensor([rows]));
   const ent = withEntropy ? scope.track(model.gpu.tensor([rows])) : null;

@@ -127,6 +127,37 @@ describe("engine", () => {
     for (let i = 0; i < 6; i++) expect(chunked.logprobs[i]).toBeCloseTo(whole.logprobs[i], 4);
   });
 
+  it("chunks LM-head logprobs when a batch's logits exceed one binding", async () => {
+    const { acquireGpu } = await import("../../src/gpu/device.ts");
+    const { Scope } = await import("../../src/gpu/scope.ts");
+    const { headLogprobs } = await import("../../src/model/head.ts");
+    const { packSequences, uploadBatch } = await import("../../src/model/batch.ts");
+    const small = await acquireGpu({ maxBindingSize: 64 * 1024 });
+    try {
+      const tight = await loadModel(dir, { gpu: small });
+      const tokens = model.tokenizer.encode(
+        "enough tokens to need more than one chunk of LM-head rows, really quite a few more",
+      );
+      const targets = [...tokens.slice(1), 0];
+      const run = async (m: Model) => {
+        const scope = new Scope();
+        const batch = uploadBatch(m.gpu, packSequences([tokens], m.config.vocabSize), scope);
+        const fwd = m.transformer.forward(batch);
+        const t = scope.track(m.gpu.tensor([targets.length], "u32", targets));
+        const lp = await headLogprobs(m.transformer, fwd.normed, t, 0.8, scope).logprobs.read();
+        fwd.scope.dispose();
+        scope.dispose();
+        return lp;
+      };
+      const V = model.config.vocabSize;
+      expect(tokens.length * V * 4).toBeGreaterThan(64 * 1024); // the small device must chunk
+      expect(relErr(await run(tight), await run(model))).toBeLessThan(1e-5);
+      tight.dispose();
+    } finally {
+      small.destroy();
+    }
+  });
+
   it("loads linear weights as f16 (f32 accumulation) and stays close to f32", async () => {
     if (!gpu().features.shaderF16) return;
     const half = await loadModel(dir, { gpu: gpu(), dtype: "f16" });
