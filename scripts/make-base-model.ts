@@ -1,18 +1,21 @@
 // Builds the built-in demo model models/fulgur-calc/: a synthetic corpus of calculator-agent
-// conversations (src/demo/corpus.ts) → a byte-level BPE tokenizer trained on it → a tiny random
-// Qwen2 model → full-weight SFT on the GPU with the project's own trainer → model.safetensors.
-// Then measures the base calculator agent's accuracy on the demo's val split. Deterministic in
-// --seed (same machine, same GPU driver). Usage:
-//   npx tsx scripts/make-base-model.ts [--seed 7] [--out models/fulgur-calc] [--steps 300]
+// conversations (src/demo/corpus.ts) → a byte-level BPE tokenizer trained on it (one token per
+// integer 0-999, so copying a number is copying one token) → a random 1M-parameter Qwen2 model
+// with a compact tool template → full-weight SFT on the GPU with the project's own trainer →
+// model.safetensors. Then measures the base calculator agent's accuracy on the demo's val split.
+// Deterministic in --seed (same machine, same GPU driver). The defaults made the committed model
+// (1,500 steps of 16 conversations, ~33 min on 2 CPU cores with lavapipe). Usage:
+//   npx tsx scripts/make-base-model.ts [--seed 7] [--out models/fulgur-calc] [--steps 1500]
 
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { COMPACT_TOOLS_CHAT_TEMPLATE } from "../src/demo/chat-template.ts";
 import { corpusConversations, DEMO_TOOLS, tokenizeConversation } from "../src/demo/corpus.ts";
 import { runAgentDirect } from "../src/demo/direct-agent.ts";
 import { saveFullWeights } from "../src/demo/save-weights.ts";
 import { type ArithmeticTask, demoSplits, makeTasks, OPERATIONS, seededRandom } from "../src/demo/tasks.ts";
-import { QWEN2_5_CHAT_TEMPLATE, renderChatTemplate } from "../src/model/chat-template.ts";
+import { renderChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel, type Model } from "../src/model/model.ts";
 import { writeTinyModel } from "../src/model/tiny.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
@@ -22,10 +25,12 @@ const { values } = parseArgs({
   options: {
     seed: { type: "string", default: "7" },
     out: { type: "string", default: "models/fulgur-calc" },
-    steps: { type: "string", default: "300" },
-    batch: { type: "string", default: "8" },
-    lr: { type: "string", default: "0.005" },
-    conversations: { type: "string", default: "3000" },
+    steps: { type: "string", default: "1500" },
+    hidden: { type: "string", default: "128" },
+    layers: { type: "string", default: "4" },
+    batch: { type: "string", default: "16" },
+    lr: { type: "string", default: "0.004" },
+    conversations: { type: "string", default: "12000" },
     "eval-only": { type: "boolean", default: false },
     /** Keep the tokenizer and weights in --out and train them further (a second SFT stage). */
     resume: { type: "boolean", default: false },
@@ -70,7 +75,7 @@ if (!values["eval-only"]) {
   const corpusTasks = makeTasks(seed * 1000 + 3, Number(values.conversations), "corpus");
   const conversations = corpusConversations(corpusTasks, seed);
   const texts = conversations.map((c) =>
-    renderChatTemplate(QWEN2_5_CHAT_TEMPLATE, c.messages, {
+    renderChatTemplate(COMPACT_TOOLS_CHAT_TEMPLATE, c.messages, {
       tools: DEMO_TOOLS,
       bosToken: null,
       eosToken: "<|im_end|>",
@@ -80,15 +85,17 @@ if (!values["eval-only"]) {
   if (!values.resume) rmSync(outDir, { recursive: true, force: true });
   if (!values.resume)
     await writeTinyModel(outDir, {
-      hidden: 96,
-      layers: 3,
+      hidden: Number(values.hidden),
+      layers: Number(values.layers),
       heads: 4,
       kvHeads: 2,
-      intermediate: 256,
+      intermediate: Number(values.hidden) * 3,
       tie: true,
       seed,
       corpus: texts.slice(0, 600),
-      tokenizerVocabSize: 1024,
+      chatTemplate: COMPACT_TOOLS_CHAT_TEMPLATE,
+      tokenizerWholeNumbers: 1000,
+      tokenizerVocabSize: 1600,
       maxPositionEmbeddings: 512,
     });
   log({ phase: "tokenizer+init", seconds: (performance.now() - t0) / 1000 });

@@ -2,6 +2,7 @@
 // parseArgs and has --help.
 
 import { parseArgs } from "node:util";
+import { DEMO_USAGE, runDemoCli } from "./demo/demo.ts";
 import { EXPORT_USAGE, runExport } from "./export/cli.ts";
 import { runWorker, WORKER_USAGE } from "./runner/worker-cli.ts";
 import { selfCheck } from "./selfcheck.ts";
@@ -54,11 +55,9 @@ const commands: Record<string, Command> = {
     },
   },
   demo: {
-    summary: "run the built-in demo (for now the GPU self-check; the RL demo needs the built-in model to be ready)",
-    usage: "fulgur demo [--json]",
-    async run(argv) {
-      return commands.selfcheck.run(argv);
-    },
+    summary: "train the built-in calculator agent with LightningRL and show it improve",
+    usage: DEMO_USAGE,
+    run: runDemoCli,
   },
 };
 

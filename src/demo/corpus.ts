@@ -15,10 +15,10 @@ export type Behaviour = "tool" | "wrong" | "guess";
 
 /** Probability of each behaviour per operation (rows sum to 1). */
 export const BEHAVIOUR_MIX: Record<Operation, Record<Behaviour, number>> = {
-  add: { tool: 0.65, wrong: 0.15, guess: 0.2 },
-  sub: { tool: 0.65, wrong: 0.15, guess: 0.2 },
-  mul: { tool: 0.3, wrong: 0.45, guess: 0.25 },
-  div: { tool: 0.3, wrong: 0.2, guess: 0.5 },
+  add: { tool: 0.5, wrong: 0.2, guess: 0.3 },
+  sub: { tool: 0.5, wrong: 0.2, guess: 0.3 },
+  mul: { tool: 0.25, wrong: 0.35, guess: 0.4 },
+  div: { tool: 0.25, wrong: 0.35, guess: 0.4 },
 };
 
 /** The operator a "wrong" call uses instead of the right one. */
@@ -44,7 +44,9 @@ export function conversation(task: ArithmeticTask, behaviour: Behaviour, next: (
   if (behaviour === "guess") {
     let offset = 0;
     while (offset === 0) offset = Math.floor(next() * 21) - 10;
-    messages.push({ role: "assistant", content: answerSentence(Math.max(0, task.answer + offset)) });
+    // Guesses stay in [0, 1000) like every number the tokenizer has one token for.
+    const guess = task.answer + offset < 0 || task.answer + offset > 999 ? task.answer - offset : task.answer + offset;
+    messages.push({ role: "assistant", content: answerSentence(guess) });
     return messages;
   }
   const op = behaviour === "tool" ? task.op : WRONG_OPERATION[task.op];

@@ -31,7 +31,16 @@ export interface BpeTrainOptions {
   specialTokens?: (string | AddedTokenSpec)[];
   /** Pairs seen fewer times than this are never merged (default 2). */
   minFrequency?: number;
+  /**
+   * Give every integer 0 … n−1 (n ≤ 1000) its own token: digits are pre-split in runs of up to
+   * three (like Llama 3) and a run that is a whole token skips the merges (`ignore_merges`). A
+   * tiny model then copies a number as one token instead of digit by digit.
+   */
+  wholeNumbers?: number;
 }
+
+/** QWEN2_SPLIT_PATTERN with digits grouped in runs of up to three. */
+export const NUMBER_RUN_SPLIT_PATTERN = QWEN2_SPLIT_PATTERN.replace("|\\p{N}|", "|\\p{N}{1,3}|");
 
 /** GPT-2's reversible byte → printable character map (byte-level BPE alphabet). */
 export function bytesToUnicode(): string[] {
@@ -49,13 +58,10 @@ export function bytesToUnicode(): string[] {
 
 const BYTE_LEVEL = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
 
-function preTokenizerConfig(): Record<string, unknown> {
+function preTokenizerConfig(pattern = QWEN2_SPLIT_PATTERN): Record<string, unknown> {
   return {
     type: "Sequence",
-    pretokenizers: [
-      { type: "Split", pattern: { Regex: QWEN2_SPLIT_PATTERN }, behavior: "Isolated", invert: false },
-      BYTE_LEVEL,
-    ],
+    pretokenizers: [{ type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false }, BYTE_LEVEL],
   };
 }
 
@@ -64,9 +70,9 @@ function escapeRegExp(s: string): string {
 }
 
 /** Counts the byte-level pre-tokens ("words") of a corpus, never splitting across added tokens. */
-function countWords(corpus: string[], added: AddedTokenSpec[]): Map<string, number> {
+function countWords(corpus: string[], added: AddedTokenSpec[], pattern: string): Map<string, number> {
   const pre = new SequencePreTokenizer(
-    preTokenizerConfig() as unknown as ConstructorParameters<typeof SequencePreTokenizer>[0],
+    preTokenizerConfig(pattern) as unknown as ConstructorParameters<typeof SequencePreTokenizer>[0],
   );
   const splitter = added.length ? new RegExp(added.map((t) => escapeRegExp(t.content)).join("|"), "g") : null;
   const counts = new Map<string, number>();
@@ -112,11 +118,20 @@ export function trainByteLevelBpe(corpus: string[], options: BpeTrainOptions): R
     );
   }
 
+  const wholeNumbers = options.wholeNumbers ?? 0;
+  if (!Number.isInteger(wholeNumbers) || wholeNumbers < 0 || wholeNumbers > 1000)
+    throw new Error(`wholeNumbers must be an integer in [0, 1000], got ${options.wholeNumbers}`);
+  const pattern = wholeNumbers > 0 ? NUMBER_RUN_SPLIT_PATTERN : QWEN2_SPLIT_PATTERN;
+
   const alphabet = bytesToUnicode();
   const vocab = new Map<string, number>();
   for (let b = 0; b < 256; b++) vocab.set(alphabet[b], b);
+  for (let n = 0; n < wholeNumbers; n++) if (!vocab.has(String(n))) vocab.set(String(n), vocab.size);
+  if (vocab.size > budget) throw new Error(`vocabSize ${options.vocabSize} cannot hold ${wholeNumbers} numbers`);
 
-  const words: Word[] = [...countWords(corpus, added)]
+  // Words that already are one token (whole numbers) need no merges.
+  const words: Word[] = [...countWords(corpus, added, pattern)]
+    .filter(([w]) => !(wholeNumbers > 0 && vocab.has(w)))
     .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
     .map(([w, count]) => ({ symbols: Array.from(w), count }));
   const merges: [string, string][] = [];
@@ -176,7 +191,7 @@ export function trainByteLevelBpe(corpus: string[], options: BpeTrainOptions): R
     added_tokens: addedTokens,
     // Qwen2 uses NFC here; we keep text untouched so encode→decode is the identity on any string.
     normalizer: null,
-    pre_tokenizer: preTokenizerConfig(),
+    pre_tokenizer: preTokenizerConfig(pattern),
     post_processor: { ...BYTE_LEVEL },
     decoder: { ...BYTE_LEVEL },
     model: {
@@ -187,7 +202,7 @@ export function trainByteLevelBpe(corpus: string[], options: BpeTrainOptions): R
       end_of_word_suffix: "",
       fuse_unk: false,
       byte_fallback: false,
-      ignore_merges: false,
+      ignore_merges: wholeNumbers > 0,
       vocab: Object.fromEntries(vocab),
       merges,
     },

@@ -41,6 +41,10 @@ export interface TinyModelSpec {
   corpus?: string[];
   /** Target tokenizer vocabulary, bytes and added tokens included (default 512). */
   tokenizerVocabSize?: number;
+  /** Whole-number tokens 0 … n−1 in the trained tokenizer (see BpeTrainOptions.wholeNumbers). */
+  tokenizerWholeNumbers?: number;
+  /** The chat template for tokenizer_config.json (default: Qwen2.5's, tools included). */
+  chatTemplate?: string;
   /** Model vocab_size; defaults to the tokenizer's, may be larger (padded) but not smaller. */
   vocabSize?: number;
   maxPositionEmbeddings?: number;
@@ -144,7 +148,11 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
   };
 }
 
-function tokenizerConfigJson(tokenizer: Record<string, unknown>, maxLength: number): Record<string, unknown> {
+function tokenizerConfigJson(
+  tokenizer: Record<string, unknown>,
+  maxLength: number,
+  chatTemplate: string,
+): Record<string, unknown> {
   const added = tokenizer.added_tokens as { id: number; content: string; special: boolean }[];
   const decoder: Record<string, unknown> = {};
   for (const t of added) {
@@ -163,7 +171,7 @@ function tokenizerConfigJson(tokenizer: Record<string, unknown>, maxLength: numb
     added_tokens_decoder: decoder,
     additional_special_tokens: added.filter((t) => t.special && t.content !== "<|endoftext|>").map((t) => t.content),
     bos_token: null,
-    chat_template: QWEN2_5_CHAT_TEMPLATE,
+    chat_template: chatTemplate,
     clean_up_tokenization_spaces: false,
     eos_token: "<|im_end|>",
     errors: "replace",
@@ -203,6 +211,7 @@ export async function writeTinyModel(dir: string, spec: TinyModelSpec = {}): Pro
     trainByteLevelBpe(spec.corpus ?? TINY_CORPUS, {
       vocabSize: spec.tokenizerVocabSize ?? 512,
       specialTokens: CHATML_ADDED_TOKENS,
+      wholeNumbers: spec.tokenizerWholeNumbers,
     });
   const ids = addedTokenIds(tokenizer);
   const tokVocab = tokenizerSize(tokenizer);
@@ -239,7 +248,7 @@ export async function writeTinyModel(dir: string, spec: TinyModelSpec = {}): Pro
   await writeFile(join(dir, "tokenizer.json"), json(tokenizer));
   await writeFile(
     join(dir, "tokenizer_config.json"),
-    json(tokenizerConfigJson(tokenizer, config.maxPositionEmbeddings)),
+    json(tokenizerConfigJson(tokenizer, config.maxPositionEmbeddings, spec.chatTemplate ?? QWEN2_5_CHAT_TEMPLATE)),
   );
   await writeFile(
     join(dir, "generation_config.json"),

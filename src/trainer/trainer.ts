@@ -55,6 +55,12 @@ export interface TrainerOptions<Task extends JsonValue = JsonValue> {
   agent?: Agent<Task>;
   /** The OpenAI endpoint agents call; default: a server the trainer starts for its model. */
   serverUrl?: string;
+  /**
+   * How long the in-process runner waits after an agent returns for its calls' records to reach
+   * the store (Runner.settleMs). 0 when `store` is that server's flushing view (startServer's
+   * `store`); the default 100 ms suits a server in another process.
+   */
+  settleMs?: number;
   algorithm?: AlgorithmConfig;
   optimizer?: OptimizerConfig;
   /** The adapter to train (created when the model has none), or "full" for every weight. */
@@ -377,7 +383,7 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       concurrency: this.options.concurrency ?? 8,
       workerId: `trainer-${process.pid}`,
       // Our own server's store is wrapped to flush call records before finishing: no settling wait.
-      settleMs: runnerStore === store ? undefined : 0,
+      settleMs: runnerStore === store ? this.options.settleMs : 0,
     });
     this.runner.start();
   }

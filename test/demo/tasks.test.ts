@@ -1,11 +1,17 @@
 // The demo's task set, reward, calculator evaluator and SFT corpus: all CPU-only.
 import { describe, expect, it } from "vitest";
-import { BEHAVIOUR_MIX, conversation, corpusConversations, tokenizeConversation } from "../../src/demo/corpus.ts";
+import { COMPACT_TOOLS_CHAT_TEMPLATE } from "../../src/demo/chat-template.ts";
+import {
+  BEHAVIOUR_MIX,
+  conversation,
+  corpusConversations,
+  DEMO_TOOLS,
+  tokenizeConversation,
+} from "../../src/demo/corpus.ts";
 import { runCalculator } from "../../src/demo/direct-agent.ts";
 import { evaluateArithmetic, formatResult } from "../../src/demo/evaluate.ts";
-import { demoSplits, makeTasks, numbersIn, OPERATIONS, reward } from "../../src/demo/tasks.ts";
+import { demoSplits, makeTasks, numbersIn, OPERATIONS, reward, seededRandom } from "../../src/demo/tasks.ts";
 import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "../../src/model/bpe.ts";
-import { QWEN2_5_CHAT_TEMPLATE } from "../../src/model/chat-template.ts";
 import { ModelTokenizer } from "../../src/model/tokenizer.ts";
 import { parseToolCalls } from "../../src/proxy/tool-calls.ts";
 
@@ -26,11 +32,17 @@ describe("makeTasks", () => {
   it("balances the operations and keeps the fixed splits disjoint", () => {
     const { train, val } = demoSplits();
     expect(train).toHaveLength(256);
-    expect(val).toHaveLength(64);
-    for (const op of OPERATIONS) expect(val.filter((t) => t.op === op)).toHaveLength(16);
+    expect(val).toHaveLength(128);
+    for (const op of OPERATIONS) expect(val.filter((t) => t.op === op)).toHaveLength(32);
     const trainQuestions = new Set(train.map((t) => t.question));
     expect(val.filter((t) => trainQuestions.has(t.question)).length).toBeLessThan(2);
-    expect(new Set(val.map((t) => t.id)).size).toBe(64);
+    expect(new Set(val.map((t) => t.id)).size).toBe(128);
+  });
+
+  it("keeps every number below 1000, so each is one token of the built-in model", () => {
+    for (const t of makeTasks(4, 2000)) {
+      for (const n of [t.a, t.b, t.answer]) expect(Number.isInteger(n) && n >= 0 && n < 1000).toBe(true);
+    }
   });
 
   it("rejects bad arguments", () => {
@@ -84,9 +96,9 @@ describe("SFT corpus", () => {
   const tokenizer = new ModelTokenizer({
     tokenizer: trainByteLevelBpe(
       conversations.slice(0, 50).map((c) => JSON.stringify(c.messages)),
-      { vocabSize: 400, specialTokens: CHATML_ADDED_TOKENS },
+      { vocabSize: 1400, specialTokens: CHATML_ADDED_TOKENS, wholeNumbers: 1000 },
     ),
-    tokenizerConfig: { chat_template: QWEN2_5_CHAT_TEMPLATE, eos_token: "<|im_end|>" },
+    tokenizerConfig: { chat_template: COMPACT_TOOLS_CHAT_TEMPLATE, eos_token: "<|im_end|>" },
   });
 
   it("mixes behaviours per operation roughly as BEHAVIOUR_MIX says", () => {
@@ -119,6 +131,29 @@ describe("SFT corpus", () => {
     expect(JSON.parse(call.toolCalls[0].function.arguments)).toEqual({ expression: task.expression });
     expect(learned[1]).toBe(`The answer is ${task.answer}.<|im_end|>`);
     expect(lossMask[0]).toBe(0);
+    // Each number the model copies is a single token.
+    for (const n of [task.a, task.b, task.answer]) expect(tokenizer.encode(String(n))).toHaveLength(1);
+  });
+
+  it("guesses stay in the tokenizer's whole-number range and are never the answer", () => {
+    for (const [i, task] of tasks.entries()) {
+      const messages = conversation(task, "guess", seededRandom(i));
+      const guess = numbersIn(messages[messages.length - 1].content as string).pop()!;
+      expect(guess >= 0 && guess < 1000 && guess !== task.answer).toBe(true);
+    }
+  });
+
+  it("the compact template lists tools in one line and renders calls like Qwen2.5", () => {
+    const text = tokenizer.applyChatTemplate(
+      conversation(tasks[0], "tool", () => 0.5),
+      { tools: DEMO_TOOLS },
+    );
+    expect(text).toContain("\nTools: calculator<|im_end|>");
+    expect(text).not.toContain("<tools>");
+    expect(text).toContain(
+      `<tool_call>\n{"name": "calculator", "arguments": {"expression": "${tasks[0].expression}"}}\n</tool_call>`,
+    );
+    expect(text).toContain(`<|im_start|>user\n<tool_response>\n${tasks[0].answer}\n</tool_response><|im_end|>`);
   });
 
   it("wrong-operator and guess conversations end on a wrong answer", () => {

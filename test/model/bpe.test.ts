@@ -116,3 +116,36 @@ describe("trainByteLevelBpe", () => {
     expect(() => trainByteLevelBpe(["x"], { vocabSize: 300, specialTokens: ["<a>", "<a>"] })).toThrow(/unique/);
   });
 });
+
+describe("trainByteLevelBpe with wholeNumbers", () => {
+  const corpus = [...TINY_CORPUS, "Ann has 23 pens and gets 45 more: 23+45 = 68, then 1234 and 07."];
+  const numbered = trainByteLevelBpe(corpus, {
+    vocabSize: 1600,
+    specialTokens: CHATML_ADDED_TOKENS,
+    wholeNumbers: 1000,
+  });
+  const tok = new Tokenizer(numbered, { clean_up_tokenization_spaces: false });
+  const vocab = (numbered.model as { vocab: Record<string, number> }).vocab;
+  const encode = (text: string) => tok.encode(text, { add_special_tokens: false }).ids;
+
+  it("gives every integer below n one token, however the merges went", () => {
+    for (let n = 0; n < 1000; n++) expect(encode(String(n)), String(n)).toEqual([vocab[String(n)]]);
+    expect(encode("23+45")).toEqual([vocab["23"], vocab["+"], vocab["45"]]);
+    expect((numbered.model as { ignore_merges: boolean }).ignore_merges).toBe(true);
+  });
+
+  it("splits longer digit runs in threes and still round-trips any text", () => {
+    expect(encode("1234")).toEqual([vocab["123"], vocab["4"]]);
+    // "000" is no number's spelling: it falls back to bytes (and merges), "7" is whole.
+    expect(encode("0007").slice(-1)).toEqual([vocab["7"]]);
+    for (let seed = 0; seed < 5; seed++) {
+      const text = `${randomText(seed, 40)} 98765 ${randomText(seed + 9, 10)}`;
+      expect(tok.decode(encode(text), { clean_up_tokenization_spaces: false })).toBe(text);
+    }
+  });
+
+  it("rejects a range the vocabulary cannot hold", () => {
+    expect(() => trainByteLevelBpe(["x"], { vocabSize: 1000, wholeNumbers: 1000 })).toThrow(/cannot hold/);
+    expect(() => trainByteLevelBpe(["x"], { vocabSize: 3000, wholeNumbers: 1001 })).toThrow(/wholeNumbers/);
+  });
+});

@@ -1,0 +1,78 @@
+// `fulgur demo` as a user runs it, shortened: the server starts on the built-in model, the
+// calculator agent trains through it, JSON lines report steps and validations, and the last line
+// is the "done" summary with accuracies as fractions; the adapter, metrics, log and store exist.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, expect, it } from "vitest";
+import { parseDemoArgs } from "../../src/demo/demo.ts";
+import { openStore } from "../../src/store/libsql.ts";
+
+const root = join(import.meta.dirname, "../..");
+const dir = mkdtempSync(join(tmpdir(), "fulgur-demo-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function cli(args: string[]) {
+  return spawnSync(join(root, "node_modules/.bin/tsx"), [join(root, "src/cli.ts"), ...args], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 280_000,
+  });
+}
+
+it("trains the calculator agent and ends with a done line", async () => {
+  const out = join(dir, "run");
+  const r = cli([
+    "demo",
+    ...["--steps", "2", "--tasks-per-step", "2", "--samples", "2", "--val", "8", "--val-every", "1"],
+    ...["--port", "0", "--seed", "3", "--out", out, "--json"],
+  ]);
+  expect(r.status, r.stderr).toBe(0);
+  const events = r.stdout
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  expect(events[0]).toMatchObject({ event: "start" });
+  expect(events[0].dashboard).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+  expect(events.filter((e) => e.event === "step").map((e) => e.step)).toEqual([1, 2]);
+  // Before training, then after steps 1 and 2.
+  expect(events.filter((e) => e.event === "validation").map((e) => e.step)).toEqual([0, 1, 2]);
+  const done = events[events.length - 1];
+  expect(done).toMatchObject({ event: "done", steps: 2, seed: 3, valTasks: 8 });
+  for (const key of ["valAccuracyBefore", "valAccuracyAfter"]) {
+    const x = done[key] as number;
+    expect(x >= 0 && x <= 1 && Number.isInteger(x * 8), key).toBe(true);
+  }
+  const validations = events.filter((e) => e.event === "validation");
+  expect(done.valAccuracyBefore).toBe(validations[0].accuracy);
+  expect(done.valAccuracyAfter).toBe(validations[2].accuracy);
+  for (const f of ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.json", "train.jsonl"])
+    expect(existsSync(join(out, f)), f).toBe(true);
+  const metrics = JSON.parse(readFileSync(join(out, "metrics.json"), "utf8"));
+  expect(metrics.history).toHaveLength(2);
+
+  // Everything went through the server into the store: 2 steps × 2 tasks × 2 samples + 3 × 8 val.
+  const store = await openStore(`file:${join(out, "store.db")}`);
+  try {
+    const rollouts = await store.listRollouts({ limit: 1000 });
+    expect(rollouts.filter((x) => x.mode === "train")).toHaveLength(8);
+    expect(rollouts.filter((x) => x.mode === "val")).toHaveLength(24);
+    const finished = rollouts.filter((x) => x.status === "succeeded");
+    expect(finished.length).toBe(rollouts.length);
+    const calls = await store.getTransitions({ rolloutId: finished[0].id });
+    expect(calls.length).toBeGreaterThan(0);
+  } finally {
+    await store.close();
+  }
+}, 300_000);
+
+it("explains bad options", () => {
+  expect(() => parseDemoArgs(["--steps", "0"])).toThrow(/--steps must be an integer >= 1/);
+  expect(() => parseDemoArgs(["--lr", "-1"])).toThrow(/--lr/);
+  expect(() => parseDemoArgs(["--samples", "1"])).toThrow(/--samples must be an integer >= 2/);
+  expect(parseDemoArgs(["--val", "1000"]).valTasks).toBe(128);
+  const help = cli(["demo", "--help"]);
+  expect(help.status).toBe(0);
+  expect(help.stdout).toContain("--steps N");
+});
