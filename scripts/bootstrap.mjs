@@ -14,8 +14,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const [job = "demo", ...args] = process.argv.slice(2);
 const say = (msg) => console.error(`[fulgur] ${msg}`);
 
-function run(cmd, cmdArgs, what) {
-  const r = spawnSync(cmd, cmdArgs, { cwd: root, stdio: "inherit", env: process.env });
+/** Runs a step; `setUp` steps print to stderr, so the job's stdout (`demo --json`) stays pure. */
+function run(cmd, cmdArgs, what, setUp = true) {
+  const stdio = setUp ? ["inherit", process.stderr, "inherit"] : "inherit";
+  const r = spawnSync(cmd, cmdArgs, { cwd: root, stdio, env: process.env });
   if (r.status !== 0) {
     say(`${what} failed (exit ${r.status ?? r.signal})`);
     process.exit(r.status ?? 1);
@@ -56,11 +58,11 @@ switch (job) {
     break;
   case "test":
     say(`running the tests: vitest run ${args.join(" ")}`);
-    run(bin("vitest"), ["run", ...args], "tests");
+    run(bin("vitest"), ["run", ...args], "tests", false);
     break;
   case "demo":
     say("running the demo");
-    run(process.execPath, [join(root, "scripts/run.mjs"), join(root, "src/cli.ts"), "demo", ...args], "demo");
+    run(process.execPath, [join(root, "scripts/run.mjs"), join(root, "src/cli.ts"), "demo", ...args], "demo", false);
     break;
   default:
     say(`unknown job '${job}' (expected demo, test or setup)`);
