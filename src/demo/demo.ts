@@ -10,8 +10,9 @@ import { parseArgs } from "node:util";
 import { Progress } from "../progress.ts";
 import type { Agent } from "../runner/types.ts";
 import { type FulgurServer, startServer } from "../server.ts";
+import type { Store } from "../store/types.ts";
 import { Trainer } from "../trainer/trainer.ts";
-import { type ArithmeticTask, demoSplits, seededRandom } from "./tasks.ts";
+import { type ArithmeticTask, demoSplits, OPERATIONS, type Operation, seededRandom } from "./tasks.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -20,7 +21,7 @@ export interface DemoOptions {
   steps: number;
   seed: number;
   modelDir: string;
-  /** Where the store, log, metrics and adapter go. */
+  /** Where the store, log, metrics and adapter go ("" = runs/demo-seed-<seed>). */
   outDir: string;
   /** Dashboard/API port; 0 = any free port. When the port is taken another one is used. */
   port: number;
@@ -78,6 +79,8 @@ export interface DemoResult {
   seconds: number;
   rewardFirst: number;
   rewardLast: number;
+  /** Held-out accuracy per operation, before and after. */
+  byOperation: Record<Operation, { before: number; after: number }>;
   adapter: string;
   metrics: string;
   log: string;
@@ -155,12 +158,35 @@ function shuffled<T>(items: T[], seed: number): T[] {
   return out;
 }
 
+/** Held-out accuracy per operation of the validation at `step` (the Trainer groups those rollouts `val-<step>-<i>`). */
+async function accuracyByOperation(store: Store, step: number): Promise<Record<Operation, number>> {
+  const rollouts = (await store.listRollouts({ mode: "val", limit: 10_000 })).filter((r) =>
+    r.groupId?.startsWith(`val-${step}-`),
+  );
+  const out = {} as Record<Operation, number>;
+  for (const op of OPERATIONS) {
+    const ofOp = rollouts.filter((r) => (r.input as ArithmeticTask).op === op);
+    out[op] = ofOp.length
+      ? ofOp.filter((r) => r.status === "succeeded" && r.finalReward === 1).length / ofOp.length
+      : 0;
+  }
+  return out;
+}
+
+const OPERATION_NAMES: Record<Operation, string> = {
+  add: "addition",
+  sub: "subtraction",
+  mul: "multiplication",
+  div: "division",
+};
+
 const percent = (x: number) => `${(x * 100).toFixed(1)}%`;
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
 /** Runs the demo; `stream` receives the progress (a TTY gets the bar, anything else JSON lines). */
-export async function runDemo(options: DemoOptions, stream: NodeJS.WriteStream = process.stdout): Promise<DemoResult> {
+export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = process.stdout): Promise<DemoResult> {
   const started = performance.now();
+  const options = { ...given, outDir: given.outDir || resolve(`runs/demo-seed-${given.seed}`) };
   const progress = new Progress({ json: options.json, stream });
   await mkdir(options.outDir, { recursive: true });
   const storeFile = join(options.outDir, "store.db");
@@ -233,8 +259,15 @@ export async function runDemo(options: DemoOptions, stream: NodeJS.WriteStream =
     await model.saveAdapter(adapterDir);
     progress.clear();
 
-    const before = fit.validation[0]?.accuracy ?? 0;
-    const after = fit.validation[fit.validation.length - 1]?.accuracy ?? 0;
+    const first = fit.validation[0];
+    const last = fit.validation[fit.validation.length - 1];
+    const before = first?.accuracy ?? 0;
+    const after = last?.accuracy ?? 0;
+    const opsBefore = await accuracyByOperation(server.store, first?.step ?? 0);
+    const opsAfter = await accuracyByOperation(server.store, last?.step ?? 0);
+    const byOperation = Object.fromEntries(
+      OPERATIONS.map((op) => [op, { before: opsBefore[op], after: opsAfter[op] }]),
+    ) as DemoResult["byOperation"];
     const head = Math.min(5, rewards.length);
     const result: DemoResult = {
       valAccuracyBefore: before,
@@ -245,6 +278,7 @@ export async function runDemo(options: DemoOptions, stream: NodeJS.WriteStream =
       seconds: (performance.now() - started) / 1000,
       rewardFirst: mean(rewards.slice(0, head)),
       rewardLast: mean(rewards.slice(-head)),
+      byOperation,
       adapter: adapterDir,
       metrics: metricsFile,
       log: logFile,
@@ -260,6 +294,10 @@ export async function runDemo(options: DemoOptions, stream: NodeJS.WriteStream =
       "",
       `                          before     after   change`,
       `  validation accuracy  ${percent(before).padStart(8)}  ${percent(after).padStart(8)}   ${change(after - before)}   (${val.length} held-out tasks)`,
+      ...OPERATIONS.map(
+        (op) =>
+          `    ${OPERATION_NAMES[op].padEnd(18)} ${percent(byOperation[op].before).padStart(8)}  ${percent(byOperation[op].after).padStart(8)}   ${change(byOperation[op].after - byOperation[op].before)}`,
+      ),
       `  train reward         ${result.rewardFirst.toFixed(3).padStart(8)}  ${result.rewardLast.toFixed(3).padStart(8)}   (mean of the first / last ${head} steps)`,
       "",
       `  ${fit.steps} steps in ${(result.seconds / 60).toFixed(1)} min`,

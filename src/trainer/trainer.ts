@@ -161,7 +161,10 @@ export class Trainer<Task extends JsonValue = JsonValue> {
     return { steps: this.step, history, validation: this.validation, checkpoint };
   }
 
-  /** Accuracy and mean reward of the current policy on `tasks` (one rollout each, mode val). */
+  /**
+   * Accuracy and mean reward of the current policy on `tasks` (one rollout each, mode val). The
+   * rollouts are grouped `<mode>-<step>-<i>`, so a validation's rollouts can be found in the store.
+   */
   async evaluate(tasks: Task[], mode: RolloutMode = "val"): Promise<EvalResult> {
     await this.startAgents();
     const rollouts = await this.runRollouts(

@@ -44,6 +44,12 @@ it("trains the calculator agent and ends with a done line", async () => {
     const x = done[key] as number;
     expect(x >= 0 && x <= 1 && Number.isInteger(x * 8), key).toBe(true);
   }
+  // Per operation (the first 8 val tasks are 2 of each), consistent with the overall figures.
+  const ops = done.byOperation as Record<string, { before: number; after: number }>;
+  expect(Object.keys(ops).sort()).toEqual(["add", "div", "mul", "sub"]);
+  const meanOf = (k: "before" | "after") => Object.values(ops).reduce((a, o) => a + o[k], 0) / 4;
+  expect(meanOf("before")).toBeCloseTo(done.valAccuracyBefore as number, 9);
+  expect(meanOf("after")).toBeCloseTo(done.valAccuracyAfter as number, 9);
   const validations = events.filter((e) => e.event === "validation");
   expect(done.valAccuracyBefore).toBe(validations[0].accuracy);
   expect(done.valAccuracyAfter).toBe(validations[2].accuracy);
