@@ -13,13 +13,13 @@ import { parseArgs } from "node:util";
 import { COMPACT_TOOLS_CHAT_TEMPLATE } from "../src/demo/chat-template.ts";
 import { corpusConversations, DEMO_TOOLS, tokenizeConversation } from "../src/demo/corpus.ts";
 import { runAgentDirect } from "../src/demo/direct-agent.ts";
-import { saveFullWeights } from "../src/demo/save-weights.ts";
-import { type ArithmeticTask, demoSplits, makeTasks, OPERATIONS, seededRandom } from "../src/demo/tasks.ts";
+import { type ArithmeticTask, demoSplits, makeTasks, OPERATIONS } from "../src/demo/tasks.ts";
 import { renderChatTemplate } from "../src/model/chat-template.ts";
 import { loadModel, type Model } from "../src/model/model.ts";
+import { saveFullWeights } from "../src/model/save-weights.ts";
 import { writeTinyModel } from "../src/model/tiny.ts";
-import { Optimizer } from "../src/trainer/optimizer.ts";
-import { type SftSample, sftGradients } from "../src/trainer/sft.ts";
+import type { SftSample } from "../src/trainer/sft.ts";
+import { fitSft } from "../src/trainer/sft-fit.ts";
 
 const { values } = parseArgs({
   options: {
@@ -103,62 +103,47 @@ if (!values["eval-only"]) {
   const model = await loadModel(outDir, { maxSlots: 16, maxSeqLen: 512 });
   const samples: SftSample[] = conversations.map((c) => tokenizeConversation(model.tokenizer, c.messages));
   const meanLen = samples.reduce((n, s) => n + s.tokens.length, 0) / samples.length;
-  const optimizer = Optimizer.forAllWeights(model.transformer, { lr: peakLr, weightDecay: 0, maxGradNorm: 1 });
   log({
     phase: "sft-start",
-    parameters: optimizer.parameterCount,
     vocab: model.config.vocabSize,
     conversations: samples.length,
     meanTokens: Math.round(meanLen),
     steps,
     batchSize,
   });
-  const next = seededRandom((seed ^ 0x5eed) + (values.resume ? 1 : 0));
-  const order = samples.map((_, i) => i);
-  let cursor = order.length;
-  const draw = () => {
-    if (cursor >= order.length) {
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = Math.floor(next() * (i + 1));
-        [order[i], order[j]] = [order[j], order[i]];
-      }
-      cursor = 0;
-    }
-    return samples[order[cursor++]];
-  };
-  const warmup = Math.min(20, Math.floor(steps / 10));
   const sftStart = performance.now();
-  let tokens = 0;
   let lossSum = 0;
   let lossCount = 0;
-  for (let step = 1; step <= steps; step++) {
-    const batch = Array.from({ length: batchSize }, draw);
-    const { loss } = await sftGradients(model.transformer, batch, optimizer.sink);
-    tokens += batch.reduce((n, s) => n + s.tokens.length, 0);
-    const lr =
-      step <= warmup
-        ? (peakLr * step) / warmup
-        : peakLr * (0.1 + 0.9 * 0.5 * (1 + Math.cos((Math.PI * (step - warmup)) / (steps - warmup))));
-    await optimizer.apply(lr);
-    lossSum += loss;
-    lossCount++;
-    if (step % 10 === 0 || step === steps) {
-      const seconds = (performance.now() - sftStart) / 1000;
-      log({
-        phase: "sft",
-        step,
-        loss: +(lossSum / lossCount).toFixed(4),
-        lr: +lr.toFixed(5),
-        seconds: +seconds.toFixed(1),
-        tokensPerSecond: Math.round(tokens / seconds),
-      });
-      lossSum = 0;
-      lossCount = 0;
-    }
-  }
-  log({ phase: "sft-done", seconds: +((performance.now() - sftStart) / 1000).toFixed(1), tokens });
+  const { history, parameters } = await fitSft(model, samples, {
+    steps,
+    batchSize,
+    lr: peakLr,
+    lora: "full",
+    seed: (seed ^ 0x5eed) + (values.resume ? 1 : 0),
+    onStep: (m) => {
+      lossSum += m.loss;
+      lossCount++;
+      if (m.step % 10 === 0 || m.step === steps) {
+        log({
+          phase: "sft",
+          step: m.step,
+          loss: +(lossSum / lossCount).toFixed(4),
+          lr: +m.lr.toFixed(5),
+          seconds: +((performance.now() - sftStart) / 1000).toFixed(1),
+          tokensPerSecond: Math.round(m.tokensPerSecond),
+        });
+        lossSum = 0;
+        lossCount = 0;
+      }
+    },
+  });
+  log({
+    phase: "sft-done",
+    seconds: +((performance.now() - sftStart) / 1000).toFixed(1),
+    steps: history.length,
+    parameters,
+  });
   await saveFullWeights(model.transformer, outDir);
-  optimizer.dispose();
   model.dispose();
 }
 

@@ -5,4 +5,7 @@ export * from "./runner/index.ts";
 export * from "./store/index.ts";
 export { type PolicySample, policyGradients } from "./trainer/grads.ts";
 export { type LossAndGradsOptions, lossAndGrads } from "./trainer/loss-and-grads.ts";
+export { type SftSample, sftGradients } from "./trainer/sft.ts";
+export { asChatRecord, type ChatRecord, chatSample } from "./trainer/sft-data.ts";
+export { fitSft, type SftFitOptions, sftLearningRate, sftLoss } from "./trainer/sft-fit.ts";
 export { type AlgorithmConfig, Trainer, type TrainerOptions } from "./trainer/trainer.ts";

@@ -7,6 +7,7 @@
 // The mix depends on the problem type, so even greedy decoding is right on only part of them.
 
 import type { ChatMessage } from "../model/chat-template.ts";
+import { type ChatTokenizer, chatSample } from "../trainer/sft-data.ts";
 import { answerSentence, CALCULATOR_TOOL, SYSTEM_PROMPT, userMessage } from "./agent-spec.ts";
 import { formatResult } from "./evaluate.ts";
 import { type ArithmeticTask, OPERATOR, type Operation, seededRandom } from "./tasks.ts";
@@ -80,51 +81,10 @@ export function corpusConversations(
 
 export const DEMO_TOOLS = [CALCULATOR_TOOL];
 
-/** Minimal tokenizer surface the masking needs (ModelTokenizer satisfies it). */
-export interface ChatTokenizer {
-  applyChatTemplate(
-    messages: ChatMessage[],
-    options: { tools?: (typeof CALCULATOR_TOOL)[]; addGenerationPrompt?: boolean },
-  ): string;
-  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
-}
-
-const ASSISTANT_HEADER = "<|im_start|>assistant\n";
-const TURN_END = "<|im_end|>";
-
-/**
- * Renders a conversation with the template and marks the assistant turns' tokens (content,
- * tool calls and the closing <|im_end|>) as targets. Checks that the text before each assistant
- * turn tokenizes to a prefix of the whole, so training sees exactly the serving prompt's tokens.
- */
+/** The calculator conversation as an SFT sample (assistant turns masked), with the demo's tools. */
 export function tokenizeConversation(
   tokenizer: ChatTokenizer,
   messages: ChatMessage[],
 ): { tokens: number[]; lossMask: number[]; text: string } {
-  const text = tokenizer.applyChatTemplate(messages, { tools: DEMO_TOOLS });
-  const tokens = tokenizer.encode(text, { addSpecialTokens: false });
-  const lossMask = new Array<number>(tokens.length).fill(0);
-  const prefixLength = (end: number) => {
-    const prefix = tokenizer.encode(text.slice(0, end), { addSpecialTokens: false });
-    for (let i = 0; i < prefix.length; i++) {
-      if (prefix[i] !== tokens[i])
-        throw new Error(`text before offset ${end} does not tokenize as a prefix of the whole`);
-    }
-    return prefix.length;
-  };
-  let from = 0;
-  for (;;) {
-    const header = text.indexOf(ASSISTANT_HEADER, from);
-    if (header < 0) break;
-    const start = header + ASSISTANT_HEADER.length;
-    const close = text.indexOf(TURN_END, start);
-    if (close < 0) throw new Error("an assistant turn has no <|im_end|>");
-    const end = close + TURN_END.length;
-    const a = prefixLength(start);
-    const b = prefixLength(end);
-    for (let i = a; i < b; i++) lossMask[i] = 1;
-    from = end;
-  }
-  if (!lossMask.includes(1)) throw new Error("the conversation has no assistant turn to learn");
-  return { tokens, lossMask, text };
+  return chatSample(tokenizer, messages, { tools: DEMO_TOOLS });
 }

@@ -2,6 +2,8 @@
 // fixed train/val splits, and the reward (1 when the agent's final answer is the right number).
 // Everything is a pure function of the seed, so every machine sees the same tasks.
 
+import { mulberry32 } from "../random.ts";
+
 /** The four operations a problem can need. */
 export type Operation = "add" | "sub" | "mul" | "div";
 
@@ -23,17 +25,8 @@ export type ArithmeticTask = {
   answer: number;
 };
 
-/** mulberry32: a tiny seeded uniform [0, 1) source, identical on every platform. */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded uniform source the task set draws from (mulberry32, identical on every platform). */
+export const seededRandom = mulberry32;
 
 const NAMES = ["Ann", "Ben", "Cara", "Dan", "Eva", "Finn", "Gia", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia", "Noah"];
 const ITEMS = ["pens", "apples", "books", "cards", "coins", "eggs", "shells", "stamps", "balls", "cups"];

@@ -6,6 +6,7 @@
 
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { mulberry32 } from "../random.ts";
 import type { ProjectionName } from "./config.ts";
 import { ALL_PROJECTIONS, type LoraConfig, type LoraTensor, loraScale, type PeftAdapter, peftKey } from "./peft.ts";
 import { allLinears, type LinearWeights, type ModelWeights } from "./weights.ts";
@@ -146,15 +147,4 @@ function targetLinears(weights: ModelWeights, config: LoraConfig): LinearWeights
   return allLinears(weights).filter(
     (l) => config.targetModules.includes(l.projection) && (!layers || layers.has(l.layer)),
   );
-}
-
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -4,6 +4,7 @@
 // Weights are deterministic in the seed: N(0, 0.02) like HF init, norms 1, small random biases.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { mulberry32 } from "../random.ts";
 import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "./bpe.ts";
 import { QWEN2_5_CHAT_TEMPLATE } from "./chat-template.ts";
 import { type Architecture, expectedTensors, type ModelConfig, parseModelConfig } from "./config.ts";
@@ -64,18 +65,6 @@ export interface TinyModel {
   files: string[];
 }
 
-/** mulberry32 seeded uniform [0, 1): tiny, fast, and identical on every platform. */
-function uniformSource(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** FNV-1a of a tensor name, so each tensor's values depend only on (seed, name). */
 function nameHash(name: string): number {
   let h = 0x811c9dc5;
@@ -84,7 +73,7 @@ function nameHash(name: string): number {
 }
 
 function gaussian(n: number, seed: number, mean: number, std: number): Float32Array {
-  const next = uniformSource(seed);
+  const next = mulberry32(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const u = Math.max(next(), 1e-12);

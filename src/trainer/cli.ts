@@ -13,6 +13,7 @@ import type { Agent } from "../runner/types.ts";
 import { openStore } from "../store/libsql.ts";
 import type { JsonValue } from "../store/types.ts";
 import type { OptimizerConfig } from "./optimizer.ts";
+import { runSft, type SftAlgorithmConfig } from "./sft-cli.ts";
 import { type AlgorithmConfig, Trainer } from "./trainer.ts";
 
 export interface TrainConfig {
@@ -20,11 +21,13 @@ export interface TrainConfig {
   /** PEFT adapter to start from. */
   adapter?: string;
   store?: string;
-  /** Module whose default export (or `agent`) is the agent function. */
-  agent: string;
+  /** Module whose default export (or `agent`) is the agent function (not for SFT). */
+  agent?: string;
+  /** RL: task files for the agent. SFT: JSONL chat records { messages, tools? }. */
   tasks: { train: string; val?: string };
   steps: number;
-  algorithm?: AlgorithmConfig;
+  /** LightningRL (default), or { "name": "sft" } for supervised fine-tuning on chat records. */
+  algorithm?: AlgorithmConfig | SftAlgorithmConfig;
   optimizer?: OptimizerConfig;
   lora?: LoraSpec | "full";
   valEvery?: number;
@@ -43,7 +46,10 @@ export const TRAIN_USAGE = `fulgur train --config train.json [--json]
                 "steps": 20, "store": "file:runs/store.db", "algorithm": { "samplesPerTask": 4, "tasksPerStep": 8 },
                 "optimizer": { "lr": 1e-3 }, "lora": { "rank": 16, "alpha": 32 }, "checkpointDir": "runs/ckpt",
                 "logFile": "runs/train.jsonl", "output": "runs/adapter" }
-  Paths are relative to the config file.`;
+  Paths are relative to the config file.
+  SFT instead of RL: "algorithm": { "name": "sft", "batchSize": 8 }, no "agent", and task files of
+  chat records { "messages": [...], "tools": [...] } (only assistant turns are learned); "lora":
+  "full" trains every weight and "output" is then a whole model directory.`;
 
 export const EVAL_USAGE = `fulgur eval --model DIR --agent PATH --tasks FILE [--adapter DIR] [--threshold 1] [--json]
   Runs the agent once per task (JSON array or JSONL) and prints accuracy and mean reward.`;
@@ -79,7 +85,8 @@ export async function runTrain(argv: string[]): Promise<number> {
   const configPath = resolve(values.config);
   const config = JSON.parse(await readFile(configPath, "utf8")) as TrainConfig;
   const rel = (p: string | undefined) => (p ? resolve(dirname(configPath), p) : undefined);
-  for (const key of ["model", "agent", "tasks", "steps"] as const) {
+  const sft = config.algorithm !== undefined && "name" in config.algorithm && config.algorithm.name === "sft";
+  for (const key of sft ? (["model", "tasks", "steps"] as const) : (["model", "agent", "tasks", "steps"] as const)) {
     if (config[key] === undefined) throw new Error(`${configPath}: "${key}" is required`);
   }
   const progress = new Progress({ json: values.json });
@@ -92,11 +99,28 @@ export async function runTrain(argv: string[]): Promise<number> {
     if (config.adapter) await model.loadAdapter(rel(config.adapter)!);
     const train = await readTasks(rel(config.tasks.train)!);
     const val = config.tasks.val ? await readTasks(rel(config.tasks.val)!) : undefined;
+    if (sft) {
+      const done = await runSft({
+        model,
+        train,
+        val,
+        steps: config.steps,
+        algorithm: config.algorithm as SftAlgorithmConfig,
+        lr: config.optimizer?.lr,
+        weightDecay: config.optimizer?.weightDecay,
+        lora: config.lora,
+        valEvery: config.valEvery,
+        output: rel(config.output),
+        progress,
+      });
+      progress.event(done, `done: ${config.steps} SFT steps${config.output ? `; saved to ${rel(config.output)}` : ""}`);
+      return 0;
+    }
     const trainer = new Trainer({
       model,
       store,
       agent: await importAgent(rel(config.agent)!),
-      algorithm: config.algorithm,
+      algorithm: config.algorithm as AlgorithmConfig | undefined,
       optimizer: config.optimizer,
       lora: config.lora,
       valEvery: config.valEvery,

@@ -33,14 +33,15 @@ export interface SftResult {
 }
 
 /**
- * Accumulates ∂(weight · mean NLL)/∂θ over `samples` into `sink` and returns the loss. Token t's
+ * Accumulates ∂(weight · mean NLL)/∂θ over `samples` into `sink` and returns the loss; with a null
+ * `sink` only the loss is computed (evaluation: no backward pass). Token t's
  * logprob is log softmax(logits_{t−1})[x_t], so the row predicting it is t − 1; each target's
  * logprob gets the gradient −weight/N (N = number of target tokens in this call).
  */
 export async function sftGradients(
   model: Transformer,
   samples: SftSample[],
-  sink: GradientSink,
+  sink: GradientSink | null,
   options: SftOptions = {},
 ): Promise<SftResult> {
   const gpu = model.gpu;
@@ -85,10 +86,12 @@ export async function sftGradients(
     const fwd = model.forward(batch, { recompute: options.recompute });
     try {
       const { logprobs, lse } = headLogprobs(model, fwd.normed, targetsGpu, 1, fwd.scope);
-      const dLogprobs = scope.track(gpu.tensor([total], "f32", dLogprobHost));
-      const dHead = sink.full?.get(model.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
-      const dNormed = headBackward(model, fwd.normed, targetsGpu, lse, dLogprobs, 1, scope, dHead);
-      backward(model, batch, fwd, dNormed, sink);
+      if (sink) {
+        const dLogprobs = scope.track(gpu.tensor([total], "f32", dLogprobHost));
+        const dHead = sink.full?.get(model.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+        const dNormed = headBackward(model, fwd.normed, targetsGpu, lse, dLogprobs, 1, scope, dHead);
+        backward(model, batch, fwd, dNormed, sink);
+      }
       const lp = await logprobs.read();
       await gpu.sync();
       let nll = 0;

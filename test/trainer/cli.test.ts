@@ -91,3 +91,49 @@ it("explains a missing config field", () => {
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/"agent" is required/);
 });
+
+it("runs SFT from chat records: algorithm sft, no agent; LoRA adapter or a whole model", () => {
+  const record = (q: string) =>
+    JSON.stringify({
+      messages: [
+        { role: "user", content: q },
+        { role: "assistant", content: "Hello from Fulgur." },
+      ],
+    });
+  writeFileSync(join(dir, "chats.jsonl"), `${["Say hi.", "Greet me.", "Hello?", "Start."].map(record).join("\n")}\n`);
+  writeFileSync(join(dir, "chats-val.jsonl"), `${record("Welcome me.")}\n`);
+  const base = {
+    model: "model",
+    tasks: { train: "chats.jsonl", val: "chats-val.jsonl" },
+    steps: 30,
+    algorithm: { name: "sft", batchSize: 4 },
+    optimizer: { lr: 0.02 },
+  };
+  for (const [lora, output, file] of [
+    [{ rank: 4, alpha: 8 }, "sft-adapter", "adapter_model.safetensors"],
+    ["full", "sft-model", "model.safetensors"],
+  ] as const) {
+    writeFileSync(join(dir, "sft.json"), JSON.stringify({ ...base, lora, output }));
+    const r = cli(["train", "--config", join(dir, "sft.json"), "--json"]);
+    expect(r.status, r.stderr).toBe(0);
+    const events = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(events.filter((e) => e.event === "step")).toHaveLength(30);
+    const done = events[events.length - 1];
+    expect(done).toMatchObject({ event: "done", algorithm: "sft", steps: 30 });
+    expect(done.validation.map((v: { step: number }) => v.step)).toEqual([0, 30]);
+    expect(done.validation[1].loss).toBeLessThan(done.validation[0].loss);
+    expect(existsSync(join(dir, output, file)), `${output}/${file}`).toBe(true);
+  }
+  // A whole model directory loads like any checkpoint.
+  expect(existsSync(join(dir, "sft-model", "config.json"))).toBe(true);
+  expect(existsSync(join(dir, "sft-model", "tokenizer.json"))).toBe(true);
+
+  writeFileSync(join(dir, "bad-chats.jsonl"), `${JSON.stringify({ messages: [{ role: "user", content: "hi" }] })}\n`);
+  writeFileSync(join(dir, "sft-bad.json"), JSON.stringify({ ...base, tasks: { train: "bad-chats.jsonl" } }));
+  const bad = cli(["train", "--config", join(dir, "sft-bad.json")]);
+  expect(bad.status).toBe(1);
+  expect(bad.stderr).toMatch(/train record 1: .*assistant/);
+}, 240_000);

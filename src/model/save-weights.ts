@@ -4,9 +4,9 @@
 
 import { join } from "node:path";
 import type { Tensor } from "../gpu/tensor.ts";
-import { type TensorToWrite, writeSafetensors } from "../model/safetensors-write.ts";
-import type { Transformer } from "../model/transformer.ts";
-import { PROJECTIONS } from "../model/weights.ts";
+import { type TensorToWrite, writeSafetensors } from "./safetensors-write.ts";
+import type { Transformer } from "./transformer.ts";
+import { PROJECTIONS } from "./weights.ts";
 
 /** Writes `dir/model.safetensors` from the weights on the GPU (F32). */
 export async function saveFullWeights(model: Transformer, dir: string): Promise<void> {
