@@ -37,7 +37,7 @@ const commands: Record<string, Command> = {
     run: runEval,
   },
   export: {
-    summary: "merge a LoRA adapter into the base model and write an HF directory or a GGUF file",
+    summary: "write a trained adapter as PEFT, or merged into the model as an HF directory or a GGUF file",
     usage: EXPORT_USAGE.replace(/^usage: /, ""),
     run: runExport,
   },

@@ -1,29 +1,33 @@
-// `fulgur export`: merges a trained LoRA adapter into its base model and writes the result as a
-// Hugging Face directory (safetensors) or a single GGUF file. Argument parsing and error
-// reporting only; the work is in merge.ts and gguf-model.ts.
-import { existsSync, statSync } from "node:fs";
+// `fulgur export`: writes a trained LoRA adapter as a clean PEFT adapter (from an adapter or a
+// training checkpoint), or merges it into its base model and writes a Hugging Face directory
+// (safetensors) or a single GGUF file. Argument parsing and error reporting only; the work is in
+// merge.ts, gguf-model.ts and model/peft.ts.
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadCheckpoint } from "../model/loader.ts";
-import { type PeftAdapter, readPeftAdapter } from "../model/peft.ts";
+import { type PeftAdapter, readPeftAdapter, writePeftAdapter } from "../model/peft.ts";
 import type { SafetensorsDType } from "../model/safetensors.ts";
 import { writeGgufModel } from "./gguf-model.ts";
 import { writeMergedHfDir } from "./merge.ts";
 
-export const EXPORT_USAGE = `usage: fulgur export --model DIR [--adapter DIR] --merge --format safetensors|gguf [--dtype f32|f16] --out PATH
+export const EXPORT_USAGE = `usage: fulgur export --model DIR (--adapter DIR | --checkpoint DIR) --format peft [--dtype f32|f16] --out DIR
+       fulgur export --model DIR [--adapter DIR | --checkpoint DIR] --merge --format safetensors|gguf [--dtype f32|f16] --out PATH
 
-  --model DIR      Hugging Face model directory (config.json, safetensors, tokenizer.json)
-  --adapter DIR    PEFT LoRA adapter to merge in (adapter_config.json + adapter_model.safetensors)
-  --merge          merge the adapter into the weights (W + scale·B·A); required with --adapter
-  --format F       safetensors: HF directory at --out; gguf: one .gguf file at --out
-  --dtype D        f32 (default) or f16 (GGUF keeps norms and biases in f32, like llama.cpp)
-  --out PATH       output directory (safetensors) or file (gguf)`;
+  --model DIR       Hugging Face model directory (config.json, safetensors, tokenizer.json)
+  --adapter DIR     PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
+  --checkpoint DIR  a training checkpoint directory (checkpointDir: its latest; or one step-N) instead of --adapter
+  --merge           merge the adapter into the weights (W + scale·B·A); required for safetensors/gguf with an adapter
+  --format F        peft: the adapter alone, checked against --model, as a PEFT directory at --out;
+                    safetensors: merged HF directory at --out; gguf: one merged .gguf file at --out
+  --dtype D         f32 (default) or f16 (GGUF keeps norms and biases in f32, like llama.cpp)
+  --out PATH        output directory (peft, safetensors) or file (gguf)`;
 
 export interface ExportArgs {
   model: string;
   adapter: string | null;
-  format: "safetensors" | "gguf";
+  format: "peft" | "safetensors" | "gguf";
   dtype: "f32" | "f16";
   out: string;
 }
@@ -37,6 +41,7 @@ export function parseExportArgs(argv: string[]): ExportArgs {
       options: {
         model: { type: "string" },
         adapter: { type: "string" },
+        checkpoint: { type: "string" },
         merge: { type: "boolean" },
         format: { type: "string" },
         dtype: { type: "string" },
@@ -54,13 +59,20 @@ export function parseExportArgs(argv: string[]): ExportArgs {
   const dtype = (values.dtype as string | undefined) ?? "f32";
   if (!model) throw new Error(`--model DIR is required\n${EXPORT_USAGE}`);
   if (!out) throw new Error(`--out PATH is required\n${EXPORT_USAGE}`);
-  if (format !== "safetensors" && format !== "gguf") {
-    throw new Error(`--format must be "safetensors" or "gguf", got ${JSON.stringify(format)}\n${EXPORT_USAGE}`);
+  if (format !== "peft" && format !== "safetensors" && format !== "gguf") {
+    throw new Error(`--format must be "peft", "safetensors" or "gguf", got ${JSON.stringify(format)}\n${EXPORT_USAGE}`);
   }
   if (dtype !== "f32" && dtype !== "f16") throw new Error(`--dtype must be "f32" or "f16", got "${dtype}"`);
-  const adapter = (values.adapter as string | undefined) ?? null;
-  if (adapter && !values.merge) {
-    throw new Error("--adapter needs --merge: exporting an unmerged adapter next to the model is not supported");
+  if (values.adapter && values.checkpoint) throw new Error("give --adapter or --checkpoint, not both");
+  const checkpoint = values.checkpoint as string | undefined;
+  const adapter = checkpoint ? checkpointAdapter(checkpoint) : ((values.adapter as string | undefined) ?? null);
+  if (format === "peft") {
+    if (!adapter) throw new Error(`--format peft exports an adapter: give --adapter DIR or --checkpoint DIR`);
+    if (values.merge) throw new Error("--merge writes a whole model: use --format safetensors or gguf with it");
+  } else if (adapter && !values.merge) {
+    throw new Error(
+      "--adapter needs --merge with --format safetensors|gguf (or use --format peft to export the adapter alone)",
+    );
   }
   if (!existsSync(model) || !statSync(model).isDirectory()) throw new Error(`--model ${model} is not a directory`);
   if (adapter && (!existsSync(adapter) || !statSync(adapter).isDirectory())) {
@@ -69,12 +81,34 @@ export function parseExportArgs(argv: string[]): ExportArgs {
   return { model, adapter, format, dtype, out };
 }
 
+/** The adapter directory of a checkpoint: a trainer's checkpointDir (its latest) or one step-N directory. */
+function checkpointAdapter(dir: string): string {
+  let step = dir;
+  const pointer = join(dir, "latest.json");
+  if (existsSync(pointer))
+    step = join(dir, (JSON.parse(readFileSync(pointer, "utf8")) as { checkpoint: string }).checkpoint);
+  const adapter = join(step, "adapter");
+  if (!existsSync(join(adapter, "adapter_config.json")))
+    throw new Error(`--checkpoint ${dir} is not a training checkpoint (no latest.json or adapter/adapter_config.json)`);
+  return adapter;
+}
+
 /** Runs the export described by `args`; resolves to a human-readable summary line. */
 export async function exportModel(args: ExportArgs): Promise<string> {
   const checkpoint = await loadCheckpoint(args.model);
   try {
     const adapter: PeftAdapter | null = args.adapter ? await readPeftAdapter(args.adapter, checkpoint.config) : null;
     const what = adapter ? `${args.model} + ${args.adapter} (merged)` : args.model;
+    if (args.format === "peft") {
+      // readPeftAdapter checked every tensor against the model; the copy is a clean PEFT directory.
+      const { config, tensors } = adapter!;
+      const baseModelNameOrPath = config.baseModelNameOrPath ?? args.model;
+      await writePeftAdapter(args.out, { ...config, baseModelNameOrPath }, tensors, {
+        dtype: args.dtype === "f16" ? "F16" : "F32",
+        model: checkpoint.config,
+      });
+      return `wrote the adapter ${args.adapter} (rank ${config.r}, ${tensors.size} tensors, ${args.dtype.toUpperCase()}) as PEFT ${args.out}`;
+    }
     if (args.format === "safetensors") {
       const dtype: SafetensorsDType = args.dtype === "f16" ? "F16" : "F32";
       const files = await writeMergedHfDir(checkpoint, adapter, args.out, dtype);

@@ -194,7 +194,7 @@ describe("fulgur export argument errors", () => {
     const dir = join(root, "Qwen2ForCausalLM");
     const out = join(root, "x");
     expect(() => parseExportArgs(["--model", dir, "--format", "onnx", "--out", out])).toThrow(
-      /--format must be "safetensors" or "gguf", got "onnx"/,
+      /--format must be "peft", "safetensors" or "gguf", got "onnx"/,
     );
     expect(() => parseExportArgs(["--model", dir, "--format", "gguf"])).toThrow(/--out PATH is required/);
     expect(() => parseExportArgs(["--model", dir, "--adapter", dir, "--format", "gguf", "--out", out])).toThrow(
