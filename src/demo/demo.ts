@@ -3,6 +3,7 @@
 // (examples/calculator-agent.ts, unchanged) with LightningRL through that server, and ends with
 // validation accuracy before and after on held-out tasks, plus where the adapter and metrics went.
 
+import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +22,10 @@ export interface DemoOptions {
   steps: number;
   seed: number;
   modelDir: string;
-  /** Where the store, log, metrics and adapter go ("" = runs/demo-seed-<seed>). */
+  /**
+   * Where the store, log, metrics and adapter go; it must not hold an earlier run's store. ""
+   * picks runs/demo-seed-<seed>, or runs/demo-seed-<seed>-2, -3, … when that one is taken.
+   */
   outDir: string;
   /** Dashboard/API port; 0 = any free port. When the port is taken another one is used. */
   port: number;
@@ -59,7 +63,7 @@ export const DEMO_USAGE = `fulgur demo [options]          (npm run demo -- [opti
   --steps N            training steps (default ${DEMO_DEFAULTS.steps})
   --seed N             seed of the adapter init and task order (default ${DEMO_DEFAULTS.seed})
   --model DIR          base model (default models/fulgur-calc)
-  --out DIR            store, log, metrics and adapter (default runs/demo-seed-N)
+  --out DIR            store, log, metrics and adapter; must be new (default runs/demo-seed-N[-2, -3, …])
   --port N             dashboard/API port (default ${DEMO_DEFAULTS.port}; a free one if taken)
   --tasks-per-step N   tasks per step (default ${DEMO_DEFAULTS.tasksPerStep})
   --samples N          rollouts per task, the GRPO group (default ${DEMO_DEFAULTS.samplesPerTask})
@@ -123,7 +127,7 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     steps: number("steps", values.steps, d.steps),
     seed,
     modelDir: resolve(values.model ?? d.modelDir),
-    outDir: resolve(values.out ?? `runs/demo-seed-${seed}`),
+    outDir: values.out === undefined ? "" : resolve(values.out),
     port: number("port", values.port, d.port, true, 0),
     tasksPerStep: number("tasks-per-step", values["tasks-per-step"], d.tasksPerStep),
     samplesPerTask: number("samples", values.samples, d.samplesPerTask, true, 2),
@@ -145,6 +149,13 @@ async function startDemoServer(options: DemoOptions, storeFile: string): Promise
     if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE" || options.port === 0) throw err;
     return await start(0);
   }
+}
+
+/** `base`, or `base-2`, `base-3`, … : the first that holds no run yet. */
+function freeRunDir(base: string): string {
+  let dir = base;
+  for (let i = 2; existsSync(join(dir, "store.db")); i++) dir = `${base}-${i}`;
+  return dir;
 }
 
 /** The training split in a seeded order, so seeds differ in what the adapter sees first. */
@@ -186,7 +197,10 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 /** Runs the demo; `stream` receives the progress (a TTY gets the bar, anything else JSON lines). */
 export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = process.stdout): Promise<DemoResult> {
   const started = performance.now();
-  const options = { ...given, outDir: given.outDir || resolve(`runs/demo-seed-${given.seed}`) };
+  const options = { ...given, outDir: given.outDir || freeRunDir(resolve(`runs/demo-seed-${given.seed}`)) };
+  // Reusing a store would mix two runs' rollouts (and their validation groups): refuse, delete nothing.
+  if (existsSync(join(options.outDir, "store.db")))
+    throw new Error(`${options.outDir} already holds a run (store.db); give a new --out or remove it`);
   const progress = new Progress({ json: options.json, stream });
   await mkdir(options.outDir, { recursive: true });
   const storeFile = join(options.outDir, "store.db");

@@ -71,6 +71,12 @@ it("trains the calculator agent and ends with a done line", async () => {
   } finally {
     await store.close();
   }
+
+  // The same --out again: refused before anything starts, and the first run's files are intact.
+  const again = cli(["demo", "--steps", "1", "--port", "0", "--out", out, "--json"]);
+  expect(again.status).toBe(1);
+  expect(again.stderr).toMatch(/already holds a run/);
+  expect(existsSync(join(out, "store.db"))).toBe(true);
 }, 300_000);
 
 it("explains bad options", () => {
@@ -78,6 +84,7 @@ it("explains bad options", () => {
   expect(() => parseDemoArgs(["--lr", "-1"])).toThrow(/--lr/);
   expect(() => parseDemoArgs(["--samples", "1"])).toThrow(/--samples must be an integer >= 2/);
   expect(parseDemoArgs(["--val", "1000"]).valTasks).toBe(128);
+  expect(parseDemoArgs([]).outDir).toBe(""); // runDemo picks a free runs/demo-seed-N[-k]
   const help = cli(["demo", "--help"]);
   expect(help.status).toBe(0);
   expect(help.stdout).toContain("--steps N");
