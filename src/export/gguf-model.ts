@@ -1,8 +1,8 @@
 // Hugging Face Qwen2/Llama checkpoint → GGUF, following llama.cpp's convert_hf_to_gguf.py: the
 // architecture's hyperparameter keys, llama.cpp tensor names, Llama's q/k row permutation (its
 // rotary embedding pairs adjacent dims, HF's rotates halves; Qwen2 uses NEOX RoPE and is not
-// permuted), Llama 3 rope_freqs, and the byte-level BPE tokenizer ("gpt2" model, "qwen2"
-// pre-tokenizer) with token types, merges, special ids and the chat template.
+// permuted), Llama 3 rope_freqs, and the byte-level BPE tokenizer ("gpt2" model, "qwen2" or
+// "llama-bpe" pre-tokenizer) with token types, merges, special ids and the chat template.
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -148,6 +148,31 @@ async function readJson(path: string): Promise<Json | null> {
   return JSON.parse(await readFile(path, "utf8")) as Json;
 }
 
+/** Every `Regex` string of a tokenizer.json's pre_tokenizer (Sequence and Split, nested). */
+function splitPatterns(node: unknown): string[] {
+  if (!node || typeof node !== "object") return [];
+  const n = node as Json;
+  const own = n.pattern && typeof (n.pattern as Json).Regex === "string" ? [(n.pattern as Json).Regex as string] : [];
+  const children = Array.isArray(n.pretokenizers) ? n.pretokenizers.flatMap(splitPatterns) : [];
+  return [...own, ...children];
+}
+
+/**
+ * llama.cpp's pre-tokenizer for a tokenizer.json: "llama-bpe" (Llama 3's split, digits in runs of
+ * up to three, whole words looked up before merging: `ignore_merges`) when the tokenizer does
+ * that, as our whole-number tokenizers do; "qwen2" (single digits) otherwise.
+ */
+export function ggufPreTokenizer(tokenizer: Json): "llama-bpe" | "qwen2" {
+  const model = (tokenizer.model ?? {}) as Json;
+  const digitRuns = splitPatterns(tokenizer.pre_tokenizer).some((p) => p.includes("\\p{N}{1,3}"));
+  if (digitRuns !== (model.ignore_merges === true)) {
+    throw new Error(
+      "tokenizer.json splits digits in runs of three without ignore_merges (or the reverse): llama.cpp has no pre-tokenizer for that",
+    );
+  }
+  return digitRuns ? "llama-bpe" : "qwen2";
+}
+
 /**
  * Tokenizer metadata for a byte-level BPE tokenizer.json (GPT-2/Qwen2 style): tokens in id order
  * (ids the tokenizer lacks up to the model's vocab_size become "[PAD<id>]", UNUSED), added tokens
@@ -192,7 +217,7 @@ export async function tokenizerMetadata(dir: string, config: ModelConfig): Promi
 
   const kv = new Map<string, GgufValue>();
   kv.set("tokenizer.ggml.model", str("gpt2"));
-  kv.set("tokenizer.ggml.pre", str("qwen2"));
+  kv.set("tokenizer.ggml.pre", str(ggufPreTokenizer(tokenizer)));
   kv.set("tokenizer.ggml.tokens", { type: "array", of: "string", value: tokens });
   kv.set("tokenizer.ggml.token_type", { type: "array", of: "i32", value: types });
   kv.set("tokenizer.ggml.merges", { type: "array", of: "string", value: merges });

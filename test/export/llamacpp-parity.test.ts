@@ -11,6 +11,8 @@ import { join } from "node:path";
 import type { Llama } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ENGINE_MODELS } from "../../bench/engine.ts";
+import { conversation, tokenizeConversation } from "../../src/demo/corpus.ts";
+import { makeTasks } from "../../src/demo/tasks.ts";
 import { runExport } from "../../src/export/cli.ts";
 import { projectionShape } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/model.ts";
@@ -113,6 +115,40 @@ describe.each(["Qwen2ForCausalLM", "LlamaForCausalLM"] as const)("llama.cpp pari
       } finally {
         await cpp16.dispose();
       }
+    } finally {
+      model.dispose();
+      await cpp.dispose();
+    }
+  });
+});
+
+describe("llama.cpp parity: the built-in model (whole-number tokens → llama-bpe pre-tokenizer)", () => {
+  it("tokenizes a demo conversation identically and agrees on next-token distributions", async () => {
+    const dir = "models/fulgur-calc";
+    const gguf = join(root, "fulgur-calc.gguf");
+    expect(await runExport(["--model", dir, "--format", "gguf", "--out", gguf])).toBe(0);
+    const model = await loadModel(dir, { gpu: getGpu() });
+    const cpp = await openGguf(llama, gguf, { contextSize: 512, kvCache: "f32" });
+    try {
+      const [task] = makeTasks(31, 1);
+      const { text, tokens } = tokenizeConversation(
+        model.tokenizer,
+        conversation(task, "tool", () => 0.5),
+      );
+      // Numbers of one, two, three and more digits, and special tokens parsed as such.
+      const extra = " 7 42 999 1000 12345 0.25";
+      const ids = model.tokenizer.encode(text + extra, { addSpecialTokens: false });
+      expect(ids.slice(0, tokens.length)).toEqual(tokens);
+      expect(Array.from(cpp.model.tokenize(text + extra, true))).toEqual(ids);
+      const vocab = model.config.vocabSize;
+      const agreement = compareDistributions(
+        await model.logits(ids),
+        await llamaCppLogits(cpp.sequences[0], ids, vocab),
+        vocab,
+      );
+      console.log(JSON.stringify({ model: "fulgur-calc", ...agreement }));
+      expect(agreement.top1Agree / agreement.positions).toBeGreaterThanOrEqual(0.99);
+      expect(agreement.maxAbsLogprobDiff).toBeLessThan(1e-3);
     } finally {
       model.dispose();
       await cpp.dispose();
