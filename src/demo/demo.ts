@@ -225,9 +225,10 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
     const train = shuffled(splits.train, options.seed);
     const val = splits.val.slice(0, options.valTasks);
     const rewards: number[] = [];
+    const stepSeconds: number[] = [];
     let lastVal: number | null = null;
     let stepStarted = performance.now();
-    // Short enough for an 80-column terminal after the bar: "[####…] 12/30 reward 0.71 · val 75.8% · 4.1 s/step".
+    // Fits an 80-column terminal after the bar: "[####…] 12/30 reward 0.71 · val 75.8% · 4.1 s/step · ETA 1:14".
     const label = (phase: string) => {
       const reward = rewards.length ? mean(rewards.slice(-5)).toFixed(2) : "-";
       const acc = lastVal === null ? "-" : percent(lastVal);
@@ -254,7 +255,10 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
           const seconds = (performance.now() - stepStarted) / 1000;
           stepStarted = performance.now();
           progress.event({ event: "step", step: e.step, seconds, ...m });
-          progress.update(e.step, options.steps, label(`${seconds.toFixed(1)} s/step`));
+          stepSeconds.push(seconds);
+          const eta = Math.round(mean(stepSeconds) * (options.steps - e.step));
+          const clock = `${Math.floor(eta / 60)}:${String(eta % 60).padStart(2, "0")}`;
+          progress.update(e.step, options.steps, label(`${seconds.toFixed(1)} s/step · ETA ${clock}`));
         } else if (e.type === "validation") {
           lastVal = e.accuracy;
           progress.event(
