@@ -4,7 +4,7 @@
 // with a compact tool template → full-weight SFT on the GPU with the project's own trainer →
 // model.safetensors. Then measures the base calculator agent's accuracy on the demo's val split.
 // Deterministic in --seed (same machine, same GPU driver). The defaults made the committed model
-// (1,500 steps of 16 conversations, ~33 min on 2 CPU cores with lavapipe). Usage:
+// (1,500 steps of 16 conversations, ~30 min on 2 CPU cores with lavapipe). Usage:
 //   npx tsx scripts/make-base-model.ts [--seed 7] [--out models/fulgur-calc] [--steps 1500]
 
 import { readdirSync, rmSync, statSync } from "node:fs";
