@@ -26,6 +26,13 @@ it("ten RL steps raise held-out accuracy by at least 10 points", async () => {
     },
     quiet,
   );
+  console.log(
+    JSON.stringify({
+      valAccuracyBefore: r.valAccuracyBefore,
+      valAccuracyAfter: r.valAccuracyAfter,
+      minutes: r.seconds / 60,
+    }),
+  );
   expect(r.steps).toBe(10);
   expect(r.valAccuracyBefore).toBeGreaterThan(0.1); // the base model solves some tasks…
   expect(r.valAccuracyBefore).toBeLessThan(0.6); // …but not most
