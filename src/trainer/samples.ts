@@ -124,20 +124,23 @@ export function microBatches(samples: TrainingSample[], tokenBudget: number): Tr
     if (list) list.push(s);
     else byTemperature.set(s.temperature, [s]);
   }
-  const out: TrainingSample[][] = [];
-  for (const list of byTemperature.values()) {
-    let current: TrainingSample[] = [];
-    let tokens = 0;
-    for (const s of list) {
-      if (current.length > 0 && tokens + s.tokens.length > tokenBudget) {
-        out.push(current);
-        current = [];
-        tokens = 0;
-      }
-      current.push(s);
-      tokens += s.tokens.length;
+  return [...byTemperature.values()].flatMap((list) => packByTokens(list, tokenBudget));
+}
+
+/** Consecutive runs of at most `tokenBudget` tokens, in order (a longer sequence goes alone). */
+export function packByTokens<T extends { tokens: number[] }>(items: T[], tokenBudget: number): T[][] {
+  const out: T[][] = [];
+  let current: T[] = [];
+  let tokens = 0;
+  for (const s of items) {
+    if (current.length > 0 && tokens + s.tokens.length > tokenBudget) {
+      out.push(current);
+      current = [];
+      tokens = 0;
     }
-    if (current.length > 0) out.push(current);
+    current.push(s);
+    tokens += s.tokens.length;
   }
+  if (current.length > 0) out.push(current);
   return out;
 }

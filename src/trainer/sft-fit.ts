@@ -7,6 +7,7 @@ import type { LoraSpec } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
 import { mulberry32 } from "../random.ts";
 import { Optimizer } from "./optimizer.ts";
+import { packByTokens } from "./samples.ts";
 import { type SftSample, sftGradients } from "./sft.ts";
 
 export interface SftFitOptions {
@@ -62,24 +63,6 @@ export function sftLearningRate(step: number, steps: number, peak: number, warmu
   return peak * (minRatio + (1 - minRatio) * 0.5 * (1 + Math.cos(Math.PI * progress)));
 }
 
-/** Splits a batch into micro-batches of at most `budget` tokens (a longer sample goes alone). */
-function microBatches(batch: SftSample[], budget: number): SftSample[][] {
-  const out: SftSample[][] = [];
-  let current: SftSample[] = [];
-  let tokens = 0;
-  for (const s of batch) {
-    if (current.length > 0 && tokens + s.tokens.length > budget) {
-      out.push(current);
-      current = [];
-      tokens = 0;
-    }
-    current.push(s);
-    tokens += s.tokens.length;
-  }
-  if (current.length) out.push(current);
-  return out;
-}
-
 const targets = (s: SftSample) => s.lossMask.reduce((n, m) => n + (m ? 1 : 0), 0);
 
 /** Mean NLL per target token of `samples` under the model as it is (forward only). */
@@ -87,7 +70,7 @@ export async function sftLoss(model: Model, samples: SftSample[], tokenBudget = 
   const total = samples.reduce((n, s) => n + targets(s), 0);
   if (total === 0) throw new Error("no sample has a target token");
   let loss = 0;
-  for (const micro of microBatches(samples, tokenBudget)) {
+  for (const micro of packByTokens(samples, tokenBudget)) {
     const share = micro.reduce((n, s) => n + targets(s), 0) / total;
     loss += (await sftGradients(model.transformer, micro, null, { weight: share, recompute: true })).loss;
   }
@@ -153,7 +136,7 @@ export async function fitSft(model: Model, samples: SftSample[], options: SftFit
       const total = batch.reduce((n, s) => n + targets(s), 0);
       let loss = 0;
       let processed = 0;
-      for (const micro of microBatches(batch, options.tokenBudget ?? 8192)) {
+      for (const micro of packByTokens(batch, options.tokenBudget ?? 8192)) {
         const share = micro.reduce((n, s) => n + targets(s), 0) / total;
         const r = await sftGradients(model.transformer, micro, optimizer.sink, {
           weight: share,

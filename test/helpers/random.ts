@@ -1,16 +1,9 @@
 // Seeded randomness for tests: the same seed gives the same inputs on every machine.
 
-/** mulberry32: small, fast, good enough for test data. Returns floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../../src/random.ts";
+
+/** Floats in [0, 1) from `seed`: the project's one seeded source, mulberry32. */
+export const rng = mulberry32;
 
 /** Uniform floats in [lo, hi). */
 export function uniform(n: number, seed: number, lo = -1, hi = 1): Float32Array {
