@@ -11,7 +11,6 @@ import { parseArgs } from "node:util";
 import { Progress } from "../progress.ts";
 import type { Agent } from "../runner/types.ts";
 import { type FulgurServer, startServer } from "../server.ts";
-import type { Store } from "../store/types.ts";
 import { Trainer } from "../trainer/trainer.ts";
 import { type ArithmeticTask, demoSplits, OPERATIONS, type Operation, seededRandom } from "./tasks.ts";
 
@@ -169,17 +168,12 @@ function shuffled<T>(items: T[], seed: number): T[] {
   return out;
 }
 
-/** Held-out accuracy per operation of the validation at `step` (the Trainer groups those rollouts `val-<step>-<i>`). */
-async function accuracyByOperation(store: Store, step: number): Promise<Record<Operation, number>> {
-  const rollouts = (await store.listRollouts({ mode: "val", limit: 10_000 })).filter((r) =>
-    r.groupId?.startsWith(`val-${step}-`),
-  );
+/** Accuracy per operation of one validation's results (a failed rollout counts as wrong). */
+function accuracyByOperation(results: { task: ArithmeticTask; reward: number | null }[]): Record<Operation, number> {
   const out = {} as Record<Operation, number>;
   for (const op of OPERATIONS) {
-    const ofOp = rollouts.filter((r) => (r.input as ArithmeticTask).op === op);
-    out[op] = ofOp.length
-      ? ofOp.filter((r) => r.status === "succeeded" && r.finalReward === 1).length / ofOp.length
-      : 0;
+    const ofOp = results.filter((r) => r.task.op === op);
+    out[op] = ofOp.length ? ofOp.filter((r) => r.reward === 1).length / ofOp.length : 0;
   }
   return out;
 }
@@ -225,6 +219,7 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
     const train = shuffled(splits.train, options.seed);
     const val = splits.val.slice(0, options.valTasks);
     const rewards: number[] = [];
+    const byOperationAt: Record<Operation, number>[] = [];
     const stepSeconds: number[] = [];
     let lastVal: number | null = null;
     let stepStarted = performance.now();
@@ -240,7 +235,6 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       store: server.store,
       agent,
       serverUrl: server.url,
-      settleMs: 0,
       lora: { rank: options.rank, alpha: options.rank * 2, seed: options.seed },
       optimizer: { lr: options.lr },
       algorithm: { samplesPerTask: options.samplesPerTask, tasksPerStep: options.tasksPerStep },
@@ -261,6 +255,7 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
           progress.update(e.step, options.steps, label(`${seconds.toFixed(1)} s/step · ETA ${clock}`));
         } else if (e.type === "validation") {
           lastVal = e.accuracy;
+          byOperationAt.push(accuracyByOperation(e.results));
           progress.event(
             { event: "validation", step: e.step, accuracy: e.accuracy, rewardMean: e.rewardMean, tasks: val.length },
             `step ${String(e.step).padStart(3)}: validation accuracy ${percent(e.accuracy)} on ${val.length} held-out tasks`,
@@ -281,8 +276,8 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
     const last = fit.validation[fit.validation.length - 1];
     const before = first?.accuracy ?? 0;
     const after = last?.accuracy ?? 0;
-    const opsBefore = await accuracyByOperation(server.store, first?.step ?? 0);
-    const opsAfter = await accuracyByOperation(server.store, last?.step ?? 0);
+    const opsBefore = byOperationAt[0];
+    const opsAfter = byOperationAt[byOperationAt.length - 1];
     const byOperation = Object.fromEntries(
       OPERATIONS.map((op) => [op, { before: opsBefore[op], after: opsAfter[op] }]),
     ) as DemoResult["byOperation"];

@@ -264,6 +264,7 @@ export function toRecords(call: RecordedCall): Pending {
 export function flushingBeforeFinish(store: Store, recorder: StoreRecorder): Store {
   return new Proxy(store, {
     get(target, prop, receiver) {
+      if (prop === "flushesCallRecordsBeforeFinish") return true;
       if (prop === "finishAttempt") {
         return async (...args: Parameters<Store["finishAttempt"]>) => {
           await recorder.flush();

@@ -26,8 +26,9 @@ export interface RunnerOptions {
   /** Idle poll interval when nothing is queued, ms (default 100). */
   pollMs?: number;
   /**
-   * Wait after the agent returns before finishing the attempt, ms (default 100): the proxy writes
-   * LLM calls in batches (every 20 ms), and a call written after the finish would be flagged late.
+   * Wait after the agent returns before finishing the attempt, ms: the proxy writes LLM calls in
+   * batches, and a call written after the finish would be flagged late. Default 100, or 0 when
+   * the store flushes the records itself (`store.flushesCallRecordsBeforeFinish`).
    */
   settleMs?: number;
   onEvent?: (e: RunnerEvent) => void;
@@ -116,7 +117,7 @@ export class Runner {
     if (options.settleMs !== undefined && !(Number.isInteger(options.settleMs) && options.settleMs >= 0)) {
       throw new Error(`Runner: \`settleMs\` must be a non-negative integer, got ${options.settleMs}`);
     }
-    this.#settleMs = options.settleMs ?? 100;
+    this.#settleMs = options.settleMs ?? (store.flushesCallRecordsBeforeFinish ? 0 : 100);
     this.#onEvent = options.onEvent ?? (() => {});
   }
 

@@ -248,6 +248,11 @@ export interface SweepResult {
  * ConflictError (src/store/errors.ts) on bad input or state.
  */
 export interface Store {
+  /**
+   * True on a view whose finishAttempt first writes the in-process proxy's pending call records
+   * (`flushingBeforeFinish`): a runner then needs no settling wait before finishing attempts.
+   */
+  readonly flushesCallRecordsBeforeFinish?: boolean;
   /** Queues one rollout (status "queuing"). */
   enqueueRollout(input: EnqueueRolloutInput): Promise<Rollout>;
   /** Queues many rollouts in one transaction, in order. */

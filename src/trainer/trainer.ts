@@ -55,12 +55,6 @@ export interface TrainerOptions<Task extends JsonValue = JsonValue> {
   agent?: Agent<Task>;
   /** The OpenAI endpoint agents call; default: a server the trainer starts for its model. */
   serverUrl?: string;
-  /**
-   * How long the in-process runner waits after an agent returns for its calls' records to reach
-   * the store (Runner.settleMs). 0 when `store` is that server's flushing view (startServer's
-   * `store`); the default 100 ms suits a server in another process.
-   */
-  settleMs?: number;
   algorithm?: AlgorithmConfig;
   optimizer?: OptimizerConfig;
   /** The adapter to train (created when the model has none), or "full" for every weight. */
@@ -80,20 +74,30 @@ export interface TrainerOptions<Task extends JsonValue = JsonValue> {
   rolloutTimeoutMs?: number;
   maxAttempts?: number;
   seed?: number;
-  onEvent?: (event: TrainerEvent) => void;
+  onEvent?: (event: TrainerEvent<Task>) => void;
 }
 
-export type TrainerEvent =
+export type TrainerEvent<Task = JsonValue> =
   | { type: "step"; step: number; metrics: Record<string, number> }
-  | { type: "validation"; step: number; accuracy: number; rewardMean: number; rollouts: number }
+  | {
+      type: "validation";
+      step: number;
+      accuracy: number;
+      rewardMean: number;
+      rollouts: number;
+      /** Each validation rollout's task and reward (null when it did not succeed). */
+      results: EvalResult<Task>["results"];
+    }
   | { type: "checkpoint"; step: number; dir: string }
   | { type: "rollouts"; step: number; done: number; total: number };
 
-export interface EvalResult {
+export interface EvalResult<Task = JsonValue> {
   accuracy: number;
   rewardMean: number;
   rollouts: number;
   failed: number;
+  /** Per rollout: its task and final reward (null when it did not succeed). */
+  results: { task: Task; reward: number | null }[];
 }
 
 export interface FitResult {
@@ -161,11 +165,8 @@ export class Trainer<Task extends JsonValue = JsonValue> {
     return { steps: this.step, history, validation: this.validation, checkpoint };
   }
 
-  /**
-   * Accuracy and mean reward of the current policy on `tasks` (one rollout each, mode val). The
-   * rollouts are grouped `<mode>-<step>-<i>`, so a validation's rollouts can be found in the store.
-   */
-  async evaluate(tasks: Task[], mode: RolloutMode = "val"): Promise<EvalResult> {
+  /** Accuracy and mean reward of the current policy on `tasks` (one rollout each, mode val). */
+  async evaluate(tasks: Task[], mode: RolloutMode = "val"): Promise<EvalResult<Task>> {
     await this.startAgents();
     const rollouts = await this.runRollouts(
       tasks.map((task, i) => ({ task, group: `${mode}-${this.step}-${i}` })),
@@ -179,6 +180,10 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       rewardMean: ok.length ? ok.reduce((a, r) => a + r.finalReward!, 0) / ok.length : 0,
       rollouts: rollouts.length,
       failed: rollouts.length - ok.length,
+      results: rollouts.map((r) => ({
+        task: r.input as Task,
+        reward: r.status === "succeeded" ? r.finalReward : null,
+      })),
     };
   }
 
@@ -312,6 +317,7 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       accuracy: r.accuracy,
       rewardMean: r.rewardMean,
       rollouts: r.rollouts,
+      results: r.results,
     });
   }
 
@@ -385,8 +391,6 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       model: basename(model.dir),
       concurrency: this.options.concurrency ?? 8,
       workerId: `trainer-${process.pid}`,
-      // Our own server's store is wrapped to flush call records before finishing: no settling wait.
-      settleMs: runnerStore === store ? this.options.settleMs : 0,
     });
     this.runner.start();
   }

@@ -12,7 +12,7 @@ import { writeTinyModel } from "../../src/model/tiny.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
 import { openStore } from "../../src/store/libsql.ts";
 import type { Store } from "../../src/store/types.ts";
-import { Trainer } from "../../src/trainer/trainer.ts";
+import { Trainer, type TrainerEvent } from "../../src/trainer/trainer.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
 const gpu = useGpu();
@@ -75,8 +75,20 @@ it("trains an agent with GRPO, validates, logs, and resumes from a checkpoint id
     checkpointDir,
     checkpointEvery: 3,
     logFile,
+    onEvent: (e) => {
+      if (e.type === "validation") validations.push(e);
+    },
   });
+  const validations: Extract<TrainerEvent<(typeof val)[number]>, { type: "validation" }>[] = [];
   const result = await trainer.fit({ train: tasks, val }, 6);
+  // Each validation event lists every rollout's task and reward, consistent with its mean.
+  expect(validations.map((v) => v.step)).toEqual([0, 6]);
+  for (const v of validations) {
+    expect(v.results.map((r) => r.task.prompt).sort()).toEqual(val.map((t) => t.prompt).sort());
+    const rewarded = v.results.filter((r) => r.reward !== null);
+    const mean = rewarded.reduce((a, r) => a + r.reward!, 0) / rewarded.length;
+    expect(mean).toBeCloseTo(v.rewardMean, 9);
+  }
   expect(result.steps).toBe(6);
   const [before, after] = [result.validation[0], result.validation[result.validation.length - 1]];
   expect(before.step).toBe(0);
