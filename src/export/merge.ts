@@ -2,12 +2,13 @@
 // from the checkpoint's weights and the PEFT adapter, so the exported model needs no adapter at
 // serve time. Also writes the merged model as a Hugging Face directory (safetensors + the source's
 // config/tokenizer/generation files) that transformers, vLLM and loadModel read.
-import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Checkpoint } from "../model/loader.ts";
 import { type ALL_PROJECTIONS, loraScale, type PeftAdapter, peftKey } from "../model/peft.ts";
 import type { SafetensorsDType } from "../model/safetensors.ts";
 import { type TensorToWrite, writeSafetensors } from "../model/safetensors-write.ts";
+import { copySidecarFiles } from "../model/save-weights.ts";
 
 const WEIGHT_PATTERN =
   /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.weight$/;
@@ -85,18 +86,6 @@ export async function* mergedTensors(
   }
 }
 
-/** Files of a HF model directory that describe (not store) the model: copied verbatim on export. */
-const SIDECAR_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "generation_config.json",
-  "special_tokens_map.json",
-  "vocab.json",
-  "merges.txt",
-  "chat_template.jinja",
-  "chat_template.json",
-];
-
 const TORCH_DTYPE: Record<SafetensorsDType, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
 /**
@@ -118,12 +107,5 @@ export async function writeMergedHfDir(
   configJson.torch_dtype = TORCH_DTYPE[dtype];
   if ("dtype" in configJson) configJson.dtype = TORCH_DTYPE[dtype];
   await writeFile(join(outDir, "config.json"), `${JSON.stringify(configJson, null, 2)}\n`);
-  const files = ["model.safetensors", "config.json"];
-  const present = new Set(await readdir(checkpoint.dir));
-  for (const f of SIDECAR_FILES) {
-    if (!present.has(f)) continue;
-    await copyFile(join(checkpoint.dir, f), join(outDir, f));
-    files.push(f);
-  }
-  return files;
+  return ["model.safetensors", "config.json", ...(await copySidecarFiles(checkpoint.dir, outDir))];
 }

@@ -1,12 +1,37 @@
-// Reads every weight of a (fully trained) model back from the GPU and writes it as the model
-// directory's model.safetensors in HF names and layout, so the trained model loads like any
-// checkpoint. Single-binding f32 weights only (the small models full training handles).
+// Writing model directories: every weight of a (fully trained) model read back from the GPU as
+// model.safetensors in HF names and layout (single-binding f32 weights only, the small models full
+// training handles), and the tokenizer/template side files copied from the source directory.
 
+import { copyFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type TensorToWrite, writeSafetensors } from "./safetensors-write.ts";
 import type { Transformer } from "./transformer.ts";
 import { PROJECTIONS } from "./weights.ts";
+
+/** Files of a HF model directory that describe (not store) the model: copied verbatim. */
+const SIDECAR_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "generation_config.json",
+  "special_tokens_map.json",
+  "vocab.json",
+  "merges.txt",
+  "chat_template.jinja",
+  "chat_template.json",
+];
+
+/** Copies the tokenizer/generation/template files `fromDir` has into `toDir`; returns their names. */
+export async function copySidecarFiles(fromDir: string, toDir: string): Promise<string[]> {
+  const present = new Set(await readdir(fromDir));
+  const copied: string[] = [];
+  for (const f of SIDECAR_FILES) {
+    if (!present.has(f)) continue;
+    await copyFile(join(fromDir, f), join(toDir, f));
+    copied.push(f);
+  }
+  return copied;
+}
 
 /** Writes `dir/model.safetensors` from the weights on the GPU (F32). */
 export async function saveFullWeights(model: Transformer, dir: string): Promise<void> {

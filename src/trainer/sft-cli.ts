@@ -3,12 +3,11 @@
 // model's chat template and only the assistant turns are learned; the output is a PEFT adapter,
 // or with `"lora": "full"` a complete HF model directory.
 
-import { existsSync } from "node:fs";
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { LoraSpec } from "../model/lora.ts";
 import type { Model } from "../model/model.ts";
-import { saveFullWeights } from "../model/save-weights.ts";
+import { copySidecarFiles, saveFullWeights } from "../model/save-weights.ts";
 import type { Progress } from "../progress.ts";
 import type { JsonValue } from "../store/types.ts";
 import { asChatRecord, chatSample } from "./sft-data.ts";
@@ -39,8 +38,6 @@ export interface SftRunInput {
   output?: string;
   progress: Progress;
 }
-
-const MODEL_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"];
 
 /** Runs SFT for `fulgur train`; returns the "done" record. */
 export async function runSft(input: SftRunInput): Promise<Record<string, unknown>> {
@@ -83,9 +80,8 @@ export async function runSft(input: SftRunInput): Promise<Record<string, unknown
   if (input.output) {
     if (lora === "full") {
       await mkdir(input.output, { recursive: true });
-      for (const f of MODEL_FILES) {
-        if (existsSync(join(model.dir, f))) await copyFile(join(model.dir, f), join(input.output, f));
-      }
+      await copyFile(join(model.dir, "config.json"), join(input.output, "config.json"));
+      await copySidecarFiles(model.dir, input.output);
       await saveFullWeights(model.transformer, input.output);
     } else {
       await model.saveAdapter(input.output);
