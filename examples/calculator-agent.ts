@@ -5,7 +5,7 @@
 // Run on a server's queue: fulgur worker --server http://127.0.0.1:8000 --agent examples/calculator-agent.ts
 import OpenAI from "openai";
 import { CALCULATOR_TOOL, SYSTEM_PROMPT, userMessage } from "../src/demo/agent-spec.ts";
-import { evaluateArithmetic, formatResult } from "../src/demo/evaluate.ts";
+import { runTool } from "../src/demo/evaluate.ts";
 import { type ArithmeticTask, reward } from "../src/demo/tasks.ts";
 
 /** Where the model is; a runner's AgentContext satisfies this. */
@@ -15,17 +15,6 @@ export interface CalculatorAgentContext {
 }
 
 const MAX_TOOL_ROUNDS = 3;
-
-function runTool(name: string, argumentsJson: string): string {
-  if (name !== "calculator") return `error: unknown tool ${name}`;
-  try {
-    const { expression } = JSON.parse(argumentsJson) as { expression?: unknown };
-    if (typeof expression !== "string") return "error: arguments need a string 'expression'";
-    return formatResult(evaluateArithmetic(expression));
-  } catch (error) {
-    return `error: ${(error as Error).message}`;
-  }
-}
 
 /** Solves one arithmetic word problem; returns the reward (1 = right final answer, else 0). */
 export async function agent(task: ArithmeticTask, ctx: CalculatorAgentContext): Promise<number> {

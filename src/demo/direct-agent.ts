@@ -6,7 +6,7 @@ import type { ChatMessage } from "../model/chat-template.ts";
 import type { Model } from "../model/model.ts";
 import { parseToolCalls } from "../proxy/tool-calls.ts";
 import { CALCULATOR_TOOL, SYSTEM_PROMPT, userMessage } from "./agent-spec.ts";
-import { evaluateArithmetic, formatResult } from "./evaluate.ts";
+import { runTool } from "./evaluate.ts";
 import { type ArithmeticTask, reward } from "./tasks.ts";
 
 export interface DirectRunOptions {
@@ -25,17 +25,6 @@ export interface DirectRunResult {
   messages: ChatMessage[];
   /** Tokens the model generated over all rounds. */
   generatedTokens: number;
-}
-
-/** Runs the tool call: the result text, or an error line the model sees as the tool's reply. */
-export function runCalculator(argumentsJson: string): string {
-  try {
-    const args = JSON.parse(argumentsJson) as { expression?: unknown };
-    if (typeof args.expression !== "string") return "error: arguments need a string 'expression'";
-    return formatResult(evaluateArithmetic(args.expression));
-  } catch (err) {
-    return `error: ${(err as Error).message}`;
-  }
 }
 
 /** One episode of the calculator agent on `task`, generating with `model` directly. */
@@ -67,8 +56,7 @@ export async function runAgentDirect(
     usedTool = true;
     messages.push({ role: "assistant", content: parsed.content, tool_calls: parsed.toolCalls });
     for (const call of parsed.toolCalls) {
-      const content =
-        call.function.name === "calculator" ? runCalculator(call.function.arguments) : "error: unknown tool";
+      const content = runTool(call.function.name, call.function.arguments);
       messages.push({ role: "tool", tool_call_id: call.id, content });
     }
   }

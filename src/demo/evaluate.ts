@@ -1,5 +1,6 @@
 // A safe arithmetic evaluator for the calculator tool: numbers, + - * /, parentheses and unary
-// minus, parsed by recursive descent (never `eval`), with clear errors for anything else.
+// minus, parsed by recursive descent (never `eval`), with clear errors for anything else; and
+// `runTool`, the agent's tool call → the text the model sees as the tool's reply.
 
 /** Evaluates an arithmetic expression like "17*23" or "(4+5)/3"; throws on anything else. */
 export function evaluateArithmetic(expression: string): number {
@@ -53,4 +54,16 @@ export function evaluateArithmetic(expression: string): number {
 export function formatResult(value: number): string {
   if (!Number.isFinite(value)) throw new Error(`result is not finite: ${value}`);
   return Number.isInteger(value) ? String(value) : String(Number(value.toFixed(6)));
+}
+
+/** Runs one tool call of the calculator agent: the result text, or an error line the model reads. */
+export function runTool(name: string, argumentsJson: string): string {
+  if (name !== "calculator") return `error: unknown tool ${name}`;
+  try {
+    const { expression } = JSON.parse(argumentsJson) as { expression?: unknown };
+    if (typeof expression !== "string") return "error: arguments need a string 'expression'";
+    return formatResult(evaluateArithmetic(expression));
+  } catch (error) {
+    return `error: ${(error as Error).message}`;
+  }
 }

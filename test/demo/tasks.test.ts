@@ -8,8 +8,7 @@ import {
   DEMO_TOOLS,
   tokenizeConversation,
 } from "../../src/demo/corpus.ts";
-import { runCalculator } from "../../src/demo/direct-agent.ts";
-import { evaluateArithmetic, formatResult } from "../../src/demo/evaluate.ts";
+import { evaluateArithmetic, formatResult, runTool } from "../../src/demo/evaluate.ts";
 import { demoSplits, makeTasks, numbersIn, OPERATIONS, reward, seededRandom } from "../../src/demo/tasks.ts";
 import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "../../src/model/bpe.ts";
 import { ModelTokenizer } from "../../src/model/tokenizer.ts";
@@ -84,9 +83,10 @@ describe("evaluateArithmetic", () => {
   it("formats results and reports tool errors as text", () => {
     expect(formatResult(391)).toBe("391");
     expect(formatResult(1 / 3)).toBe("0.333333");
-    expect(runCalculator('{"expression": "6*7"}')).toBe("42");
-    expect(runCalculator('{"expr": "6*7"}')).toMatch(/^error: /);
-    expect(runCalculator("not json")).toMatch(/^error: /);
+    expect(runTool("calculator", '{"expression": "6*7"}')).toBe("42");
+    expect(runTool("calculator", '{"expr": "6*7"}')).toMatch(/^error: /);
+    expect(runTool("calculator", "not json")).toMatch(/^error: /);
+    expect(runTool("search", "{}")).toBe("error: unknown tool search");
   });
 });
 
