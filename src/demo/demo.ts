@@ -35,7 +35,8 @@ export interface DemoOptions {
   /** Held-out tasks measured before, during and after training (at most the val split's 128). */
   valTasks: number;
   valEvery: number;
-  json: boolean;
+  /** JSON lines instead of the bar and table; default: when the output is not a terminal. */
+  json?: boolean;
   /** Keep serving the dashboard after training until interrupted. */
   keepServing: boolean;
 }
@@ -52,7 +53,6 @@ export const DEMO_DEFAULTS: DemoOptions = {
   rank: 8,
   valTasks: 128,
   valEvery: 10,
-  json: false,
   keepServing: false,
 };
 
@@ -71,7 +71,8 @@ export const DEMO_USAGE = `fulgur demo [options]          (npm run demo -- [opti
   --val N              held-out tasks per validation (default ${DEMO_DEFAULTS.valTasks}, at most 128)
   --val-every N        validate every N steps, and before and after (default ${DEMO_DEFAULTS.valEvery})
   --keep-serving       keep the server and dashboard up after training (Ctrl-C to stop)
-  --json               one JSON object per line; the last is {"event":"done",...}`;
+  --json               one JSON object per line, the last {"event":"done",...} (the default when
+                       the output is not a terminal)`;
 
 export interface DemoResult {
   valAccuracyBefore: number;
@@ -134,7 +135,7 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     rank: number("rank", values.rank, d.rank),
     valTasks: Math.min(number("val", values.val, d.valTasks), demoSplits().val.length),
     valEvery: number("val-every", values["val-every"], d.valEvery),
-    json: values.json ?? false,
+    json: values.json,
     keepServing: values["keep-serving"] ?? false,
   };
 }

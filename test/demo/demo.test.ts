@@ -26,7 +26,8 @@ it("trains the calculator agent and ends with a done line", async () => {
   const r = cli([
     "demo",
     ...["--steps", "2", "--tasks-per-step", "2", "--samples", "2", "--val", "8", "--val-every", "1"],
-    ...["--port", "0", "--seed", "3", "--out", out, "--json"],
+    // No --json: output that is not a terminal gets JSON lines by default.
+    ...["--port", "0", "--seed", "3", "--out", out],
   ]);
   expect(r.status, r.stderr).toBe(0);
   const events = r.stdout
@@ -85,6 +86,8 @@ it("explains bad options", () => {
   expect(() => parseDemoArgs(["--samples", "1"])).toThrow(/--samples must be an integer >= 2/);
   expect(parseDemoArgs(["--val", "1000"]).valTasks).toBe(128);
   expect(parseDemoArgs([]).outDir).toBe(""); // runDemo picks a free runs/demo-seed-N[-k]
+  expect(parseDemoArgs([]).json).toBeUndefined(); // Progress decides: JSON unless a terminal
+  expect(parseDemoArgs(["--json"]).json).toBe(true);
   const help = cli(["demo", "--help"]);
   expect(help.status).toBe(0);
   expect(help.stdout).toContain("--steps N");
