@@ -1,6 +1,6 @@
 // The demo's promise, shortened to fit CI: ten LightningRL steps on the built-in model raise the
 // calculator agent's held-out accuracy. Before and after are 64 held-out tasks, one sampled
-// rollout each (≈6 points of noise each); the first ten steps gained 27-45 points in every measured run
+// rollout each (≈6 points of noise each); the first ten steps gained 27-47 points in every measured run
 // (bench/RESULTS.md), so a 10-point bar fails only when learning breaks.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
