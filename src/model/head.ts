@@ -76,7 +76,7 @@ export function headLogprobs(
   for (let start = 0; start < rows; start += chunk) {
     const n = Math.min(chunk, rows - start);
     const logits = headLogits(model, sliceRows(normed, start, n, scope), scope);
-    const r = tokenLogprobs(logits, sliceRows(targets, start, n, scope), { temperature });
+    const r = tokenLogprobs(logits, sliceRows(targets, start, n, scope).reshape([n]), { temperature });
     scope.track(r.logprobs);
     scope.track(r.lse);
     writeRows(logprobs.reshape([rows, 1]), start, r.logprobs);

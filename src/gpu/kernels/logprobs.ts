@@ -6,11 +6,11 @@
 // row is 594 KiB, so ~220 rows fit lavapipe's 128 MiB binding).
 
 import { adapterKind } from "../autotune.ts";
-import { f32, type Param } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
-import type { Defines } from "../pipeline.ts";
+import type { Defines, ShaderParams } from "../pipeline.ts";
 import type { Tensor } from "../tensor.ts";
+import { requireShape, vectorDefines } from "./launch.ts";
 
 const SHADER = "logprobs";
 /**
@@ -29,23 +29,6 @@ export interface VocabTiling {
  */
 export function defaultVocabTiling(gpu: Gpu): VocabTiling {
   return adapterKind(gpu) === "software" ? { workgroupSize: 64, items: 32 } : { workgroupSize: 256, items: 8 };
-}
-
-/**
- * Defines that let one WGSL source run on f32 or vec4<f32> elements: `VT`/`UT` element types,
- * horizontal `HMAX`/`HSUM` over a value `v`, per-lane column offsets `LANES`, and the width `V`.
- */
-export function vectorDefines(width: 1 | 4): Defines {
-  return width === 4
-    ? {
-        VT: "vec4<f32>",
-        UT: "vec4<u32>",
-        HMAX: "max(max(v.x, v.y), max(v.z, v.w))",
-        HSUM: "dot(v, vec4<f32>(1.0))",
-        LANES: "vec4<u32>(0u, 1u, 2u, 3u)",
-        V: 4,
-      }
-    : { VT: "f32", UT: "u32", HMAX: "v", HSUM: "v", LANES: "0u", V: 1 };
 }
 
 export interface TemperatureOptions {
@@ -104,14 +87,8 @@ function layoutOf(fn: string, logits: Tensor, options: TemperatureOptions): RowL
   return { gpu, logits, rows, vocab, width, tiles, invT: 1 / t, defines };
 }
 
-function params(l: RowLayout): Param[] {
-  return [l.rows, l.vocab / l.width, l.tiles, f32(l.invT)];
-}
-
-function checkRows(fn: string, name: string, t: Tensor, rows: number, dtype: "f32" | "u32"): void {
-  if (t.dtype !== dtype || t.size !== rows) {
-    throw new Error(`${fn}: ${name} must be ${dtype} [${rows}], got ${t.dtype} [${t.shape.join(", ")}]`);
-  }
+function params(l: RowLayout): ShaderParams["logprobs"] {
+  return { rows: l.rows, vocab_v: l.vocab / l.width, tiles: l.tiles, inv_t: l.invT };
 }
 
 function checkOut(fn: string, l: RowLayout, out: Tensor | undefined, accumulate: boolean | undefined): Tensor {
@@ -185,7 +162,7 @@ export function tokenLogprobs(
   options: TemperatureOptions = {},
 ): { logprobs: Tensor; lse: Tensor } {
   const l = layoutOf("tokenLogprobs", logits, options);
-  checkRows("tokenLogprobs", "targets", targets, l.rows, "u32");
+  requireShape(targets, [l.rows], "tokenLogprobs", "targets", "u32");
   const partials = recordPartials(l, false);
   const logprobs = l.gpu.tensor([l.rows]);
   const lse = l.gpu.tensor([l.rows]);
@@ -222,9 +199,9 @@ export function tokenLogprobsBackward(
 ): Tensor {
   const fn = "tokenLogprobsBackward";
   const l = layoutOf(fn, logits, options);
-  checkRows(fn, "dLogprobs", dLogprobs, l.rows, "f32");
-  checkRows(fn, "targets", targets, l.rows, "u32");
-  checkRows(fn, "lse", lse, l.rows, "f32");
+  requireShape(dLogprobs, [l.rows], fn, "dLogprobs", "f32");
+  requireShape(targets, [l.rows], fn, "targets", "u32");
+  requireShape(lse, [l.rows], fn, "lse", "f32");
   const out = checkOut(fn, l, options.out, options.accumulate);
   l.gpu.commands.dispatch({
     shader: SHADER,
@@ -245,7 +222,7 @@ export function tokenLogprobsBackward(
 export function entropyBackward(dEntropy: Tensor, logits: Tensor, options: BackwardOptions = {}): Tensor {
   const fn = "entropyBackward";
   const l = layoutOf(fn, logits, options);
-  checkRows(fn, "dEntropy", dEntropy, l.rows, "f32");
+  requireShape(dEntropy, [l.rows], fn, "dEntropy", "f32");
   const out = checkOut(fn, l, options.out, options.accumulate);
   const { lse, entropy } = recordStats(l, true);
   l.gpu.commands.dispatch({

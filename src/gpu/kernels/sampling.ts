@@ -127,7 +127,7 @@ export function sample(
     constants: { WG: workgroupSize },
     // Binding 6 is the vec4 view of the logits, read only when rows are vec4-aligned.
     bindings: [logits, rowParams, tokens, logprobs, topTokens, topLogprobs, aligned ? logits : rowParams],
-    params: [rows, vocab, topN, aligned ? 1 : 0],
+    params: { rows, vocab, top_n: topN, aligned: aligned ? 1 : 0 },
     workgroups: [rows],
   });
   rowParams.dispose();

@@ -130,7 +130,7 @@ fn combine_token(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (row >= p.rows) { return; }
   let r = fold_row(row);
   let lse = r.x + log(r.y);
-  let vocab = p.vocab_v * {{V}}u;
+  let vocab = p.vocab_v * {{W}}u;
   lse_out[row] = lse;
   logprob_out[row] = x_scalar[row * vocab + targets[row]] * p.inv_t - lse;
 }
@@ -181,7 +181,7 @@ fn token_backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let col = wid.x * TILE_V + k * WG + lid;
     if (col < p.vocab_v) {
       let i = row * p.vocab_v + col;
-      let cols = UT(col * {{V}}u) + lanes();
+      let cols = UT(col * {{W}}u) + lanes();
       let onehot = select(VT(0.0), VT(1.0), cols == target_v);
       var d = (onehot - exp(x[i] * p.inv_t - lse)) * g;
       if (ACCUMULATE) { d += dx[i]; }
