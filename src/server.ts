@@ -102,6 +102,8 @@ export interface ServerOptions {
   acceptAnyModel?: boolean;
   maxSlots?: number;
   maxSeqLen?: number;
+  /** "int8": store the model's linear weights int8 per output channel (docs/memory.md). */
+  quantize?: "int8";
   log?: (line: string) => void;
 }
 
@@ -127,7 +129,11 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     if (options.modelDir) {
       const dir = resolve(options.modelDir);
       log(`loading ${dir} onto the GPU`);
-      model = await loadModel(dir, { maxSlots: options.maxSlots, maxSeqLen: options.maxSeqLen });
+      model = await loadModel(dir, {
+        maxSlots: options.maxSlots,
+        maxSeqLen: options.maxSeqLen,
+        quantize: options.quantize,
+      });
       if (options.adapterDir) await model.loadAdapter(resolve(options.adapterDir));
       backend = new LocalBackend(model, { modelId: basename(dir) });
       log(`model ${basename(dir)} on ${model.gpu.info.description}`);
@@ -185,6 +191,7 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
       "any-model": { type: "boolean", default: false },
       "max-slots": { type: "string" },
       "max-seq-len": { type: "string" },
+      quantize: { type: "string", default: env.FULGUR_QUANTIZE },
       help: { type: "boolean" },
     },
   });
@@ -208,7 +215,14 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     acceptAnyModel: values["any-model"],
     maxSlots: int(values["max-slots"], "max-slots"),
     maxSeqLen: int(values["max-seq-len"], "max-seq-len"),
+    quantize: quantizeFlag(values.quantize),
   };
+}
+
+function quantizeFlag(v: string | undefined): "int8" | undefined {
+  if (v === undefined || v === "" || v === "none") return undefined;
+  if (v !== "int8") throw new Error(`--quantize must be int8 or none, got ${v}`);
+  return v;
 }
 
 export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server / npm run server -- [options])
@@ -222,7 +236,8 @@ export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server 
   --any-model          accept any model name in requests
   --host HOST          bind address (default 127.0.0.1)   --port PORT (default 8000)
   --max-slots N        sequences decoded at once (default 16)
-  --max-seq-len N      longest prompt+completion served (default min(model, 2048))`;
+  --max-seq-len N      longest prompt+completion served (default min(model, 2048))
+  --quantize int8      keep the linear weights int8 per output channel (a quarter of f32)`;
 
 /** Runs the server until SIGINT/SIGTERM. */
 export async function runServer(argv: string[]): Promise<number> {

@@ -21,6 +21,8 @@ export interface LoadModelOptions extends EngineOptions {
   gpu?: Gpu;
   /** Storage type of the linear weights (f16 needs shader-f16). */
   dtype?: "f32" | "f16";
+  /** "int8": frozen linear weights stored int8 per output channel (see docs/memory.md). */
+  quantize?: "int8";
   /** Progress while uploading tensors. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -40,6 +42,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
+        quantize: options.quantize,
         onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
       });
       return new Model(dir, gpu, ownsGpu, new Transformer(gpu, checkpoint.config, weights), tokenizer, options);

@@ -4,6 +4,7 @@
 // (151936 × 896 f32 = 544 MB) exceeds one storage binding.
 
 import type { Gpu } from "../gpu/device.ts";
+import { disposeInt8, type Int8Matrix, uploadInt8 } from "../gpu/kernels/quant.ts";
 import { ShardedMatrix } from "../gpu/shard.ts";
 import type { DType, Tensor } from "../gpu/tensor.ts";
 import {
@@ -25,7 +26,8 @@ export interface LinearWeights {
   path: string;
   layer: number;
   projection: ProjectionName;
-  weight: ShardedMatrix;
+  /** Dense, or int8 per output channel when loaded with `quantize: "int8"` (frozen then). */
+  weight: ShardedMatrix | Int8Matrix;
   bias: Tensor | null;
   outFeatures: number;
   inFeatures: number;
@@ -48,6 +50,12 @@ export interface ModelWeights {
 export interface UploadOptions {
   /** Storage type of linear weights; "f16" needs the shader-f16 feature (f32 accumulation). */
   dtype?: "f32" | "f16";
+  /**
+   * "int8": the linear projections' weights are stored int8 with one f32 scale per output
+   * channel (a quarter of f32's memory) and widened to f32 right before each use; for a frozen
+   * base (LoRA training, serving). Embeddings, norms and the LM head keep `dtype`.
+   */
+  quantize?: "int8";
   /** Called after each tensor (for progress bars). */
   onTensor?: (name: string, index: number, total: number) => void;
 }
@@ -83,9 +91,10 @@ export async function uploadWeights(
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
     const proj = {} as Record<ProjectionName, LinearWeights>;
-    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
+    const weight = options.quantize === "int8" ? int8(gpu, get) : matrix;
+    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, dtype);
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
-    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
+    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, dtype);
     layers.push({ inputNorm, postNorm, proj });
   }
   const norm = await vector("model.norm.weight");
@@ -93,11 +102,23 @@ export async function uploadWeights(
   return { embed, layers, norm, lmHead };
 }
 
+/** A `matrix` loader that quantises to int8 per output channel instead. */
+function int8(gpu: Gpu, get: (name: string) => Promise<Float32Array>) {
+  return async (name: string, rows: number, cols: number): Promise<Int8Matrix> =>
+    uploadInt8(gpu, await get(name), rows, cols);
+}
+
+/** The dense matrix of a linear weight; int8 weights are frozen, so full training refuses them. */
+export function denseWeight(lin: LinearWeights, what: string): ShardedMatrix {
+  if ("kind" in lin.weight) throw new Error(`${what}: ${lin.path} is int8-quantised (frozen); load without quantize`);
+  return lin.weight;
+}
+
 async function linear(
   config: ModelConfig,
   layer: number,
   projection: ProjectionName,
-  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix>,
+  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix | Int8Matrix>,
   vector: (name: string) => Promise<Tensor>,
   dtype: DType,
 ): Promise<LinearWeights> {
@@ -122,7 +143,9 @@ export function disposeWeights(weights: ModelWeights): void {
     layer.inputNorm.dispose();
     layer.postNorm.dispose();
     for (const p of PROJECTIONS) {
-      layer.proj[p].weight.dispose();
+      const w = layer.proj[p].weight;
+      if ("kind" in w) disposeInt8(w);
+      else w.dispose();
       layer.proj[p].bias?.dispose();
     }
   }
