@@ -8,7 +8,7 @@
 //   npx tsx bench/kernels/vocab.ts
 //
 // The LM head's training path, materialised logits (matmul → tokenLogprobs/entropy, and their
-// backward) vs vocabulary blocks (lmhead.ts), 512 tokens × 896 × 32000: ms per
+// backward recomputing the logits, as head.ts did) vs vocabulary blocks (lmhead.ts), 512 tokens × 896 × 32000: ms per
 // forward and forward+backward, and the GPU memory each allocates (pool growth), with ratios.
 //
 // Bytes counted are the minimum each op must move: logits read once (tokenLogprobs, sampling);
@@ -223,15 +223,19 @@ export async function benchHead(gpu: Gpu): Promise<void> {
   const dLp = gpu.tensor([rows], "f32", new Float32Array(rows).fill(1));
   const dH = gpu.tensor([rows], "f32", new Float32Array(rows).fill(0.01));
   const paths = {
+    // What head.ts did before the blocks: logits for the forward, released, and recomputed
+    // for the backward (so both paths run the logits GEMM twice in a training step).
     materialised: (backward: boolean): Tensor[] => {
       const logits = matmul(hidden, head, { transB: true });
       const r = tokenLogprobs(logits, targets);
       const h = entropy(logits);
-      const made = [logits, r.logprobs, r.lse, h];
+      logits.dispose();
+      const made = [r.logprobs, r.lse, h];
       if (backward) {
-        const dLogits = tokenLogprobsBackward(dLp, logits, targets, r.lse);
-        entropyBackward(dH, logits, { out: dLogits, accumulate: true });
-        made.push(dLogits, matmul(dLogits, head));
+        const again = matmul(hidden, head, { transB: true });
+        const dLogits = tokenLogprobsBackward(dLp, again, targets, r.lse);
+        entropyBackward(dH, again, { out: dLogits, accumulate: true });
+        made.push(again, dLogits, matmul(dLogits, head));
       }
       return made;
     },

@@ -23,8 +23,8 @@ interface Case {
   blockCols?: number;
 }
 
-// 129 with 64-column blocks: blocks of 64, 64 and 1 (the last one scalar, not vec4). 1001 with
-// 96: ten vec4 blocks and a 41-column scalar one, each its own slots in the partials.
+// 129 with at most 64 columns per block: blocks of 44, 44 and 41 (the last one scalar, not
+// vec4). 1001 with 96: ten vec4 blocks and a 41-column scalar one, each its own partials slots.
 const CASES: Case[] = [
   { rows: 3, dim: 8, vocab: 1, temperature: 1 },
   { rows: 7, dim: 12, vocab: 7, temperature: 0.7 },
@@ -131,6 +131,14 @@ describe("headLogprobsByBlocks", () => {
       const t = small.tensor([c.rows], "u32", targets);
       const { blocks } = headBlocks(head, c.rows, { blockCols: 100 });
       for (const b of blocks) expect(b.cols).toBeLessThanOrEqual(100);
+      // Blocks tile the vocabulary exactly once, none straddling a shard boundary.
+      expect(blocks.map((b) => b.col0)).toEqual(
+        blocks.map((_, i) => blocks.slice(0, i).reduce((n, x) => n + x.cols, 0)),
+      );
+      expect(blocks.reduce((n, b) => n + b.cols, 0)).toBe(c.vocab);
+      for (const s of head.shards) {
+        for (const b of blocks) expect(b.col0 < s.rowStart && b.col0 + b.cols > s.rowStart).toBe(false);
+      }
       const r = headLogprobsByBlocks(h, head, t, { blockCols: 100, entropy: true });
       const ref = refHeadLogprobs(hidden, w, targets, c);
       expectClose(await r.logprobs.read(), ref.logprobs, TOL, "logprobs");

@@ -73,8 +73,11 @@ export function headBlocks(
   const blocks: Block[] = [];
   let tiles = 0;
   for (const shard of shards) {
-    for (let r = 0; r < shard.rows; r += blockCols) {
-      const cols = Math.min(blockCols, shard.rows - r);
+    // Equal widths (the last may be narrower by < align): the pool reuses one logits buffer
+    // for every block only when they share a size class.
+    const width = Math.ceil(Math.ceil(shard.rows / Math.ceil(shard.rows / blockCols)) / align) * align;
+    for (let r = 0; r < shard.rows; r += width) {
+      const cols = Math.min(width, shard.rows - r);
       blocks.push({ w: shard.tensor.view([cols, dim], r * dim), col0: shard.rowStart + r, cols, tile0: tiles });
       tiles += blockTiles(gpu, cols, tiling);
     }
