@@ -102,8 +102,8 @@ export interface ServerOptions {
   acceptAnyModel?: boolean;
   maxSlots?: number;
   maxSeqLen?: number;
-  /** "int8": store the model's linear weights int8 per output channel (docs/memory.md). */
-  quantize?: "int8";
+  /** Store the model's linear weights int8 or int4 (docs/memory.md). */
+  quantize?: "int8" | "int4";
   log?: (line: string) => void;
 }
 
@@ -219,9 +219,9 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
   };
 }
 
-function quantizeFlag(v: string | undefined): "int8" | undefined {
+function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
   if (v === undefined || v === "" || v === "none") return undefined;
-  if (v !== "int8") throw new Error(`--quantize must be int8 or none, got ${v}`);
+  if (v !== "int8" && v !== "int4") throw new Error(`--quantize must be int8, int4 or none, got ${v}`);
   return v;
 }
 
@@ -237,7 +237,7 @@ export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server 
   --host HOST          bind address (default 127.0.0.1)   --port PORT (default 8000)
   --max-slots N        sequences decoded at once (default 16)
   --max-seq-len N      longest prompt+completion served (default min(model, 2048))
-  --quantize int8      keep the linear weights int8 per output channel (a quarter of f32)`;
+  --quantize int8|int4 keep the linear weights int8 per output channel or int4 per 32 columns`;
 
 /** Runs the server until SIGINT/SIGTERM. */
 export async function runServer(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
 // W (and b) are frozen unless full training asks for dW = dyᵀ·x and db = Σ dy.
 
 import { matmul } from "../gpu/kernels/matmul.ts";
-import { dequantInt8 } from "../gpu/kernels/quant.ts";
+import { dequantize } from "../gpu/kernels/quant.ts";
 import type { Scope } from "../gpu/scope.ts";
 import type { ShardedMatrix } from "../gpu/shard.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -25,12 +25,12 @@ export function wholeMatrix(m: ShardedMatrix, what: string): Tensor {
 }
 
 /**
- * The weight as the matmul takes it: dense as stored, or an int8 weight widened to f32 for this
+ * The weight as the matmul takes it: dense as stored, or a quantised weight widened to f32 for this
  * use (tracked by `scope`, so one layer's f32 copy lives only as long as its step needs it).
  */
 function weightFor(lin: LinearWeights, scope: Scope, whole: boolean): Tensor | ShardedMatrix {
   const w = lin.weight;
-  if ("kind" in w) return scope.track(dequantInt8(w));
+  if ("kind" in w) return scope.track(dequantize(w));
   if (whole) return wholeMatrix(w, lin.path);
   return w.shards.length === 1 ? w.shards[0].tensor : w;
 }

@@ -21,8 +21,8 @@ export interface LoadModelOptions extends EngineOptions {
   gpu?: Gpu;
   /** Storage type of the linear weights (f16 needs shader-f16). */
   dtype?: "f32" | "f16";
-  /** "int8": frozen linear weights stored int8 per output channel (see docs/memory.md). */
-  quantize?: "int8";
+  /** Frozen linear weights stored int8 per output channel or int4 per 32 columns (docs/memory.md). */
+  quantize?: "int8" | "int4";
   /** Progress while uploading tensors. */
   onProgress?: (done: number, total: number, name: string) => void;
 }

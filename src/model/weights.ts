@@ -4,7 +4,7 @@
 // (151936 × 896 f32 = 544 MB) exceeds one storage binding.
 
 import type { Gpu } from "../gpu/device.ts";
-import { disposeInt8, type Int8Matrix, uploadInt8 } from "../gpu/kernels/quant.ts";
+import { disposeQuantized, type QuantizedMatrix, uploadQuantized } from "../gpu/kernels/quant.ts";
 import { ShardedMatrix } from "../gpu/shard.ts";
 import type { DType, Tensor } from "../gpu/tensor.ts";
 import {
@@ -26,8 +26,8 @@ export interface LinearWeights {
   path: string;
   layer: number;
   projection: ProjectionName;
-  /** Dense, or int8 per output channel when loaded with `quantize: "int8"` (frozen then). */
-  weight: ShardedMatrix | Int8Matrix;
+  /** Dense, or int8/int4 when loaded with `quantize` (frozen then). */
+  weight: ShardedMatrix | QuantizedMatrix;
   bias: Tensor | null;
   outFeatures: number;
   inFeatures: number;
@@ -52,10 +52,11 @@ export interface UploadOptions {
   dtype?: "f32" | "f16";
   /**
    * "int8": the linear projections' weights are stored int8 with one f32 scale per output
-   * channel (a quarter of f32's memory) and widened to f32 right before each use; for a frozen
-   * base (LoRA training, serving). Embeddings, norms and the LM head keep `dtype`.
+   * channel (a quarter of f32's memory); "int4": int4 with one scale per 32 columns of a row (an
+   * eighth, plus scales). Widened to f32 right before each use; for a frozen base (LoRA
+   * training, serving). Embeddings, norms and the LM head keep `dtype`.
    */
-  quantize?: "int8";
+  quantize?: "int8" | "int4";
   /** Called after each tensor (for progress bars). */
   onTensor?: (name: string, index: number, total: number) => void;
 }
@@ -91,7 +92,8 @@ export async function uploadWeights(
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
     const proj = {} as Record<ProjectionName, LinearWeights>;
-    const weight = options.quantize === "int8" ? int8(gpu, get) : matrix;
+    const quantize = options.quantize;
+    const weight = quantize ? quantized(gpu, quantize, get) : matrix;
     for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, dtype);
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
     for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, dtype);
@@ -102,15 +104,17 @@ export async function uploadWeights(
   return { embed, layers, norm, lmHead };
 }
 
-/** A `matrix` loader that quantises to int8 per output channel instead. */
-function int8(gpu: Gpu, get: (name: string) => Promise<Float32Array>) {
-  return async (name: string, rows: number, cols: number): Promise<Int8Matrix> =>
-    uploadInt8(gpu, await get(name), rows, cols);
+/** A `matrix` loader that quantises instead. */
+function quantized(gpu: Gpu, kind: QuantizedMatrix["kind"], get: (name: string) => Promise<Float32Array>) {
+  return async (name: string, rows: number, cols: number): Promise<QuantizedMatrix> =>
+    uploadQuantized(gpu, kind, await get(name), rows, cols);
 }
 
 /** The dense matrix of a linear weight; int8 weights are frozen, so full training refuses them. */
 export function denseWeight(lin: LinearWeights, what: string): ShardedMatrix {
-  if ("kind" in lin.weight) throw new Error(`${what}: ${lin.path} is int8-quantised (frozen); load without quantize`);
+  if ("kind" in lin.weight) {
+    throw new Error(`${what}: ${lin.path} is ${lin.weight.kind}-quantised (frozen); load without quantize`);
+  }
   return lin.weight;
 }
 
@@ -118,7 +122,7 @@ async function linear(
   config: ModelConfig,
   layer: number,
   projection: ProjectionName,
-  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix | Int8Matrix>,
+  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix | QuantizedMatrix>,
   vector: (name: string) => Promise<Tensor>,
   dtype: DType,
 ): Promise<LinearWeights> {
@@ -144,7 +148,7 @@ export function disposeWeights(weights: ModelWeights): void {
     layer.postNorm.dispose();
     for (const p of PROJECTIONS) {
       const w = layer.proj[p].weight;
-      if ("kind" in w) disposeInt8(w);
+      if ("kind" in w) disposeQuantized(w);
       else w.dispose();
       layer.proj[p].bias?.dispose();
     }
