@@ -34,6 +34,9 @@ export interface LinearWeights {
 export interface LayerWeights {
   inputNorm: Tensor;
   postNorm: Tensor;
+  /** Per-head RMSNorm weights [headDim] of q and k (Qwen3); null without q/k norm. */
+  qNorm: Tensor | null;
+  kNorm: Tensor | null;
   proj: Record<ProjectionName, LinearWeights>;
 }
 
@@ -84,9 +87,11 @@ export async function uploadWeights(
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
     const proj = {} as Record<ProjectionName, LinearWeights>;
     for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
+    const qNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.q_norm.weight`) : null;
+    const kNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.k_norm.weight`) : null;
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
     for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
-    layers.push({ inputNorm, postNorm, proj });
+    layers.push({ inputNorm, postNorm, qNorm, kNorm, proj });
   }
   const norm = await vector("model.norm.weight");
   const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight", vocabSize, hiddenSize, dtype);
@@ -121,6 +126,8 @@ export function disposeWeights(weights: ModelWeights): void {
   for (const layer of weights.layers) {
     layer.inputNorm.dispose();
     layer.postNorm.dispose();
+    layer.qNorm?.dispose();
+    layer.kNorm?.dispose();
     for (const p of PROJECTIONS) {
       layer.proj[p].weight.dispose();
       layer.proj[p].bias?.dispose();

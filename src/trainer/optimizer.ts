@@ -91,6 +91,8 @@ export class Optimizer {
     w.layers.forEach((layer, i) => {
       add(`model.layers.${i}.input_layernorm.weight`, layer.inputNorm);
       add(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
+      if (layer.qNorm) add(`model.layers.${i}.self_attn.q_norm.weight`, layer.qNorm);
+      if (layer.kNorm) add(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
       for (const p of PROJECTIONS) {
         const lin = layer.proj[p];
         single(`${lin.path}.weight`, lin.weight);
