@@ -84,7 +84,9 @@ export class Optimizer {
       if (m.shards.length !== 1)
         throw new Error(`full training needs ${name} in one binding; it is split in ${m.shards.length}`);
       if (m.shards[0].tensor.dtype !== "f32")
-        throw new Error(`full training needs f32 weights; ${name} is ${m.shards[0].tensor.dtype}`);
+        throw new Error(
+          `full training needs f32 weights; ${name} is ${m.shards[0].tensor.dtype} (load the model with dtype "f32")`,
+        );
       add(name, m.shards[0].tensor);
     };
     single("model.embed_tokens.weight", w.embed);
