@@ -7,7 +7,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mulberry32 } from "../random.ts";
 import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "./bpe.ts";
-import { QWEN2_5_CHAT_TEMPLATE } from "./chat-template.ts";
+import { QWEN2_5_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE } from "./chat-template.ts";
 import { type Architecture, expectedTensors, type ModelConfig, parseModelConfig } from "./config.ts";
 import type { SafetensorsDType } from "./safetensors.ts";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "./safetensors-write.ts";
@@ -45,7 +45,7 @@ export interface TinyModelSpec {
   tokenizerVocabSize?: number;
   /** Whole-number tokens 0 … n−1 in the trained tokenizer (see BpeTrainOptions.wholeNumbers). */
   tokenizerWholeNumbers?: number;
-  /** The chat template for tokenizer_config.json (default: Qwen2.5's, tools included). */
+  /** The chat template for tokenizer_config.json (default: Qwen3's for Qwen3, else Qwen2.5's). */
   chatTemplate?: string;
   /** Model vocab_size; defaults to the tokenizer's, may be larger (padded) but not smaller. */
   vocabSize?: number;
@@ -272,7 +272,13 @@ export async function writeTinyModel(dir: string, spec: TinyModelSpec = {}): Pro
   await writeFile(join(dir, "tokenizer.json"), json(tokenizer));
   await writeFile(
     join(dir, "tokenizer_config.json"),
-    json(tokenizerConfigJson(tokenizer, config.maxPositionEmbeddings, spec.chatTemplate ?? QWEN2_5_CHAT_TEMPLATE)),
+    json(
+      tokenizerConfigJson(
+        tokenizer,
+        config.maxPositionEmbeddings,
+        spec.chatTemplate ?? (config.architecture === "Qwen3ForCausalLM" ? QWEN3_CHAT_TEMPLATE : QWEN2_5_CHAT_TEMPLATE),
+      ),
+    ),
   );
   await writeFile(
     join(dir, "generation_config.json"),
