@@ -5,7 +5,7 @@
 import { acquireGpu, type Gpu } from "../gpu/device.ts";
 import { Scope } from "../gpu/scope.ts";
 import { packSequences, uploadBatch } from "./batch.ts";
-import type { ModelConfig } from "./config.ts";
+import { assertRunnable, type ModelConfig } from "./config.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import { headChunkRows, headLogits, sliceRows } from "./head.ts";
 import { loadCheckpoint } from "./loader.ts";
@@ -43,6 +43,8 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   try {
     const checkpoint = await loadCheckpoint(dir);
     try {
+      // A context longer than a sliding window is refused now, not at the first request.
+      assertRunnable(checkpoint.config, options.maxSeqLen);
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
