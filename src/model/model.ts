@@ -5,7 +5,7 @@
 import { acquireGpu, type Gpu } from "../gpu/device.ts";
 import { Scope } from "../gpu/scope.ts";
 import { packSequences, uploadBatch } from "./batch.ts";
-import type { ModelConfig } from "./config.ts";
+import { assertRunnable, type ModelConfig } from "./config.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import { headChunkRows, headLogits, sliceRows } from "./head.ts";
 import { loadCheckpoint } from "./loader.ts";
@@ -19,8 +19,14 @@ import { disposeWeights, uploadWeights } from "./weights.ts";
 export interface LoadModelOptions extends EngineOptions {
   /** Device to load onto; a new one is acquired (and owned by the model) when absent. */
   gpu?: Gpu;
-  /** Storage type of the linear weights (f16 needs shader-f16). */
-  dtype?: "f32" | "f16";
+  /**
+   * Storage type of the frozen linear weights: "auto" (default) is f16 for a BF16/F16 checkpoint
+   * on an adapter with shader-f16, f32 otherwise; "f16" needs shader-f16. Full-weight training
+   * needs "f32". See docs/model-formats.md for the accuracy of bf16 → f16.
+   */
+  dtype?: "f32" | "f16" | "auto";
+  /** Where load warnings go (default: console.warn). */
+  onWarning?: (message: string) => void;
   /** Frozen linear weights stored int8 per output channel or int4 per 32 columns (docs/memory.md). */
   quantize?: "int8" | "int4";
   /** Progress while uploading tensors. */
@@ -32,17 +38,20 @@ export interface LogitsOptions {
   adapter?: boolean;
 }
 
-/** Loads a Qwen2/Llama checkpoint directory onto the GPU. */
+/** Loads a Qwen2/Qwen3/Llama/Mistral checkpoint directory onto the GPU. */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
   const ownsGpu = !options.gpu;
   const gpu = options.gpu ?? (await acquireGpu());
   try {
     const checkpoint = await loadCheckpoint(dir);
     try {
+      // A context longer than a sliding window is refused now, not at the first request.
+      assertRunnable(checkpoint.config, options.maxSeqLen);
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
         quantize: options.quantize,
+        onWarning: options.onWarning,
         onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
       });
       return new Model(dir, gpu, ownsGpu, new Transformer(gpu, checkpoint.config, weights), tokenizer, options);

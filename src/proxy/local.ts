@@ -49,11 +49,17 @@ export class LocalBackend implements ChatBackend {
   async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
     const tok = this.model.tokenizer;
     const tools = req.tools && req.toolChoice !== "none" ? (req.tools as unknown as ToolSpec[]) : null;
+    // vLLM's `chat_template_kwargs`: extra template variables, e.g. Qwen3's enable_thinking.
+    const kwargs = req.extra.chat_template_kwargs;
+    if (kwargs !== undefined && (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs))) {
+      throw invalidRequest("chat_template_kwargs must be an object of chat template variables", "chat_template_kwargs");
+    }
     let promptText: string;
     try {
       promptText = tok.applyChatTemplate(req.messages as unknown as ChatMessage[], {
         tools,
         addGenerationPrompt: true,
+        extra: kwargs as Record<string, unknown> | undefined,
       });
     } catch (err) {
       throw invalidRequest(`the chat template rejected the messages: ${(err as Error).message}`, "messages");
