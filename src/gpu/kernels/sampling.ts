@@ -155,7 +155,8 @@ export function sample(
   }
   const masks = options.masks;
   const maskTable = masks ? packMasks(masks, rows, vocab) : null;
-  if (masks) masks.forEach((m, r) => view.setUint32(r * ROW_PARAM_WORDS * 4 + 20, m ? 1 : 0, true));
+  // RowParams.masked (word 5).
+  for (let r = 0; masks && r < rows; r++) view.setUint32(r * ROW_PARAM_WORDS * 4 + 20, masks[r] ? 1 : 0, true);
   const rowParams = gpu.tensor([rows, ROW_PARAM_WORDS], "u32", table);
   const maskTensor = maskTable ? gpu.tensor([maskTable.length], "u32", maskTable) : null;
   const aligned = vocab % 4 === 0;
