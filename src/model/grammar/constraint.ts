@@ -119,7 +119,20 @@ export class TokenGrammar {
       }
       for (const [byte, child] of trie.children[node]) {
         const next = machine.step(s, byte);
-        if (next.length > 0) visit(child, next);
+        if (next.length === 0) continue;
+        // Inside a string's body, plain bytes keep the very same state: a subtree of only such
+        // bytes is allowed whole, with no further machine steps.
+        if (next.length === 1 && s.length === 1 && next[0] === s[0] && trie.plainBelow[child]) {
+          const rest = machine.minRemaining(s);
+          for (let i = trie.start[child]; i < trie.end[child]; i++) {
+            const id = trie.order[i];
+            bits[id >>> 5] |= 1 << (id & 31);
+            ids.push(id);
+            after.push(rest);
+          }
+          continue;
+        }
+        visit(child, next);
       }
     };
     visit(0, state);

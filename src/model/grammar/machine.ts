@@ -60,15 +60,22 @@ type Frame =
   // ph 0 before '[', 1 after '[', 2 in an item, 3 after an item, 4 after ',', 5 after ', '.
   | { t: "arr"; node: ValueNode & { kind: "array" }; ph: number; count: number; key: string };
 
-/** An immutable stack of frames, top first. */
-export interface Stack {
-  readonly frame: Frame;
-  readonly below: Stack | null;
-  readonly key: string;
+/** An immutable stack of frames, top first. Its key is built only when asked (most stacks the mask walk creates are never keyed). */
+export class Stack {
+  private cachedKey: string | null = null;
+  constructor(
+    readonly frame: Frame,
+    readonly below: Stack | null,
+  ) {}
+
+  get key(): string {
+    if (this.cachedKey === null) this.cachedKey = this.below ? `${this.frame.key}|${this.below.key}` : this.frame.key;
+    return this.cachedKey;
+  }
 }
 
 function push(frame: Frame, below: Stack | null): Stack {
-  return { frame, below, key: below ? `${frame.key}|${below.key}` : frame.key };
+  return new Stack(frame, below);
 }
 
 const seqFrame = (i: number, pos: number, inValue: boolean): Frame => ({
@@ -189,6 +196,11 @@ export class GrammarMachine {
       return;
     }
     for (const a of this.feed(f, byte)) {
+      // The frame stays as it is (string content): the same stack, nothing allocated.
+      if (a.replace === f && a.consumed && !a.push) {
+        out.push(stack);
+        continue;
+      }
       let next: Stack | null;
       if (a.replace === null) {
         next = stack.below ? this.childDone(stack.below) : null;
@@ -467,6 +479,14 @@ function canEnd(f: Frame): boolean {
   return false;
 }
 
+/** The action "stay in this string frame", one per frame object (the mask walk's hottest path). */
+const STR_SAME = new WeakMap<Frame, Action[]>();
+function remember(f: Frame): Action[] {
+  const same: Action[] = [{ replace: f, consumed: true }];
+  STR_SAME.set(f, same);
+  return same;
+}
+
 /** Lead bytes whose next byte has a narrower range: the code of that range in UTF8_FIRST. */
 const UTF8_LEAD: Record<number, number> = { 224: 10, 237: 11, 240: 12, 244: 13 };
 /** [lowest, highest, continuation bytes left after it]. */
@@ -492,7 +512,7 @@ function feedStr(f: Frame & { t: "str" }, b: number): Action[] {
       if (b === QUOTE) return [{ replace: null, consumed: true }];
       if (b === BACKSLASH) return stay(2, 0);
       if (b < 0x20) return [];
-      if (b < 0x80) return stay(1, 0);
+      if (b < 0x80) return STR_SAME.get(f) ?? remember(f);
       if (b >= 0xc2 && b <= 0xdf) return stay(1, 1);
       if (b === 0xe0 || b === 0xed || b === 0xf0 || b === 0xf4) return stay(1, UTF8_LEAD[b]);
       if (b >= 0xe1 && b <= 0xef) return stay(1, 2);

@@ -85,6 +85,11 @@ export function tokenBytes(tok: ModelTokenizer, size: number): (Uint8Array | nul
   return out;
 }
 
+/** Bytes that leave a JSON string's body unchanged: printable ASCII except `"` and `\\`. */
+export function isPlainStringByte(b: number): boolean {
+  return b >= 0x20 && b < 0x80 && b !== 0x22 && b !== 0x5c;
+}
+
 /** A trie over token bytes: node i's children and the tokens that end at it. */
 export class TokenTrie {
   /** children[i]: byte → node. */
@@ -93,6 +98,12 @@ export class TokenTrie {
   readonly tokens: number[][] = [[]];
   /** Longest token, in bytes. */
   readonly maxBytes: number;
+  /** Token ids in depth-first order: node i's subtree holds `order[start[i] .. end[i])`. */
+  readonly order: Int32Array;
+  readonly start: Int32Array;
+  readonly end: Int32Array;
+  /** Whether every byte below node i is a plain string byte (then, inside a JSON string, every token of the subtree is allowed at once). */
+  readonly plainBelow: Uint8Array;
 
   constructor(bytes: readonly (Uint8Array | null)[]) {
     let longest = 0;
@@ -113,5 +124,29 @@ export class TokenTrie {
       this.tokens[node].push(id);
     });
     this.maxBytes = longest;
+    const n = this.children.length;
+    this.start = new Int32Array(n);
+    this.end = new Int32Array(n);
+    this.plainBelow = new Uint8Array(n);
+    const order: number[] = [];
+    // Iterative post-order walk (tries of long tokens are deep).
+    const stack: [number, boolean][] = [[0, false]];
+    while (stack.length > 0) {
+      const [node, done] = stack.pop() as [number, boolean];
+      if (!done) {
+        this.start[node] = order.length;
+        order.push(...this.tokens[node]);
+        stack.push([node, true]);
+        for (const child of [...this.children[node].values()].reverse()) stack.push([child, false]);
+        continue;
+      }
+      this.end[node] = order.length;
+      let plain = 1;
+      for (const [byte, child] of this.children[node]) {
+        if (!isPlainStringByte(byte) || !this.plainBelow[child]) plain = 0;
+      }
+      this.plainBelow[node] = plain;
+    }
+    this.order = Int32Array.from(order);
   }
 }
