@@ -32,8 +32,8 @@ export interface SamplingParams {
  * for a mask before each sampled token, told each token sampled.
  */
 export interface TokenConstraint {
-  /** Allowed next tokens, bit-packed over the vocabulary; `tokensLeft` counts this one. */
-  allowed(tokensLeft: number): Uint32Array;
+  /** Allowed next tokens, bit-packed over the vocabulary (null: any); `tokensLeft` counts this one. */
+  allowed(tokensLeft: number): Uint32Array | null;
   accept(token: number): void;
 }
 
@@ -272,7 +272,7 @@ export class Scheduler {
     const constraint = seq.options.constraint;
     if (sample && constraint) {
       const left = Math.min(seq.maxTokens, this.runner.maxSeqLen - seq.prompt.length) - seq.out.tokens.length;
-      row.mask = constraint.allowed(left);
+      row.mask = constraint.allowed(left) ?? undefined;
     }
     return row;
   }

@@ -32,7 +32,7 @@ function randomWalk(grammar: TokenGrammar, budget: number, seed: number): { text
   const c = grammar.constraint();
   const ids: number[] = [];
   for (let i = 0; i < budget; i++) {
-    const allowed = allowedIds(c.allowed(budget - i));
+    const allowed = allowedIds(c.allowed(budget - i)!);
     expect(allowed.length).toBeGreaterThan(0);
     const t = allowed[Math.floor(rand() * allowed.length)];
     c.accept(t);
@@ -198,9 +198,9 @@ describe("random walks through the token masks always end in valid output", () =
   it("EOS is allowed only once the JSON is complete, and alone after it", () => {
     const g = jsonGrammar(vocab, { type: "json_schema", schema: { type: "object", properties: {} } });
     const c = g.constraint();
-    for (const id of vocab.eos) expect(allowedIds(c.allowed(100))).not.toContain(id);
+    for (const id of vocab.eos) expect(allowedIds(c.allowed(100)!)).not.toContain(id);
     for (const id of tok.encode("{}", { addSpecialTokens: false })) c.accept(id);
-    expect(allowedIds(c.allowed(100))).toEqual([...vocab.eos].sort((a, b) => a - b));
+    expect(allowedIds(c.allowed(100)!)).toEqual([...vocab.eos].sort((a, b) => a - b));
   });
 
   it("masks are cached per machine state", () => {

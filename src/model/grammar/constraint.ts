@@ -165,10 +165,13 @@ export class GrammarConstraint implements TokenConstraint {
     return this.finished || this.grammar.machine.isComplete(this.state);
   }
 
-  allowed(tokensLeft: number): Uint32Array {
+  allowed(tokensLeft: number): Uint32Array | null {
     const mask = this.grammar.maskOf(this.state);
     const eos = new Set(this.grammar.vocab.eos);
     if (this.finished || mask.ids.length === 0) {
+      // A model without EOS ids has nothing to allow here; an empty mask would fail the whole
+      // GPU step, so the row goes unmasked instead.
+      if (eos.size === 0) return null;
       // Past the end (or a dead end, which the masks never lead to): only EOS.
       const only = new Uint32Array(this.grammar.vocab.words);
       for (const id of eos) only[id >>> 5] |= 1 << (id & 31);
