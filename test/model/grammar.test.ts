@@ -64,6 +64,69 @@ describe("token bytes", () => {
   });
 });
 
+describe("token bytes of a SentencePiece-style tokenizer", () => {
+  it("maps ▁ to a space and <0xNN> byte-fallback pieces to their byte; special tokens have none", () => {
+    const vocabEntries = ["<unk>", "<s>", "</s>", "<0x0A>", "<0xE2>", "▁", "▁hello", "{", '":', "é"];
+    const sp = new ModelTokenizer({
+      tokenizer: {
+        version: "1.0",
+        added_tokens: [
+          {
+            id: 0,
+            content: "<unk>",
+            special: true,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+          },
+          {
+            id: 2,
+            content: "</s>",
+            special: true,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+          },
+        ],
+        normalizer: null,
+        post_processor: null,
+        pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: "first", split: false },
+        decoder: {
+          type: "Sequence",
+          decoders: [
+            { type: "Replace", pattern: { String: "▁" }, content: " " },
+            { type: "ByteFallback" },
+            { type: "Fuse" },
+            { type: "Strip", content: " ", start: 1, stop: 0 },
+          ],
+        },
+        model: {
+          type: "BPE",
+          unk_token: "<unk>",
+          byte_fallback: true,
+          fuse_unk: true,
+          vocab: Object.fromEntries(vocabEntries.map((t, i) => [t, i])),
+          merges: [],
+        },
+      },
+      tokenizerConfig: { eos_token: "</s>" },
+    });
+    const bytes = vocabularyOf(sp, 12).bytes;
+    const text = (id: number) => (bytes[id] ? Array.from(bytes[id]!) : null);
+    expect(text(6)).toEqual(Array.from(encoder.encode(" hello")));
+    expect(text(3)).toEqual([0x0a]);
+    expect(text(4)).toEqual([0xe2]);
+    expect(text(8)).toEqual(Array.from(encoder.encode('":')));
+    expect(text(9)).toEqual(Array.from(encoder.encode("é")));
+    expect(text(0)).toBeNull();
+    expect(text(2)).toBeNull();
+    // Ids past the tokenizer (a padded model vocabulary) have no bytes either.
+    expect(text(11)).toBeNull();
+  });
+});
+
 describe("the byte machine", () => {
   const schema = {
     type: "object",
