@@ -23,15 +23,16 @@ export function forcedTools(tools: ToolParam[] | null, choice: ToolChoice): Tool
 }
 
 /**
- * The grammar a chat request's output must follow, or null (free text).
+ * The grammar a chat request's output must follow, or null (free text). `vocab` is only called
+ * for constrained requests: building a large vocabulary's trie takes seconds.
  * @throws ProxyError 400 when a schema uses a feature constrained decoding does not support.
  */
-export function chatConstraint(vocab: TokenVocabulary, req: ChatRequest): RequestConstraint | null {
+export function chatConstraint(vocab: () => TokenVocabulary, req: ChatRequest): RequestConstraint | null {
   const tools = forcedTools(req.tools, req.toolChoice);
   if (tools && tools.length > 0) {
     try {
       const grammar = toolCallGrammar(
-        vocab,
+        vocab(),
         tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
       );
       return { kind: "tool_call", grammar };
@@ -47,16 +48,16 @@ export function chatConstraint(vocab: TokenVocabulary, req: ChatRequest): Reques
  * @throws ProxyError 400 for unsupported schema features.
  */
 export function formatConstraint(
-  vocab: TokenVocabulary,
+  vocab: () => TokenVocabulary,
   format: ResponseFormatParam | undefined,
   param: string,
 ): RequestConstraint | null {
   if (!format || format.type === "text") return null;
   try {
-    if (format.type === "json_object") return { kind: "json_object", grammar: jsonGrammar(vocab, format) };
+    if (format.type === "json_object") return { kind: "json_object", grammar: jsonGrammar(vocab(), format) };
     return {
       kind: "json_schema",
-      grammar: jsonGrammar(vocab, { type: "json_schema", schema: format.json_schema.schema ?? {} }),
+      grammar: jsonGrammar(vocab(), { type: "json_schema", schema: format.json_schema.schema ?? {} }),
     };
   } catch (err) {
     throw schemaError(err, `${param}.json_schema.schema`);

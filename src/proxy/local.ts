@@ -64,7 +64,7 @@ export class LocalBackend implements ChatBackend {
       throw invalidRequest(`the chat template rejected the messages: ${(err as Error).message}`, "messages");
     }
     const prompt = tok.encode(promptText, { addSpecialTokens: false });
-    const constraint = chatConstraint(this.vocabulary(), req);
+    const constraint = chatConstraint(() => this.vocabulary(), req);
     const adapterVersion = this.model.adapterVersion;
     const choices = await Promise.all(
       Array.from({ length: req.sampling.n }, (_, index) => {
@@ -98,7 +98,7 @@ export class LocalBackend implements ChatBackend {
     const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
     // vLLM-style `response_format` on completions (OpenAI's legacy endpoint has none).
     const constraint = formatConstraint(
-      this.vocabulary(),
+      () => this.vocabulary(),
       completionFormat(req.extra.response_format),
       "response_format",
     );
