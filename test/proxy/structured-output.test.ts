@@ -85,8 +85,19 @@ describe("response_format on the local engine", () => {
       // Masked logprobs are the sampled token's under the allowed set: never −∞, never above 0.
       for (const lp of choice.logprobs!.content!) expect(lp.logprob).toBeLessThanOrEqual(0);
     }
+    // The same request unconstrained: the model does not write this JSON by itself.
+    const free = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: "user", content: "What is 2 + 3? Answer in JSON." }],
+      temperature: 1,
+      seed: 1,
+      max_tokens: 60,
+    });
+    expect(() => Answer.parse(JSON.parse(free.choices[0].message.content ?? ""))).toThrow();
     await server.recorder.flush();
-    const transitions = await server.store.getTransitions({ attemptId });
+    const transitions = (await server.store.getTransitions({ attemptId })).filter(
+      (t) => (t.metadata as { constrained?: string }).constrained,
+    );
     expect(transitions.length).toBe(3);
     for (const t of transitions) {
       const meta = t.metadata as { constrained: string; logprobs: string; unmaskedLogprobs: number[] };
@@ -237,6 +248,15 @@ describe("tool_choice on the local engine", () => {
   const client = () => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
 
   it('"required" always yields a tool call with arguments that match its schema', async () => {
+    // Left alone (tool_choice auto), the model answers this greeting in text.
+    const free = await client().chat.completions.create({
+      model: MODEL,
+      messages: [{ role: "user", content: "Hello there, how are you?" }],
+      tools: [calcTool, convertTool],
+      temperature: 0,
+      max_tokens: 40,
+    });
+    expect(free.choices[0].message.tool_calls ?? []).toEqual([]);
     const res = await client().chat.completions.create({
       model: MODEL,
       // A greeting: left alone, the model answers in text.
