@@ -111,6 +111,32 @@ describe("response_format on the local engine", () => {
     }
   }, 300_000);
 
+  it("a free request's tokens do not change when constrained requests share its batch", async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+    const free = () =>
+      client.chat.completions.create({
+        model: MODEL,
+        messages: [{ role: "user", content: "What is 6 + 1?" }],
+        temperature: 1,
+        seed: 99,
+        max_tokens: 24,
+      });
+    const alone = await free();
+    const [mixed] = await Promise.all([
+      free(),
+      ...[1, 2].map((seed) =>
+        client.chat.completions.create({
+          model: MODEL,
+          messages: [{ role: "user", content: "What is 6 + 1?" }],
+          response_format: { type: "json_object" },
+          seed,
+          max_tokens: 24,
+        }),
+      ),
+    ]);
+    expect(mixed.choices[0].message.content).toBe(alone.choices[0].message.content);
+  }, 120_000);
+
   it("closes the JSON within max_tokens", async () => {
     const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
     const res = await client.chat.completions.parse({
