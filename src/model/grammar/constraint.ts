@@ -30,14 +30,14 @@ export class TokenVocabulary {
     this.eos = tok.eosTokenIds.filter((id) => id < size);
   }
 
-  /** The grammar for `items`, compiled once per `key` (most recently used 32 kept). */
+  /** The grammar for `items`, compiled once per `key` (most recently used 16 kept). */
   grammar(key: string, items: () => GrammarItem[]): TokenGrammar {
     let g = this.grammars.get(key);
     if (g) {
       this.grammars.delete(key);
     } else {
       g = new TokenGrammar(this, new GrammarMachine(items()));
-      if (this.grammars.size >= 32) this.grammars.delete(this.grammars.keys().next().value as string);
+      if (this.grammars.size >= 16) this.grammars.delete(this.grammars.keys().next().value as string);
     }
     this.grammars.set(key, g);
     return g;
@@ -81,8 +81,9 @@ export class TokenGrammar {
   constructor(vocab: TokenVocabulary, machine: GrammarMachine) {
     this.vocab = vocab;
     this.machine = machine;
-    // About 64 MB of cached masks per grammar, whatever the vocabulary.
-    this.maxMasks = Math.max(16, Math.floor((64 * 1024 * 1024) / (vocab.size * 8.125)));
+    // At most ~16 MB of cached masks per grammar (16 grammars: ~256 MB per model), counting a
+    // mask at its worst (every token allowed: bits plus two i32 per token).
+    this.maxMasks = Math.max(8, Math.floor((16 * 1024 * 1024) / (vocab.size * 8.125)));
   }
 
   /** A fresh matcher for one generation. */
