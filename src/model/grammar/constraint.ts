@@ -64,10 +64,14 @@ export function vocabularyOf(tok: ModelTokenizer, size: number): TokenVocabulary
 /** The tokens allowed in one machine state. */
 interface StateMask {
   bits: Uint32Array;
-  /** Allowed ids and, parallel, the fewest bytes that complete the output after each. */
-  ids: Int32Array;
-  after: Int32Array;
-  /** Largest of `after`: budgets above it need no filtering. */
+  /** Allowed tokens. */
+  count: number;
+  /**
+   * Per token id (meaningful where allowed): the fewest bytes that complete the output after it,
+   * saturated at 65535 (a saturated token is only allowed once the budget needs no filtering).
+   */
+  after: Uint16Array;
+  /** Largest true value of `after`: budgets at or above it need no filtering. */
   worst: number;
 }
 
@@ -81,9 +85,9 @@ export class TokenGrammar {
   constructor(vocab: TokenVocabulary, machine: GrammarMachine) {
     this.vocab = vocab;
     this.machine = machine;
-    // At most ~16 MB of cached masks per grammar (16 grammars: ~256 MB per model), counting a
-    // mask at its worst (every token allowed: bits plus two i32 per token).
-    this.maxMasks = Math.max(8, Math.floor((16 * 1024 * 1024) / (vocab.size * 8.125)));
+    // At most ~16 MB of cached masks per grammar (16 grammars: ~256 MB per model): a mask is
+    // its bits plus a u16 per token (~50 masks at a 152k vocabulary).
+    this.maxMasks = Math.max(8, Math.floor((16 * 1024 * 1024) / (vocab.size * 2.125)));
   }
 
   /** A fresh matcher for one generation. */
@@ -105,18 +109,21 @@ export class TokenGrammar {
   private compute(state: Stack[]): StateMask {
     const { trie, words } = this.vocab;
     const bits = new Uint32Array(words);
-    const ids: number[] = [];
-    const after: number[] = [];
+    const after = new Uint16Array(this.vocab.size);
+    let count = 0;
+    let worst = 0;
+    const allow = (id: number, rest: number) => {
+      bits[id >>> 5] |= 1 << (id & 31);
+      after[id] = Math.min(rest, 0xffff);
+      worst = Math.max(worst, rest);
+      count++;
+    };
     const machine = this.machine;
     const visit = (node: number, s: Stack[]) => {
       const ending = trie.tokens[node];
       if (ending.length > 0) {
         const rest = machine.minRemaining(s);
-        for (const id of ending) {
-          bits[id >>> 5] |= 1 << (id & 31);
-          ids.push(id);
-          after.push(rest);
-        }
+        for (const id of ending) allow(id, rest);
       }
       for (const [byte, child] of trie.children[node]) {
         const next = machine.step(s, byte);
@@ -125,12 +132,7 @@ export class TokenGrammar {
         // bytes is allowed whole, with no further machine steps.
         if (next.length === 1 && s.length === 1 && next[0] === s[0] && trie.plainBelow[child]) {
           const rest = machine.minRemaining(s);
-          for (let i = trie.start[child]; i < trie.end[child]; i++) {
-            const id = trie.order[i];
-            bits[id >>> 5] |= 1 << (id & 31);
-            ids.push(id);
-            after.push(rest);
-          }
+          for (let i = trie.start[child]; i < trie.end[child]; i++) allow(trie.order[i], rest);
           continue;
         }
         visit(child, next);
@@ -138,15 +140,9 @@ export class TokenGrammar {
     };
     visit(0, state);
     if (machine.isComplete(state)) {
-      for (const id of this.vocab.eos) {
-        bits[id >>> 5] |= 1 << (id & 31);
-        ids.push(id);
-        after.push(0);
-      }
+      for (const id of this.vocab.eos) allow(id, 0);
     }
-    let worst = 0;
-    for (const a of after) worst = Math.max(worst, a);
-    return { bits, ids: Int32Array.from(ids), after: Int32Array.from(after), worst };
+    return { bits, count, after, worst };
   }
 }
 
@@ -169,7 +165,7 @@ export class GrammarConstraint implements TokenConstraint {
   allowed(tokensLeft: number): Uint32Array | null {
     const mask = this.grammar.maskOf(this.state);
     const eos = new Set(this.grammar.vocab.eos);
-    if (this.finished || mask.ids.length === 0) {
+    if (this.finished || mask.count === 0) {
       // A model without EOS ids has nothing to allow here; an empty mask would fail the whole
       // GPU step, so the row goes unmasked instead.
       if (eos.size === 0) return null;
@@ -184,11 +180,13 @@ export class GrammarConstraint implements TokenConstraint {
     if (mask.worst <= room) return mask.bits;
     const fit = new Uint32Array(mask.bits.length);
     let any = false;
-    for (let i = 0; i < mask.ids.length; i++) {
-      const id = mask.ids[i];
-      if (mask.after[i] <= room || eos.has(id)) {
-        fit[id >>> 5] |= 1 << (id & 31);
-        any = true;
+    for (let w = 0; w < mask.bits.length; w++) {
+      for (let word = mask.bits[w]; word !== 0; word &= word - 1) {
+        const id = w * 32 + (31 - Math.clz32(word & -word));
+        if (mask.after[id] <= room || eos.has(id)) {
+          fit[w] |= word & -word;
+          any = true;
+        }
       }
     }
     // Too little room for any completion: keep the grammar, the output will be cut at the limit.
