@@ -2,6 +2,7 @@
 // bytes agree with the tokenizer, the byte machine accepts exactly the JSON the schema allows,
 // and random walks through the token masks (any allowed token, the worst possible model) always
 // end in output that parses and validates, within the token budget, for every supported feature.
+import { zodResponseFormat } from "openai/helpers/zod";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import {
@@ -220,6 +221,22 @@ describe("random walks through the token masks always end in valid output", () =
       }
     });
   }
+
+  it("zodResponseFormat output with $ref/definitions (a reused and a recursive sub-schema)", () => {
+    const Point = z.object({ x: z.number(), y: z.number() });
+    type Tree = { label: string; children: Tree[] };
+    const Tree: z.ZodType<Tree> = z.lazy(() => z.object({ label: z.string(), children: z.array(Tree) }));
+    const Shape = z.object({ from: Point, to: Point, tree: Tree });
+    const schema = zodResponseFormat(Shape, "shape").json_schema.schema;
+    expect(JSON.stringify(schema)).toMatch(/"\$ref"/);
+    const g = jsonGrammar(vocab, { type: "json_schema", schema });
+    for (let seed = 0; seed < 10; seed++) {
+      const { text, eos } = randomWalk(g, 120, seed);
+      expect(eos, text).toBe(true);
+      const parsed = Shape.safeParse(JSON.parse(text));
+      expect(parsed.success, `${text}\n${parsed.error}`).toBe(true);
+    }
+  });
 
   it("json_object: any object", () => {
     const g = jsonGrammar(vocab, { type: "json_object" });
