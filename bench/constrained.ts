@@ -130,7 +130,7 @@ function cpuMasks(sampleMs: number): void {
       unit: "ms",
       variant,
       vocab: VOCAB,
-      trie_nodes: trie.children.length,
+      trie_nodes: trie.nodes,
       ratio_to_gpu_sample_row: Number((value / sampleMs).toFixed(3)),
     });
   }

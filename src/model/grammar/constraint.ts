@@ -120,13 +120,12 @@ export class TokenGrammar {
     };
     const machine = this.machine;
     const visit = (node: number, s: Stack[]) => {
-      const ending = trie.tokens[node];
-      if (ending.length > 0) {
+      if (trie.ownEnd[node] > trie.start[node]) {
         const rest = machine.minRemaining(s);
-        for (const id of ending) allow(id, rest);
+        for (let i = trie.start[node]; i < trie.ownEnd[node]; i++) allow(trie.order[i], rest);
       }
-      for (const [byte, child] of trie.children[node]) {
-        const next = machine.step(s, byte);
+      for (let child = trie.firstChild[node]; child >= 0; child = trie.nextSibling[child]) {
+        const next = machine.step(s, trie.byte[child]);
         if (next.length === 0) continue;
         // Inside a string's body, plain bytes keep the very same state: a subtree of only such
         // bytes is allowed whole, with no further machine steps.

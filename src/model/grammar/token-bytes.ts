@@ -90,63 +90,94 @@ export function isPlainStringByte(b: number): boolean {
   return b >= 0x20 && b < 0x80 && b !== 0x22 && b !== 0x5c;
 }
 
-/** A trie over token bytes: node i's children and the tokens that end at it. */
+/**
+ * A trie over token bytes in flat arrays, built from the tokens sorted by their bytes: node ids
+ * are in depth-first order, children are a linked list (`firstChild`, `nextSibling`, in byte
+ * order), and node i's subtree holds the tokens `order[start[i] .. end[i])`, its own (the tokens
+ * whose bytes end at i) first, up to `ownEnd[i]`. The root is node 0.
+ */
 export class TokenTrie {
-  /** children[i]: byte → node. */
-  readonly children: Map<number, number>[] = [new Map()];
-  /** tokens[i]: ids whose bytes end at node i. */
-  readonly tokens: number[][] = [[]];
-  /** Longest token, in bytes. */
-  readonly maxBytes: number;
-  /** Token ids in depth-first order: node i's subtree holds `order[start[i] .. end[i])`. */
+  readonly nodes: number;
+  readonly firstChild: Int32Array;
+  readonly nextSibling: Int32Array;
+  /** The byte on the edge into node i. */
+  readonly byte: Uint8Array;
   readonly order: Int32Array;
   readonly start: Int32Array;
   readonly end: Int32Array;
+  readonly ownEnd: Int32Array;
   /** Whether every byte below node i is a plain string byte (then, inside a JSON string, every token of the subtree is allowed at once). */
   readonly plainBelow: Uint8Array;
+  /** Longest token, in bytes. */
+  readonly maxBytes: number;
 
   constructor(bytes: readonly (Uint8Array | null)[]) {
+    const ids: number[] = [];
+    let total = 0;
     let longest = 0;
     bytes.forEach((b, id) => {
       if (!b || b.length === 0) return;
+      ids.push(id);
+      total += b.length;
       longest = Math.max(longest, b.length);
-      let node = 0;
-      for (const byte of b) {
-        let next = this.children[node].get(byte);
-        if (next === undefined) {
-          next = this.children.length;
-          this.children.push(new Map());
-          this.tokens.push([]);
-          this.children[node].set(byte, next);
-        }
-        node = next;
-      }
-      this.tokens[node].push(id);
     });
-    this.maxBytes = longest;
-    const n = this.children.length;
-    this.start = new Int32Array(n);
-    this.end = new Int32Array(n);
-    this.plainBelow = new Uint8Array(n);
-    const order: number[] = [];
-    // Iterative post-order walk (tries of long tokens are deep).
-    const stack: [number, boolean][] = [[0, false]];
-    while (stack.length > 0) {
-      const [node, done] = stack.pop() as [number, boolean];
-      if (!done) {
-        this.start[node] = order.length;
-        order.push(...this.tokens[node]);
-        stack.push([node, true]);
-        for (const child of [...this.children[node].values()].reverse()) stack.push([child, false]);
-        continue;
+    ids.sort((x, y) => compareBytes(bytes[x] as Uint8Array, bytes[y] as Uint8Array) || x - y);
+    const cap = total + 1;
+    const firstChild = new Int32Array(cap).fill(-1);
+    const nextSibling = new Int32Array(cap).fill(-1);
+    const lastChild = new Int32Array(cap).fill(-1);
+    const parent = new Int32Array(cap).fill(-1);
+    const byte = new Uint8Array(cap);
+    const start = new Int32Array(cap);
+    const end = new Int32Array(cap);
+    const ownEnd = new Int32Array(cap);
+    const path = new Int32Array(longest + 1);
+    let nodes = 1;
+    let prev: Uint8Array = new Uint8Array(0);
+    ids.forEach((id, i) => {
+      const b = bytes[id] as Uint8Array;
+      let lcp = 0;
+      while (lcp < b.length && lcp < prev.length && b[lcp] === prev[lcp]) lcp++;
+      // Sorted order: the previous token's nodes deeper than the common prefix are complete.
+      for (let d = prev.length; d > lcp; d--) end[path[d]] = i;
+      for (let d = lcp + 1; d <= b.length; d++) {
+        const n = nodes++;
+        const up = path[d - 1];
+        byte[n] = b[d - 1];
+        parent[n] = up;
+        if (lastChild[up] >= 0) nextSibling[lastChild[up]] = n;
+        else firstChild[up] = n;
+        lastChild[up] = n;
+        start[n] = i;
+        ownEnd[n] = i;
+        path[d] = n;
       }
-      this.end[node] = order.length;
-      let plain = 1;
-      for (const [byte, child] of this.children[node]) {
-        if (!isPlainStringByte(byte) || !this.plainBelow[child]) plain = 0;
-      }
-      this.plainBelow[node] = plain;
+      // Equal bytes sort together, so a node's own tokens are one run.
+      ownEnd[path[b.length]] = i + 1;
+      prev = b;
+    });
+    for (let d = prev.length; d > 0; d--) end[path[d]] = ids.length;
+    end[0] = ids.length;
+    // Children have larger ids than their parents: one backwards pass settles plainBelow.
+    const plainBelow = new Uint8Array(nodes).fill(1);
+    for (let n = nodes - 1; n > 0; n--) {
+      if (!isPlainStringByte(byte[n]) || !plainBelow[n]) plainBelow[parent[n]] = 0;
     }
-    this.order = Int32Array.from(order);
+    this.nodes = nodes;
+    this.firstChild = firstChild.slice(0, nodes);
+    this.nextSibling = nextSibling.slice(0, nodes);
+    this.byte = byte.slice(0, nodes);
+    this.start = start.slice(0, nodes);
+    this.end = end.slice(0, nodes);
+    this.ownEnd = ownEnd.slice(0, nodes);
+    this.order = Int32Array.from(ids);
+    this.plainBelow = plainBelow;
+    this.maxBytes = longest;
   }
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
 }
