@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, one JSON object per line on stdout.
-//   npm run bench -- [kernels|engine|store|proxy|train|demo ...]   (default: all)
+//   npm run bench -- [kernels|engine|store|proxy|train|demo|constrained ...]   (default: all)
 
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -14,6 +14,7 @@ const suites: Record<string, string> = {
   proxy: "proxy.ts",
   train: "train.ts",
   demo: "demo.ts",
+  constrained: "constrained.ts",
 };
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(suites);
 for (const name of chosen) {

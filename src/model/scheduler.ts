@@ -27,6 +27,16 @@ export interface SamplingParams {
   ignoreEos?: boolean;
 }
 
+/**
+ * Restricts which tokens a generation may sample (structured output; src/model/grammar). Asked
+ * for a mask before each sampled token, told each token sampled.
+ */
+export interface TokenConstraint {
+  /** Allowed next tokens, bit-packed over the vocabulary (null: any); `tokensLeft` counts this one. */
+  allowed(tokensLeft: number): Uint32Array | null;
+  accept(token: number): void;
+}
+
 export type FinishReason = "stop" | "length" | "abort";
 
 export interface TokenChoice {
@@ -37,8 +47,13 @@ export interface TokenChoice {
 export interface Generation {
   /** Sampled token ids, exactly as the model produced them (stop tokens included). */
   tokens: number[];
-  /** log p(token) under softmax(logits / temperature) (temperature 1 when greedy). */
+  /**
+   * log p(token) under softmax(logits / temperature) (temperature 1 when greedy); with a
+   * constraint, under that distribution restricted to the allowed tokens.
+   */
   logprobs: number[];
+  /** With a constraint: the same logprobs without the mask (what the trainer recomputes). */
+  unmaskedLogprobs?: number[];
   /** Alternatives per position when `topLogprobs` was asked for. */
   topLogprobs?: TokenChoice[][];
   finishReason: FinishReason;
@@ -62,10 +77,14 @@ export interface StepRow {
   sampling: Required<Pick<SamplingParams, "temperature" | "topP" | "topK" | "topLogprobs">> & { seed: number };
   /** Index of the token being sampled within the generation (drives the seeded RNG). */
   sampleIndex: number;
+  /** Allowed tokens for this sample (constrained generations only). */
+  mask?: Uint32Array;
 }
 
 export interface StepOutput extends TokenChoice {
   top?: TokenChoice[];
+  /** The token's logprob without the mask (masked rows only). */
+  unmaskedLogprob?: number;
 }
 
 /** The GPU side: runs one packed forward step and samples for rows with `sample`. */
@@ -80,6 +99,8 @@ export interface StepRunner {
 }
 
 export interface SubmitOptions extends SamplingParams {
+  /** Structured output: restricts every sampled token. */
+  constraint?: TokenConstraint;
   /** Streams each sampled token as it arrives. */
   onToken?: (token: TokenChoice, index: number) => void;
   signal?: AbortSignal;
@@ -152,6 +173,7 @@ export class Scheduler {
         reject,
       };
       if (options.topLogprobs) seq.out.topLogprobs = [];
+      if (options.constraint) seq.out.unmaskedLogprobs = [];
       if (options.signal?.aborted) return reject(abortError());
       options.signal?.addEventListener("abort", () => this.abort(seq), { once: true });
       this.waiting.push(seq);
@@ -239,7 +261,7 @@ export class Scheduler {
   }
 
   private row(seq: Sequence, tokens: number[], sample: boolean): StepRow {
-    return {
+    const row: StepRow = {
       slot: seq.slot,
       tokens,
       startPos: seq.fed,
@@ -247,6 +269,12 @@ export class Scheduler {
       sampling: seq.sampling,
       sampleIndex: seq.out.tokens.length,
     };
+    const constraint = seq.options.constraint;
+    if (sample && constraint) {
+      const left = Math.min(seq.maxTokens, this.runner.maxSeqLen - seq.prompt.length) - seq.out.tokens.length;
+      row.mask = constraint.allowed(left) ?? undefined;
+    }
+    return row;
   }
 
   private accept(seq: Sequence, out: StepOutput): void {
@@ -254,6 +282,13 @@ export class Scheduler {
     if (g.tokens.length === 0) g.timeToFirstTokenMs = performance.now() - seq.submittedAt;
     g.tokens.push(out.token);
     g.logprobs.push(out.logprob);
+    if (g.unmaskedLogprobs) g.unmaskedLogprobs.push(out.unmaskedLogprob ?? out.logprob);
+    try {
+      seq.options.constraint?.accept(out.token);
+    } catch (err) {
+      this.finish(seq, null, err as Error);
+      return;
+    }
     if (g.topLogprobs) g.topLogprobs.push(out.top ?? []);
     seq.options.onToken?.({ token: out.token, logprob: out.logprob }, g.tokens.length - 1);
     if (seq.stopIds.has(out.token)) {

@@ -2,8 +2,11 @@
 // tokenizes once, and submits every choice to the continuous-batching engine, so concurrent
 // agents' calls share GPU steps. Returns the exact sampled token ids and logprobs (nothing is
 // re-tokenised), parses Hermes/Qwen-style <tool_call> blocks, and streams deltas as tokens arrive.
+// Structured output (response_format, forced tool calls) is enforced while decoding: each choice
+// gets a grammar constraint whose token mask the GPU sampler applies (see constrain.ts).
 
 import type { ChatMessage, ToolSpec } from "../model/chat-template.ts";
+import { vocabularyOf } from "../model/grammar/constraint.ts";
 import type { Model } from "../model/model.ts";
 import type { Generation, TokenChoice } from "../model/scheduler.ts";
 import type {
@@ -21,7 +24,9 @@ import type {
   SamplingRequest,
   TokenLogprob,
 } from "./backend.ts";
+import { chatConstraint, formatConstraint, type RequestConstraint } from "./constrain.ts";
 import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import type { ResponseFormatParam } from "./openai-types.ts";
 import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
 
 export interface LocalBackendOptions {
@@ -32,7 +37,7 @@ export interface LocalBackendOptions {
 const encoder = new TextEncoder();
 
 export class LocalBackend implements ChatBackend {
-  readonly constrainedJson = false;
+  readonly constrainedJson = true;
   private readonly model: Model;
   private readonly modelId: string;
   private readonly created = Math.floor(Date.now() / 1000);
@@ -65,14 +70,15 @@ export class LocalBackend implements ChatBackend {
       throw invalidRequest(`the chat template rejected the messages: ${(err as Error).message}`, "messages");
     }
     const prompt = tok.encode(promptText, { addSpecialTokens: false });
+    const constraint = chatConstraint(() => this.vocabulary(), req);
     const adapterVersion = this.model.adapterVersion;
     const choices = await Promise.all(
       Array.from({ length: req.sampling.n }, (_, index) => {
         const stream = ctx.onDelta
           ? new DeltaStream(tok, req.sampling.stop, req.parseToolCalls, (d) => ctx.onDelta?.(index, d))
           : undefined;
-        return this.generate(prompt, req.sampling, index, ctx, "messages", stream).then((g) =>
-          this.chatChoice(index, g, req, stream),
+        return this.generate(prompt, req.sampling, index, ctx, "messages", stream, constraint).then((g) =>
+          this.chatChoice(index, g, req, stream, constraint),
         );
       }),
     );
@@ -96,6 +102,12 @@ export class LocalBackend implements ChatBackend {
   async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
     const tok = this.model.tokenizer;
     const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
+    // vLLM-style `response_format` on completions (OpenAI's legacy endpoint has none).
+    const constraint = formatConstraint(
+      () => this.vocabulary(),
+      completionFormat(req.extra.response_format),
+      "response_format",
+    );
     const adapterVersion = this.model.adapterVersion;
     const n = req.sampling.n;
     const results = await Promise.all(
@@ -107,7 +119,7 @@ export class LocalBackend implements ChatBackend {
                 ctx.onDelta?.(index, { text: d.content ?? "", logprobs: d.logprobs }),
               )
             : undefined;
-          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream).then((g) => {
+          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream, constraint).then((g) => {
             stream?.finish(g);
             const { text, stopped } = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
             const choice: CompletionChoiceOutcome = {
@@ -117,6 +129,7 @@ export class LocalBackend implements ChatBackend {
               finishReason: stopped ? "stop" : finish(g),
               tokenIds: g.tokens,
               logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+              ...constrainedFields(g, constraint),
             };
             return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
           });
@@ -148,6 +161,7 @@ export class LocalBackend implements ChatBackend {
     ctx: { signal: AbortSignal },
     param: string,
     stream?: DeltaStream,
+    constraint?: RequestConstraint | null,
   ): Promise<Generation> {
     const engine = this.model.engine;
     const room = engine.maxSeqLen - prompt.length;
@@ -165,7 +179,13 @@ export class LocalBackend implements ChatBackend {
       topLogprobs: s.topLogprobs,
       signal: ctx.signal,
       onToken: stream ? (t) => stream.push(t) : undefined,
+      constraint: constraint?.grammar.constraint(),
     });
+  }
+
+  /** The tokenizer's bytes and trie at the logits' width (built once, for constrained decoding). */
+  private vocabulary() {
+    return vocabularyOf(this.model.tokenizer, this.model.config.vocabSize);
   }
 
   private chatChoice(
@@ -173,6 +193,7 @@ export class LocalBackend implements ChatBackend {
     g: Generation,
     req: ChatRequest,
     stream: DeltaStream | undefined,
+    constraint: RequestConstraint | null,
   ): { choice: ChatChoiceOutcome; tokens: number; ttft: number } {
     const tok = this.model.tokenizer;
     stream?.finish(g);
@@ -186,9 +207,29 @@ export class LocalBackend implements ChatBackend {
       finishReason: parsed.toolCalls.length > 0 ? "tool_calls" : text.stopped ? "stop" : finish(g),
       tokenIds: g.tokens,
       logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+      ...constrainedFields(g, constraint),
     };
     return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
   }
+}
+
+/** What a constrained choice records: the constraint and the logprobs without the mask. */
+function constrainedFields(g: Generation, constraint: RequestConstraint | null | undefined) {
+  if (!constraint) return {};
+  return { constrained: constraint.kind, unmaskedLogprobs: g.unmaskedLogprobs ?? null };
+}
+
+/** A completions `response_format` (kept among the request's extra fields), checked like chat's. */
+function completionFormat(raw: unknown): ResponseFormatParam | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const f = raw as { type?: unknown; json_schema?: { schema?: unknown } };
+  if (typeof raw !== "object" || !["text", "json_object", "json_schema"].includes(f.type as string)) {
+    throw invalidRequest("`response_format.type` must be one of text, json_object, json_schema", "response_format");
+  }
+  if (f.type === "json_schema" && (typeof f.json_schema !== "object" || f.json_schema === null)) {
+    throw invalidRequest("`response_format.json_schema` must be an object with a `schema`", "response_format");
+  }
+  return raw as ResponseFormatParam;
 }
 
 /**

@@ -196,6 +196,7 @@ export function toRecords(call: RecordedCall): Pending {
           sampling,
           timings,
           error,
+          ...constrainedMetadata(choice),
         },
       });
     }
@@ -223,7 +224,15 @@ export function toRecords(call: RecordedCall): Pending {
           promptTokens: outcome?.promptTokenIds[choice.promptIndex]?.length ?? 0,
           completionTokens: choice.tokenIds?.length ?? 0,
         },
-        metadata: { callId: call.id, kind: "completion", choice: choice.index, sampling, timings, error },
+        metadata: {
+          callId: call.id,
+          kind: "completion",
+          choice: choice.index,
+          sampling,
+          timings,
+          error,
+          ...constrainedMetadata(choice),
+        },
       });
     }
     if (!outcome) {
@@ -275,4 +284,21 @@ export function flushingBeforeFinish(store: Store, recorder: StoreRecorder): Sto
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
+}
+
+/**
+ * A constrained choice's record: which constraint, that `responseLogprobs` are under the masked
+ * distribution, and the unmasked logprobs the trainer compares its recomputation with (see
+ * docs/trainer.md, "Constrained transitions").
+ */
+function constrainedMetadata(choice: {
+  constrained?: string;
+  unmaskedLogprobs?: number[] | null;
+}): Record<string, JsonValue> {
+  if (!choice.constrained) return {};
+  return {
+    constrained: choice.constrained,
+    logprobs: "masked",
+    unmaskedLogprobs: choice.unmaskedLogprobs ?? null,
+  };
 }
