@@ -22,6 +22,7 @@ import type {
   TokenLogprob,
 } from "./backend.ts";
 import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import { checkTokenIds } from "./limits.ts";
 import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
 
 export interface LocalBackendOptions {
@@ -89,7 +90,13 @@ export class LocalBackend implements ChatBackend {
 
   async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
     const tok = this.model.tokenizer;
-    const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
+    const vocab = this.model.config.vocabSize;
+    const prompts = req.prompts.map((p, i) => {
+      if (typeof p === "string") return tok.encode(p);
+      // An id past the embedding table would read outside it on the GPU.
+      checkTokenIds(p, vocab, req.prompts.length > 1 ? `prompt[${i}]` : "prompt");
+      return p;
+    });
     const adapterVersion = this.model.adapterVersion;
     const n = req.sampling.n;
     const results = await Promise.all(
@@ -158,6 +165,8 @@ export class LocalBackend implements ChatBackend {
       seed: s.seed === null ? undefined : (s.seed + index) >>> 0,
       topLogprobs: s.topLogprobs,
       signal: ctx.signal,
+      // One request's choices share a group: the scheduler admits round-robin across requests.
+      group: ctx,
       onToken: stream ? (t) => stream.push(t) : undefined,
     });
   }
