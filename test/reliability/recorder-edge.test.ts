@@ -36,13 +36,19 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function post(path: string, body: unknown): Promise<{ status: number; json: Record<string, any> }> {
+interface Answer {
+  id: string;
+  choices: unknown[];
+  error: { code: string; param: string | null };
+}
+
+async function post(path: string, body: unknown): Promise<{ status: number; json: Answer }> {
   const res = await fetch(`${server.url}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-  return { status: res.status, json: (await res.json()) as Record<string, any> };
+  return { status: res.status, json: (await res.json()) as Answer };
 }
 
 function nested(depth: number): unknown {
