@@ -28,6 +28,11 @@ import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
 export interface LocalBackendOptions {
   /** The id served at /v1/models and accepted in requests. */
   modelId: string;
+  /**
+   * Group each request's sequences so the scheduler admits round-robin across requests (default
+   * true); false is first come, first served by sequence (for comparisons in bench/fairness.ts).
+   */
+  fairAdmission?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -36,11 +41,13 @@ export class LocalBackend implements ChatBackend {
   readonly constrainedJson = false;
   private readonly model: Model;
   private readonly modelId: string;
+  private readonly fair: boolean;
   private readonly created = Math.floor(Date.now() / 1000);
 
   constructor(model: Model, options: LocalBackendOptions) {
     this.model = model;
     this.modelId = options.modelId;
+    this.fair = options.fairAdmission ?? true;
   }
 
   async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
@@ -166,7 +173,7 @@ export class LocalBackend implements ChatBackend {
       topLogprobs: s.topLogprobs,
       signal: ctx.signal,
       // One request's choices share a group: the scheduler admits round-robin across requests.
-      group: ctx,
+      group: this.fair ? ctx : undefined,
       onToken: stream ? (t) => stream.push(t) : undefined,
     });
   }
