@@ -10,11 +10,13 @@ import { type RunningServer, serveApp } from "./http/serve.ts";
 import { loadModel, type Model } from "./model/model.ts";
 import type { ChatBackend } from "./proxy/backend.ts";
 import { serviceUnavailable, unauthorized } from "./proxy/errors.ts";
+import type { RequestLimits } from "./proxy/limits.ts";
 import { LocalBackend } from "./proxy/local.ts";
-import { flushingBeforeFinish, StoreRecorder } from "./proxy/recorder.ts";
+import { flushingBeforeFinish, StoreRecorder, type StoreRecorderOptions } from "./proxy/recorder.ts";
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
 import { otlpRoutes } from "./runner/otlp.ts";
+import { fileGuard, storeFilePath } from "./store/file-guard.ts";
 import { openStore } from "./store/libsql.ts";
 import { storeRoutes } from "./store/routes.ts";
 import { startSweeper } from "./store/sweeper.ts";
@@ -31,6 +33,9 @@ export interface AppOptions {
   /** Serve any model name clients ask for (agents with a hard-coded model id). */
   acceptAnyModel?: boolean;
   maxBodyBytes?: number;
+  /** How calls are recorded (default: durable, see src/proxy/recorder.ts) and per-request limits. */
+  recorder?: StoreRecorderOptions;
+  limits?: Partial<RequestLimits>;
 }
 
 export interface ComposedApp {
@@ -41,8 +46,12 @@ export interface ComposedApp {
 /** Builds the app without listening (tests serve it on port 0). */
 export function createApp(options: AppOptions): ComposedApp {
   const app = new Hono();
-  const recorder = new StoreRecorder(options.store);
-  app.get("/health", (c) => c.json({ ok: true, name: "fulgur", version: VERSION }));
+  const recorder = new StoreRecorder(options.store, options.recorder);
+  // Unhealthy (503) while call records cannot be written: LLM calls are refused with 503 then too.
+  app.get("/health", (c) => {
+    const recording = recorder.health();
+    return c.json({ ok: recording.ok, name: "fulgur", version: VERSION, recording }, recording.ok ? 200 : 503);
+  });
   if (options.apiKey) {
     const key = options.apiKey;
     // The proxy's routes speak OpenAI's error shape; the store routes check the key themselves.
@@ -56,7 +65,13 @@ export function createApp(options: AppOptions): ComposedApp {
   const backend = options.backend ?? noBackend;
   app.route(
     "/",
-    proxyRoutes({ backend, recorder, acceptAnyModel: options.acceptAnyModel, maxBodyBytes: options.maxBodyBytes }),
+    proxyRoutes({
+      backend,
+      recorder,
+      acceptAnyModel: options.acceptAnyModel,
+      maxBodyBytes: options.maxBodyBytes,
+      limits: options.limits,
+    }),
   );
   return { app, recorder };
 }
@@ -104,6 +119,10 @@ export interface ServerOptions {
   maxSeqLen?: number;
   /** Store the model's linear weights int8 or int4 (docs/memory.md). */
   quantize?: "int8" | "int4";
+  /** "durable" (default): a call is answered once its record is committed; "async": answered first. */
+  recordMode?: "durable" | "async";
+  /** Most sequences one request may generate (n, or prompts × n); default 128. */
+  maxChoices?: number;
   log?: (line: string) => void;
 }
 
@@ -146,11 +165,18 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     model?.dispose();
     throw err;
   }
+  const storeFile = storeFilePath(storeUrl);
   const { app, recorder } = createApp({
     store,
     backend,
     apiKey: options.apiKey,
     acceptAnyModel: options.acceptAnyModel,
+    recorder: {
+      mode: options.recordMode,
+      guard: storeFile ? fileGuard(storeFile) : undefined,
+      deadLetterPath: storeFile ? `${storeFile}.dead-letter.jsonl` : null,
+    },
+    limits: options.maxChoices ? { maxChoices: options.maxChoices } : undefined,
   });
   const server = await serveApp(app, options.host ?? "127.0.0.1", options.port ?? 8000);
   let closed: Promise<void> | null = null;
@@ -163,7 +189,8 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     shutdown() {
       closed ??= (async () => {
         await server.close();
-        await recorder.flush();
+        // Records that cannot be written now are in the dead-letter file and were answered 503.
+        await recorder.flush().catch((err) => console.error(`[fulgur] ${String(err)}`));
         await sweeper.stop();
         await store.close();
         model?.dispose();
@@ -192,6 +219,8 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
       "max-slots": { type: "string" },
       "max-seq-len": { type: "string" },
       quantize: { type: "string", default: env.FULGUR_QUANTIZE },
+      "max-choices": { type: "string", default: env.FULGUR_MAX_CHOICES },
+      "record-mode": { type: "string", default: env.FULGUR_RECORD_MODE ?? "durable" },
       help: { type: "boolean" },
     },
   });
@@ -216,6 +245,8 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     maxSlots: int(values["max-slots"], "max-slots"),
     maxSeqLen: int(values["max-seq-len"], "max-seq-len"),
     quantize: quantizeFlag(values.quantize),
+    maxChoices: int(values["max-choices"], "max-choices"),
+    recordMode: recordMode(values["record-mode"]),
   };
 }
 
@@ -223,6 +254,11 @@ function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
   if (v === undefined || v === "" || v === "none") return undefined;
   if (v !== "int8" && v !== "int4") throw new Error(`--quantize must be int8, int4 or none, got ${v}`);
   return v;
+}
+
+function recordMode(value: string | undefined): "durable" | "async" {
+  if (value === undefined || value === "durable" || value === "async") return value ?? "durable";
+  throw new Error(`--record-mode must be durable or async, got ${value}`);
 }
 
 export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server / npm run server -- [options])
@@ -237,7 +273,9 @@ export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server 
   --host HOST          bind address (default 127.0.0.1)   --port PORT (default 8000)
   --max-slots N        sequences decoded at once (default 16)
   --max-seq-len N      longest prompt+completion served (default min(model, 2048))
-  --quantize int8|int4 keep the linear weights int8 per output channel or int4 per 32 columns`;
+  --quantize int8|int4 keep the linear weights int8 per output channel or int4 per 32 columns
+  --max-choices N      most sequences per request, n or prompts × n (default 128; more → 400)
+  --record-mode MODE   durable (default: answer once the call's record is committed) or async`;
 
 /** Runs the server until SIGINT/SIGTERM. */
 export async function runServer(argv: string[]): Promise<number> {

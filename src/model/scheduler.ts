@@ -101,6 +101,12 @@ export interface StepRunner {
 export interface SubmitOptions extends SamplingParams {
   /** Structured output: restricts every sampled token. */
   constraint?: TokenConstraint;
+  /**
+   * The request this sequence belongs to (any value compared by identity: an HTTP request's
+   * choices share one). Free slots go round-robin across groups, so one request's hundreds of
+   * choices cannot make a small request wait for all of them. Default: its own group.
+   */
+  group?: unknown;
   /** Streams each sampled token as it arrives. */
   onToken?: (token: TokenChoice, index: number) => void;
   signal?: AbortSignal;
@@ -115,7 +121,10 @@ interface Sequence {
   maxTokens: number;
   stopIds: Set<number>;
   slot: number;
+  group: unknown;
   submittedAt: number;
+  /** Removes the abort listener (set when a signal was given). */
+  detach?: () => void;
   resolve: (g: Generation) => void;
   reject: (e: Error) => void;
 }
@@ -168,6 +177,7 @@ export class Scheduler {
         maxTokens,
         stopIds: new Set([...(options.ignoreEos ? [] : this.eosIds), ...(options.stopTokenIds ?? [])]),
         slot: -1,
+        group: options.group,
         submittedAt: performance.now(),
         resolve,
         reject,
@@ -175,7 +185,14 @@ export class Scheduler {
       if (options.topLogprobs) seq.out.topLogprobs = [];
       if (options.constraint) seq.out.unmaskedLogprobs = [];
       if (options.signal?.aborted) return reject(abortError());
-      options.signal?.addEventListener("abort", () => this.abort(seq), { once: true });
+      if (options.signal) {
+        // Detached when the sequence ends: a request's signal can outlive it (held by the HTTP
+        // layer), and the listener would keep the sequence, its tokens and callbacks alive.
+        const signal = options.signal;
+        const onAbort = () => this.abort(seq);
+        signal.addEventListener("abort", onAbort, { once: true });
+        seq.detach = () => signal.removeEventListener("abort", onAbort);
+      }
       this.waiting.push(seq);
       this.stats.sequences++;
       this.kick();
@@ -231,9 +248,27 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Fills free slots fairly: each goes to the waiting sequence whose request (group) holds the
+   * fewest slots, oldest first among equals — round-robin across requests instead of first come,
+   * first served across sequences.
+   */
   private admit(): void {
+    if (this.waiting.length === 0 || this.freeSlots.length === 0) return;
+    const held = new Map<unknown, number>();
+    for (const seq of this.running) held.set(groupOf(seq), (held.get(groupOf(seq)) ?? 0) + 1);
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
-      const seq = this.waiting.shift()!;
+      let best = 0;
+      let bestHeld = held.get(groupOf(this.waiting[0])) ?? 0;
+      for (let i = 1; i < this.waiting.length && bestHeld > 0; i++) {
+        const h = held.get(groupOf(this.waiting[i])) ?? 0;
+        if (h < bestHeld) {
+          best = i;
+          bestHeld = h;
+        }
+      }
+      const [seq] = this.waiting.splice(best, 1);
+      held.set(groupOf(seq), bestHeld + 1);
       seq.slot = this.freeSlots.pop()!;
       this.running.push(seq);
     }
@@ -321,6 +356,7 @@ export class Scheduler {
     const waitingAt = this.waiting.indexOf(seq);
     if (waitingAt >= 0) {
       this.waiting.splice(waitingAt, 1);
+      seq.detach?.();
       seq.reject(abortError());
       return;
     }
@@ -333,9 +369,15 @@ export class Scheduler {
     this.running.splice(at, 1);
     this.runner.release?.(seq.slot);
     this.freeSlots.push(seq.slot);
+    seq.detach?.();
     if (error) seq.reject(error);
     else seq.resolve(seq.out);
   }
+}
+
+/** A sequence submitted without a group is a group of its own. */
+function groupOf(seq: Sequence): unknown {
+  return seq.group ?? seq;
 }
 
 function validateRequest(prompt: number[], o: SamplingParams, maxTokens: number, maxSeqLen: number): string | null {

@@ -271,5 +271,6 @@ export type RecordedCall = RecordedChatCall | RecordedCompletionCall;
 
 /** Where calls go once answered. Must not block the response: queue the write and return. */
 export interface Recorder {
-  record(call: RecordedCall): void;
+  /** Durable recorders resolve once the call is stored; the routes wait before answering. */
+  record(call: RecordedCall): void | Promise<void>;
 }

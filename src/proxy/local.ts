@@ -26,12 +26,18 @@ import type {
 } from "./backend.ts";
 import { chatConstraint, formatConstraint, type RequestConstraint } from "./constrain.ts";
 import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import { checkTokenIds } from "./limits.ts";
 import type { ResponseFormatParam } from "./openai-types.ts";
 import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
 
 export interface LocalBackendOptions {
   /** The id served at /v1/models and accepted in requests. */
   modelId: string;
+  /**
+   * Group each request's sequences so the scheduler admits round-robin across requests (default
+   * true); false is first come, first served by sequence (for comparisons in bench/fairness.ts).
+   */
+  fairAdmission?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -40,11 +46,13 @@ export class LocalBackend implements ChatBackend {
   readonly constrainedJson = true;
   private readonly model: Model;
   private readonly modelId: string;
+  private readonly fair: boolean;
   private readonly created = Math.floor(Date.now() / 1000);
 
   constructor(model: Model, options: LocalBackendOptions) {
     this.model = model;
     this.modelId = options.modelId;
+    this.fair = options.fairAdmission ?? true;
   }
 
   async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
@@ -101,7 +109,13 @@ export class LocalBackend implements ChatBackend {
 
   async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
     const tok = this.model.tokenizer;
-    const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
+    const vocab = this.model.config.vocabSize;
+    const prompts = req.prompts.map((p, i) => {
+      if (typeof p === "string") return tok.encode(p);
+      // An id past the embedding table would read outside it on the GPU.
+      checkTokenIds(p, vocab, req.prompts.length > 1 ? `prompt[${i}]` : "prompt");
+      return p;
+    });
     // vLLM-style `response_format` on completions (OpenAI's legacy endpoint has none).
     const constraint = formatConstraint(
       () => this.vocabulary(),
@@ -178,6 +192,8 @@ export class LocalBackend implements ChatBackend {
       seed: s.seed === null ? undefined : (s.seed + index) >>> 0,
       topLogprobs: s.topLogprobs,
       signal: ctx.signal,
+      // One request's choices share a group: the scheduler admits round-robin across requests.
+      group: this.fair ? ctx : undefined,
       onToken: stream ? (t) => stream.push(t) : undefined,
       constraint: constraint?.grammar.constraint(),
     });

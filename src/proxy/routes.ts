@@ -28,6 +28,13 @@ import {
   readJsonBody,
   toProxyError,
 } from "./errors.ts";
+import {
+  checkChatLimits,
+  checkCompletionLimits,
+  DEFAULT_LIMITS,
+  outcomeProblem,
+  type RequestLimits,
+} from "./limits.ts";
 import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
 import type { ModelList } from "./openai-types.ts";
 import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
@@ -42,6 +49,8 @@ export interface ProxyRoutesOptions {
   acceptAnyModel?: boolean;
   /** Largest request body accepted, in bytes (default 8 MiB); larger → 413. */
   maxBodyBytes?: number;
+  /** Per-request limits (choices, nesting, model name); see src/proxy/limits.ts. */
+  limits?: Partial<RequestLimits>;
 }
 
 export const ROLLOUT_HEADER = "x-fulgur-rollout-id";
@@ -73,6 +82,24 @@ function recordedError(err: unknown, clientGone: boolean): RecordedError {
   }
   const e = toProxyError(err);
   return { status: e.status, message: e.message, type: e.type, code: e.code };
+}
+
+/** 503 for a call that was generated but could not be recorded: the client must not count on it. */
+function notRecorded(err: unknown): ProxyError {
+  return new ProxyError(
+    503,
+    `The call was not recorded, so it is not answered: ${err instanceof Error ? err.message : String(err)}`,
+    { type: "server_error", code: "recording_failed" },
+  );
+}
+
+/** Records a failed call; the call's own error is what the client gets, even if recording fails too. */
+async function recordFailure(
+  record: (outcome: null, error: RecordedError) => Promise<void>,
+  err: unknown,
+  clientGone: boolean,
+): Promise<void> {
+  await record(null, recordedError(err, clientGone)).catch(() => {});
 }
 
 /**
@@ -160,6 +187,7 @@ async function startStreaming<Delta, Outcome>(
 export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const { backend, recorder } = options;
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const limits: RequestLimits = { ...DEFAULT_LIMITS, ...options.limits };
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) {
     throw new Error(`proxyRoutes: maxBodyBytes must be a positive integer, got ${maxBodyBytes}`);
   }
@@ -175,11 +203,14 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     if (!served.includes(model)) throw modelNotFound(model, served);
   }
 
-  /** Returns a function that records the call once; later calls are ignored. */
+  /**
+   * Returns a function that records the call once (later calls are ignored) and resolves when
+   * the recorder has it durably; a recorder that cannot store it makes that a 503 for the client.
+   */
   function recordOnce(base: Omit<RecordedCall, "outcome" | "error" | "model" | "adapterVersion" | "timings">) {
     let done = false;
     const receivedAt = performance.now();
-    return (outcome: ChatOutcome | CompletionOutcome | null, error: RecordedError | null) => {
+    return async (outcome: ChatOutcome | CompletionOutcome | null, error: RecordedError | null): Promise<void> => {
       if (done) return;
       done = true;
       const call = {
@@ -191,10 +222,9 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         timings: outcome?.timings ?? { queueMs: null, ttftMs: null, totalMs: performance.now() - receivedAt },
       } as RecordedCall;
       try {
-        recorder.record(call);
+        await recorder.record(call);
       } catch (err) {
-        // A broken recorder must not fail the agent's call; it is a server-side bug to see in logs.
-        console.error("fulgur proxy: recorder.record threw", err);
+        throw notRecorded(err);
       }
     };
   }
@@ -221,6 +251,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const receivedAt = performance.now();
     const startedAt = Date.now();
     const req = parseChatRequest(await readJsonBody(c));
+    checkChatLimits(req, limits);
     await checkModel(req.model);
     const id = newResponseId("chatcmpl");
     const created = Math.floor(startedAt / 1000);
@@ -231,12 +262,15 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       try {
         outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
       } catch (err) {
-        record(null, recordedError(err, c.req.raw.signal.aborted));
+        await recordFailure(record, err, c.req.raw.signal.aborted);
         throw err;
       }
-      const jsonError = jsonOutputError(req, outcome, backend);
-      record(outcome, jsonError ? recordedError(jsonError, false) : null);
-      if (jsonError) throw jsonError;
+      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
+      if (jsonError) {
+        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
+        throw jsonError;
+      }
+      await record(outcome, null);
       return c.json(chatCompletionBody(id, created, req, outcome));
     }
 
@@ -246,7 +280,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         backend.chat(req, { signal, onDelta, receivedAt }),
       );
     } catch (err) {
-      record(null, recordedError(err, c.req.raw.signal.aborted));
+      await recordFailure(record, err, c.req.raw.signal.aborted);
       throw err;
     }
     const chunker = new ChatChunker(id, created, req);
@@ -260,13 +294,19 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         for (const chunk of chunker.finish(outcome)) await writer.send(chunk);
-        await writer.done();
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
-        record(outcome, clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null);
+        // The terminator waits for the record: [DONE] means the call is stored.
+        await record(
+          outcome,
+          clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null,
+        );
+        await writer.done();
       },
-      (err) => record(null, recordedError(err, gated.signal.aborted)),
+      (err) => recordFailure(record, err, gated.signal.aborted),
     );
   });
 
@@ -274,6 +314,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const receivedAt = performance.now();
     const startedAt = Date.now();
     const req = parseCompletionRequest(await readJsonBody(c));
+    checkCompletionLimits(req, limits);
     await checkModel(req.model);
     const id = newResponseId("cmpl");
     const created = Math.floor(startedAt / 1000);
@@ -284,10 +325,15 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       try {
         outcome = await backend.completion(req, { signal: c.req.raw.signal, receivedAt });
       } catch (err) {
-        record(null, recordedError(err, c.req.raw.signal.aborted));
+        await recordFailure(record, err, c.req.raw.signal.aborted);
         throw err;
       }
-      record(outcome, null);
+      const problem = outcomeProblem(outcome);
+      if (problem) {
+        await record(null, recordedError(problem, false));
+        throw problem;
+      }
+      await record(outcome, null);
       return c.json(completionBody(id, created, req, outcome));
     }
 
@@ -297,7 +343,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         backend.completion(req, { signal, onDelta, receivedAt }),
       );
     } catch (err) {
-      record(null, recordedError(err, c.req.raw.signal.aborted));
+      await recordFailure(record, err, c.req.raw.signal.aborted);
       throw err;
     }
     return sseResponse(
@@ -311,6 +357,8 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         for (const choice of outcome.choices) {
           await writer.send(completionChunk(id, created, req, choice.index, null, choice.finishReason));
         }
@@ -318,10 +366,10 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
           const usage = completionBody(id, created, req, outcome).usage;
           await writer.send({ ...completionChunk(id, created, req, 0, null, null), choices: [], usage });
         }
+        await record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
         await writer.done();
-        record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
       },
-      (err) => record(null, recordedError(err, gated.signal.aborted)),
+      (err) => recordFailure(record, err, gated.signal.aborted),
     );
   });
 
