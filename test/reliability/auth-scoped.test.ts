@@ -3,7 +3,7 @@
 // another attempt, finish attempts or call admin routes. Workers get the token when they claim.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AttemptTokens } from "../../src/http/auth.ts";
+import { AttemptTokens, withAttemptTokens } from "../../src/http/auth.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import { HttpStore } from "../../src/store/http-client.ts";
 import type { Claim } from "../../src/store/types.ts";
@@ -219,5 +219,38 @@ describe("the runner hands the attempt token to the agent", () => {
       const transitions = await store.getTransitions({ rolloutId: r.id });
       expect(transitions.map((t) => t.attemptId)).toEqual([s?.attemptId]);
     }
+  });
+
+  it("an in-process runner on the server's store (claims with tokens) does the same", async () => {
+    const tokens = new AttemptTokens(KEY);
+    const store = withAttemptTokens(h.store, tokens);
+    const [rollout] = await store.enqueueRollouts([{ input: { q: "local" } }]);
+    let seen: { apiKey: string; llm: number; read: number } | null = null;
+    const runner = new Runner({
+      store,
+      serverUrl: h.url,
+      model: TOY_MODEL,
+      apiKey: KEY,
+      pollMs: 20,
+      agent: async (_task, ctx) => {
+        const llm = await fetch(`${ctx.llm.baseURL}/models`, {
+          headers: { authorization: `Bearer ${ctx.llm.apiKey}` },
+        });
+        const read = await fetch(`${h.url}/api/v1/rollouts/${ctx.rolloutId}`, {
+          headers: { authorization: `Bearer ${ctx.llm.apiKey}` },
+        });
+        seen = { apiKey: ctx.llm.apiKey, llm: llm.status, read: read.status };
+        return 1;
+      },
+    });
+    runner.start();
+    const [done] = await store.waitForRollouts([rollout.id], { timeoutMs: 20_000 });
+    await runner.stop();
+    expect(done.status).toBe("succeeded");
+    expect(seen).not.toBeNull();
+    const s = seen as unknown as { apiKey: string; llm: number; read: number };
+    expect(s.apiKey).not.toBe(KEY);
+    expect(tokens.verify(s.apiKey)?.rolloutId).toBe(rollout.id);
+    expect([s.llm, s.read]).toEqual([200, 403]);
   });
 });
