@@ -9,6 +9,9 @@ import { StoreValidationError } from "./errors.ts";
 export interface Page {
   /** The client's `limit` (rows in all pages together), if any. */
   limit?: number;
+  /** The store's own default and largest `limit` for this list, so paging keeps its meaning. */
+  defaultLimit?: number;
+  maxLimit?: number;
   /** The client's `offset`, if any. */
   offset?: number;
   fetch(offset: number, count: number): Promise<unknown[]>;
@@ -46,11 +49,14 @@ export async function pageOf(list: Page, rawCursor: string | undefined, maxBytes
     if (list.offset !== undefined && (!Number.isInteger(list.offset) || list.offset < 0)) {
       throw new StoreValidationError("offset must be a non-negative integer", "offset");
     }
-    if (list.limit !== undefined && (!Number.isInteger(list.limit) || list.limit < 0)) {
-      throw new StoreValidationError("limit must be a non-negative integer", "limit");
+    if (list.limit !== undefined && (!Number.isInteger(list.limit) || list.limit < 1)) {
+      throw new StoreValidationError("limit must be a positive integer", "limit");
+    }
+    if (list.limit !== undefined && list.maxLimit !== undefined && list.limit > list.maxLimit) {
+      throw new StoreValidationError(`limit must be at most ${list.maxLimit}`, "limit");
     }
     offset = list.offset ?? 0;
-    remaining = list.limit ?? null;
+    remaining = list.limit ?? list.defaultLimit ?? null;
   }
   const rows: string[] = [];
   let bytes = 0;

@@ -141,6 +141,8 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
       return page(c, {
         limit,
         offset,
+        defaultLimit: 1000,
+        maxLimit: 10_000,
         fetch: (off, n) => store.listRollouts({ ...query, offset: off, limit: n } as never),
       });
     },
@@ -169,8 +171,12 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     },
     "get /api/v1/spans": async (c) => {
       const query = defined({ rolloutId: stringQuery(c, "rolloutId"), attemptId: stringQuery(c, "attemptId") });
-      const all = await store.getSpans(query);
-      return page(c, { fetch: async (off, n) => all.slice(off, off + n) });
+      return page(c, {
+        limit: intQuery(c, "limit"),
+        offset: intQuery(c, "offset"),
+        maxLimit: 100_000,
+        fetch: (off, n) => store.getSpans({ ...query, offset: off, limit: n }),
+      });
     },
     "post /api/v1/transitions": async (c) => {
       const transitions = arrayField(await jsonBody(c), "transitions").map(transitionInputFromWire);
@@ -185,6 +191,8 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
       return page(c, {
         limit: intQuery(c, "limit"),
         offset: intQuery(c, "offset"),
+        defaultLimit: 10_000,
+        maxLimit: 100_000,
         fetch: async (off, n) =>
           (await store.getTransitions({ ...query, offset: off, limit: n })).map(transitionToWire),
       });
@@ -196,8 +204,12 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     },
     "get /api/v1/rewards": async (c) => {
       const query = defined({ rolloutId: stringQuery(c, "rolloutId"), attemptId: stringQuery(c, "attemptId") });
-      const all = await store.getRewards(query);
-      return page(c, { fetch: async (off, n) => all.slice(off, off + n) });
+      return page(c, {
+        limit: intQuery(c, "limit"),
+        offset: intQuery(c, "offset"),
+        maxLimit: 100_000,
+        fetch: (off, n) => store.getRewards({ ...query, offset: off, limit: n }),
+      });
     },
     "post /api/v1/resources/:name": async (c) => {
       const body = await jsonBody(c);

@@ -220,6 +220,11 @@ describe("store list pages", () => {
     const all = await new HttpStore(h.url).getSpans({ attemptId });
     expect(all.map((s) => s.name)).toEqual(spans.map((s) => s.name));
     expect(r.id).toBe(claim?.rollout.id);
+    // A window of the list, across pages, read in windows from the store (not whole per page).
+    const window = await new HttpStore(h.url).getSpans({ attemptId, limit: 5, offset: 2 });
+    expect(window.map((s) => s.name)).toEqual(["s2", "s3", "s4", "s5", "s6"]);
+    const tooMany = await fetch(`${h.url}/api/v1/rollouts?limit=20000`);
+    expect(tooMany.status).toBe(400);
     const bad = await fetch(`${h.url}/api/v1/spans?attemptId=${attemptId}&cursor=%%%`);
     expect(bad.status).toBe(400);
     await openAIError(bad);
