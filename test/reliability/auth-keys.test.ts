@@ -3,6 +3,7 @@
 // an empty key is refused instead of silently turning auth off.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runWorker } from "../../src/runner/worker-cli.ts";
 import { createApp, parseServerArgs } from "../../src/server.ts";
 import { HttpStore } from "../../src/store/http-client.ts";
 import { openStore } from "../../src/store/libsql.ts";
@@ -23,6 +24,12 @@ describe("an empty API key is refused", () => {
       else process.env.FULGUR_API_KEY = saved;
     }
     expect(parseServerArgs(["--api-key", KEY]).apiKey).toBe(KEY);
+  });
+
+  it("the worker refuses an empty --api-key before contacting any server", async () => {
+    await expect(
+      runWorker(["--server", "http://127.0.0.1:9", "--agent", "test/runner/fixtures/worker-agent.ts", "--api-key="]),
+    ).rejects.toThrow(/--api-key.*empty/);
   });
 
   it("rejects an empty key in createApp too", async () => {
