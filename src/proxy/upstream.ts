@@ -328,7 +328,8 @@ export class UpstreamBackend implements ChatBackend {
       });
     } catch (err) {
       done();
-      if (timedOut) throw late();
+      // The caller's own deadline (listModels' 10 s) is an upstream timeout too, not a 500.
+      if (timedOut || (signal.aborted && (signal.reason as Error | undefined)?.name === "TimeoutError")) throw late();
       if (signal.aborted) throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const why = [cause?.code, cause?.message].filter(Boolean).join(" ") || (err as Error).message;
