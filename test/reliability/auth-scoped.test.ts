@@ -54,6 +54,14 @@ describe("attempt tokens", () => {
     });
     expect(answer.choices[0].message.content).toMatch(/hi/);
     expect((await client.models.list()).data.length).toBeGreaterThan(0);
+    // At the root /v1 with no attribution headers, the token itself attributes the call.
+    const root = new OpenAI({ baseURL: `${h.url}/v1`, apiKey: token, maxRetries: 0 });
+    await root.chat.completions.create({ model: TOY_MODEL, messages: [{ role: "user", content: "root" }] });
+    await h.flush();
+    const recorded = await h.store.getTransitions({ attemptId: mine.attempt.id });
+    expect(recorded.length).toBe(2);
+    expect(recorded.every((t) => t.rolloutId === mine.rollout.id)).toBe(true);
+    expect(await h.store.getTransitions({ unattributed: true })).toEqual([]);
   });
 
   it("cannot make LLM calls into another attempt, by path or by header", async () => {

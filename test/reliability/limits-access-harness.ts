@@ -16,6 +16,8 @@ export interface AppHarness {
   url: string;
   store: Store;
   upstream: RunningUpstream | null;
+  /** Writes the proxy's queued call records now. */
+  flush(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,7 @@ export async function startApp(
     url: server.url,
     store,
     upstream,
+    flush: () => recorder.flush(),
     async close() {
       await server.close();
       await recorder.flush();
