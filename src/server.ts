@@ -6,15 +6,8 @@ import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Hono } from "hono";
 import { dashboardRoutes } from "./dashboard/routes.ts";
-import { AttemptTokens, accessControl, checkApiKey, withAttemptTokens } from "./http/auth.ts";
-import {
-  errorResponse,
-  jsonErrorHandler,
-  jsonMethodNotAllowed,
-  jsonNotFound,
-  OTLP_TRACES_PATH,
-} from "./http/fallback.ts";
-import { bodyLimits } from "./http/limits.ts";
+import { type AttemptTokens, checkApiKey, withAttemptTokens } from "./http/auth.ts";
+import { guardApp, type Limits, resolveLimits } from "./http/guard.ts";
 import { type RunningServer, serveApp } from "./http/serve.ts";
 import { loadModel, type Model } from "./model/model.ts";
 import type { ChatBackend } from "./proxy/backend.ts";
@@ -48,25 +41,6 @@ export interface AppOptions {
   limits?: Partial<Limits>;
 }
 
-/** Size limits of the HTTP surface (see docs/proxy.md, "Limits and access"). */
-export interface Limits {
-  /** OpenAI routes' request bodies, after decompression. */
-  proxyBodyBytes: number;
-  /** Store API request bodies, after decompression. */
-  storeBodyBytes: number;
-  /** OTLP /v1/traces request bodies, after decompression. */
-  otlpBodyBytes: number;
-  /** One page of a store API list response; the rest follows by cursor. */
-  maxResponseBytes: number;
-}
-
-export const DEFAULT_LIMITS: Limits = {
-  proxyBodyBytes: 8 * 1024 * 1024,
-  storeBodyBytes: 16 * 1024 * 1024,
-  otlpBodyBytes: 16 * 1024 * 1024,
-  maxResponseBytes: 8 * 1024 * 1024,
-};
-
 export interface ComposedApp {
   app: Hono;
   recorder: StoreRecorder;
@@ -74,54 +48,14 @@ export interface ComposedApp {
   tokens: AttemptTokens | null;
 }
 
-/** API paths every request must authenticate for; the rest (dashboard, health) is open. */
-function needsKey(path: string): boolean {
-  if (path === "/api/v1/openapi.json") return false;
-  return path.startsWith("/v1/") || path.startsWith("/rollouts/") || path.startsWith("/api/v1/");
-}
-
 /** Builds the app without listening (tests serve it on port 0). */
 export function createApp(options: AppOptions): ComposedApp {
-  const apiKey = checkApiKey(options.apiKey, "apiKey");
-  const limits: Limits = {
-    ...DEFAULT_LIMITS,
-    ...(options.maxBodyBytes !== undefined ? { proxyBodyBytes: options.maxBodyBytes } : {}),
-    ...options.limits,
-  };
-  for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isInteger(value) || value <= 0) throw new Error(`createApp: limits.${name} must be a positive integer`);
-  }
+  const limits = resolveLimits(options);
   const app = new Hono();
   const recorder = new StoreRecorder(options.store);
-  // Whatever no route answers is still JSON: unknown paths, wrong methods, unexpected throws.
-  app.onError(jsonErrorHandler);
-  app.notFound(jsonNotFound);
-  app.use(jsonMethodNotAllowed(app));
+  // Key check, body limits and JSON for whatever no route answers (see src/http/guard.ts).
+  const tokens = guardApp(app, { apiKey: checkApiKey(options.apiKey, "apiKey"), limits });
   app.get("/health", (c) => c.json({ ok: true, name: "fulgur", version: VERSION }));
-  const tokens = apiKey ? new AttemptTokens(apiKey) : null;
-  if (apiKey && tokens) {
-    app.use(
-      accessControl({
-        apiKey,
-        tokens,
-        open: (path) => !needsKey(path),
-        deny: (c, status, message) =>
-          errorResponse(c, status, message, { code: status === 401 ? "invalid_api_key" : "permission_denied" }),
-      }),
-    );
-  }
-  // After the key check, so unauthenticated clients cannot make the server read large bodies.
-  app.use(
-    bodyLimits({
-      maxBytes: (path) =>
-        path === OTLP_TRACES_PATH
-          ? limits.otlpBodyBytes
-          : path.startsWith("/api/v1/")
-            ? limits.storeBodyBytes
-            : limits.proxyBodyBytes,
-      answer: (c, failure) => errorResponse(c, failure.status, failure.message, { code: failure.code }),
-    }),
-  );
   const flushing = flushingBeforeFinish(options.store, recorder);
   app.route(
     "/",
