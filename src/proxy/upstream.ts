@@ -131,6 +131,29 @@ export class UpstreamBackend implements ChatBackend {
   }
 
   async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
+    return this.readable(() => this.forwardChat(req, ctx), ctx.signal);
+  }
+
+  async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
+    return this.readable(() => this.forwardCompletion(req, ctx), ctx.signal);
+  }
+
+  /**
+   * Runs one forwarded call; whatever it throws that is not already an HTTP error came from an
+   * answer of an unexpected shape (`choices: [null]`, a chunk that is a number): a 502, not a 500.
+   */
+  private async readable<T>(run: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof ProxyError || signal.aborted) throw err;
+      throw badGateway(
+        `Upstream ${this.baseURL} answered something that is not a valid completion: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  private async forwardChat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
     const streaming = ctx.onDelta !== undefined;
     const body = dropUndefined({
       ...this.commonBody(req.model, req.sampling, req.extra, streaming),
@@ -150,7 +173,10 @@ export class UpstreamBackend implements ChatBackend {
     return this.chatFromStream(req, res, ctx);
   }
 
-  async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
+  private async forwardCompletion(
+    req: CompletionRequest,
+    ctx: BackendContext<CompletionDelta>,
+  ): Promise<CompletionOutcome> {
     const streaming = ctx.onDelta !== undefined;
     const wanted = req.sampling.logprobs ? req.sampling.topLogprobs : this.options.requestLogprobs === false ? null : 0;
     const body = dropUndefined({

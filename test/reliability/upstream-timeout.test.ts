@@ -26,6 +26,12 @@ async function startMisbehaving(): Promise<Misbehaving> {
     if (what === "hang") return hang();
     if (what === "html") return c.html("<html><body>Bad gateway (nginx)</body></html>", 200);
     if (what === "shape") return c.json({ unexpected: true });
+    if (what === "null-choice") return c.json({ id: "x", object: "chat.completion", model: "m", choices: [null] });
+    if (what === "odd-stream") {
+      return new Response('data: 42\n\ndata: {"choices":[null]}\n\n', {
+        headers: { "content-type": "text/event-stream" },
+      });
+    }
     if (what === "stall") {
       // Headers and one chunk, then nothing: the idle time between chunks runs out.
       const enc = new TextEncoder();
@@ -90,6 +96,10 @@ describe("upstream failures", () => {
     expect(String(html.message)).toMatch(/not JSON/i);
     const shape = await ask("shape");
     expect(shape.status).toBe(502);
+    const nullChoice = await ask("null-choice");
+    expect(nullChoice.status).toBe(502);
+    const oddStream = await ask("odd-stream", true);
+    expect(oddStream.status).toBe(502);
   });
 
   it("ends a stream whose upstream stalls mid-way with an error instead of hanging", async () => {
