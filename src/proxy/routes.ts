@@ -7,7 +7,8 @@
 
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import { attemptScopeOf } from "../http/auth.ts";
+import { bodyLimits } from "../http/limits.ts";
 import type {
   ChatBackend,
   ChatDelta,
@@ -24,7 +25,6 @@ import {
   openAIErrorHandler,
   openAINotFoundHandler,
   ProxyError,
-  payloadTooLarge,
   readJsonBody,
   toProxyError,
 } from "./errors.ts";
@@ -62,8 +62,13 @@ interface Attribution {
   attemptId: string | null;
 }
 
-/** Path parameters win over headers; empty values count as absent. */
+/**
+ * Path parameters win over headers; empty values count as absent. A request made with an attempt
+ * token is that attempt's (the access check already refused any other attribution).
+ */
 function attributionOf(c: Context): Attribution {
+  const scope = attemptScopeOf(c);
+  if (scope) return { rolloutId: scope.rolloutId, attemptId: scope.attemptId };
   const pick = (param: string, header: string) => {
     const value = c.req.param(param) || c.req.header(header) || "";
     return value.trim() === "" ? null : value.trim();
@@ -233,7 +238,10 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   v1.onError(openAIErrorHandler);
   v1.use(
     "/v1/*",
-    bodyLimit({ maxSize: maxBodyBytes, onError: (c) => c.json(payloadTooLarge(maxBodyBytes).toBody(), 413) }),
+    bodyLimits({
+      maxBytes: maxBodyBytes,
+      answer: (c, f) => c.json(new ProxyError(f.status, f.message, { code: f.code }).toBody(), f.status),
+    }),
   );
 
   v1.get("/v1/models", async (c) => {
