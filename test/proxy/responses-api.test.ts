@@ -7,6 +7,7 @@
 import OpenAI, { type APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RecordedChatCall } from "../../src/proxy/backend.ts";
+import { parseResponsesRequest, ResponseStore, responseBody } from "../../src/proxy/responses-api.ts";
 import { type ProxyHarness, startProxy, UPSTREAM_MODEL, until } from "./harness.ts";
 import { toyLogprob, toyPromptIds, toyRenderChat, toyTokenId, toyTokenize } from "./upstream-server.ts";
 
@@ -489,5 +490,64 @@ describe("attribution and failures", () => {
     expect(missing.status).toBe(404);
     await new Promise((r) => setTimeout(r, 20));
     expect(h.recorder.calls.length).toBe(before);
+  });
+});
+
+describe("client disconnects and the response memory", () => {
+  it("stops the upstream when a streaming client goes away, records it as disconnected, stores nothing", async () => {
+    const slow = await startProxy({ upstream: { tokenDelayMs: 30 } });
+    try {
+      const controller = new AbortController();
+      const stream = await slow.client.responses.create(
+        { model: UPSTREAM_MODEL, input: "a b c d e f g h i j k l m n o p q r s t u v w x y z", stream: true },
+        { signal: controller.signal },
+      );
+      let seen = 0;
+      let id = "";
+      try {
+        for await (const event of stream) {
+          if (event.type === "response.created") id = event.response.id;
+          if (++seen === 5) controller.abort();
+        }
+      } catch {
+        // The SDK may or may not raise on a user abort; either way the stream ends here.
+      }
+      expect(seen).toBeLessThan(12);
+      await until(() => slow.upstream.stats.aborted === 1 && slow.recorder.calls.length === 1);
+      expect(slow.recorder.calls[0]).toMatchObject({ id, error: { type: "client_disconnected" } });
+      await expect(slow.client.responses.retrieve(id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it("keeps at most `capacity` responses, evicting the oldest with its items", () => {
+    const store = new ResponseStore(2);
+    const outcome = (text: string) => ({
+      model: "m",
+      adapterVersion: null,
+      promptTokenIds: [1],
+      promptText: null,
+      choices: [
+        { index: 0, text, content: text, toolCalls: [], finishReason: "stop" as const, tokenIds: [2], logprobs: null },
+      ],
+      usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 },
+      timings: { queueMs: null, ttftMs: null, totalMs: 1 },
+    });
+    const bodies = ["one", "two", "three"].map((text, i) => {
+      const req = parseResponsesRequest({ model: "m", input: text }, store);
+      const body = responseBody(`resp_${i}`, 0, req, outcome(`said ${text}`));
+      store.put(body, req.conversation);
+      return body;
+    });
+    expect(store.size).toBe(2);
+    expect(store.get("resp_0")).toBeNull();
+    expect(store.item(bodies[0].output[0].id)).toBeNull();
+    expect(store.item(bodies[2].output[0].id)).toEqual({ kind: "message", text: "said three" });
+    expect(store.conversation("resp_1")).toEqual([
+      { role: "user", content: "two" },
+      { role: "assistant", content: "said two" },
+    ]);
+    expect(() => new ResponseStore(-1)).toThrow(/capacity/);
   });
 });
