@@ -14,11 +14,10 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agent as agentsSdkAgent } from "../../examples/agents-sdk-agent.ts";
-import { agent as langgraphAgent } from "../../examples/langgraph-agent.ts";
 import { makeTasks } from "../../src/demo/tasks.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import type { Agent } from "../../src/runner/types.ts";
+import { loadAgent } from "../../src/runner/worker-cli.ts";
 import { type FulgurServer, startServer } from "../../src/server.ts";
 import type { JsonValue, Transition } from "../../src/store/types.ts";
 
@@ -95,7 +94,7 @@ describe("each library's first README example, unchanged", () => {
     ["openai: client.responses.create", "openai.mjs", /^resp_/],
     ["@openai/agents: run() on the default model", "openai-agents.mjs", /^resp_/],
     ["@ai-sdk/openai: generateText({model: openai(id)})", "ai-sdk-openai.mjs", /^resp_/],
-    ["@langchain/openai: ChatOpenAI.invoke", "langchain-openai.mjs", /^(chatcmpl-|resp_)/],
+    ["@langchain/openai: ChatOpenAI.invoke (chat completions by default)", "langchain-openai.mjs", /^chatcmpl-/],
     ["@langchain/openai: ChatOpenAI({useResponsesApi: true})", "langchain-openai-responses.mjs", /^resp_/],
   ])("%s", async (_name, file, idPattern) => {
     const output: string[] = [];
@@ -141,7 +140,8 @@ describe("examples/ agents, one rollout each as fulgur train runs them", () => {
   const [task] = makeTasks(7, 1, "fw");
 
   it("examples/agents-sdk-agent.ts (OpenAI Agents SDK)", async () => {
-    const transitions = await oneRollout(agentsSdkAgent as Agent, { ...task });
+    // Loaded the way `fulgur train` / `fulgur worker` load an agent module.
+    const transitions = await oneRollout(await loadAgent(join(ROOT, "examples/agents-sdk-agent.ts")), { ...task });
     for (const id of callIds(transitions)) expect(id).toMatch(/^resp_/);
     const prompt = server.model!.tokenizer.decode(Array.from(transitions[0].promptIds));
     expect(prompt).toContain("calculator");
@@ -149,7 +149,7 @@ describe("examples/ agents, one rollout each as fulgur train runs them", () => {
   });
 
   it("examples/langgraph-agent.ts (LangGraph)", async () => {
-    const transitions = await oneRollout(langgraphAgent as Agent, { ...task });
+    const transitions = await oneRollout(await loadAgent(join(ROOT, "examples/langgraph-agent.ts")), { ...task });
     for (const id of callIds(transitions)) expect(id).toMatch(/^resp_/);
     const prompt = server.model!.tokenizer.decode(Array.from(transitions[0].promptIds));
     expect(prompt).toContain("calculator");
