@@ -323,35 +323,58 @@ interface StoredResponse {
   body: ResponseObject;
   /** The whole conversation up to and including this response's output, instructions excluded. */
   messages: ChatMessageParam[];
+  /** Its size as JSON, what the byte budget counts. */
+  bytes: number;
 }
 
 /** An output item as a later request's `item_reference` reads it. */
 type StoredItem = { kind: "message"; text: string } | { kind: "function_call"; call: ToolCallOut };
 
+export interface ResponseStoreOptions {
+  /** Most responses kept (default 4096); 0 keeps none. */
+  maxResponses?: number;
+  /** Most bytes kept, counted as JSON (default 64 MiB); a larger single response is not kept. */
+  maxBytes?: number;
+}
+
 /**
  * Responses kept by id for `previous_response_id`, `item_reference` and `GET /v1/responses/{id}`.
- * In memory and bounded (oldest evicted first): they are conveniences for clients that default
- * to `store: true`, not training data (every call is recorded in the store regardless).
+ * In memory and bounded by count and bytes (oldest evicted first): agents that resend their
+ * whole history on every step would otherwise grow it quadratically. They are conveniences for
+ * clients that default to `store: true`, not training data (every call is recorded regardless).
  */
 export class ResponseStore {
   private readonly responses = new Map<string, StoredResponse>();
   private readonly items = new Map<string, StoredItem>();
-  readonly capacity: number;
+  private totalBytes = 0;
+  readonly maxResponses: number;
+  readonly maxBytes: number;
 
-  constructor(capacity = 4096) {
-    if (!Number.isInteger(capacity) || capacity < 0) throw new Error(`ResponseStore: bad capacity ${capacity}`);
-    this.capacity = capacity;
+  constructor(options: ResponseStoreOptions = {}) {
+    this.maxResponses = options.maxResponses ?? 4096;
+    this.maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+    for (const [name, value] of [
+      ["maxResponses", this.maxResponses],
+      ["maxBytes", this.maxBytes],
+    ] as const) {
+      if (!Number.isInteger(value) || value < 0)
+        throw new Error(`ResponseStore: ${name} must be an integer ≥ 0, got ${value}`);
+    }
   }
 
   get size(): number {
     return this.responses.size;
   }
 
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
   get(id: string): ResponseObject | null {
     return this.responses.get(id)?.body ?? null;
   }
 
-  conversation(id: string): ChatMessageParam[] | null {
+  conversation(id: string): readonly ChatMessageParam[] | null {
     return this.responses.get(id)?.messages ?? null;
   }
 
@@ -363,21 +386,21 @@ export class ResponseStore {
     const stored = this.responses.get(id);
     if (!stored) return false;
     for (const item of stored.body.output) this.items.delete(item.id);
+    this.totalBytes -= stored.bytes;
     return this.responses.delete(id);
   }
 
-  /** Keeps a finished response: its conversation (input + output) and its output items by id. */
-  put(body: ResponseObject, inputMessages: ChatMessageParam[]): void {
-    if (this.capacity === 0) return;
-    while (this.responses.size >= this.capacity) {
-      const oldest = this.responses.keys().next().value as string;
-      this.delete(oldest);
-    }
+  /**
+   * Keeps a finished response: its conversation (input + output) and its output items by id.
+   * Returns false when it does not fit the byte budget on its own (it is then not kept).
+   */
+  put(body: ResponseObject, inputMessages: readonly ChatMessageParam[]): boolean {
     const messages = [...inputMessages];
+    const items: [string, StoredItem][] = [];
     for (const item of body.output) {
       if (item.type === "message") {
         const text = item.content.map((c) => c.text).join("");
-        this.items.set(item.id, { kind: "message", text });
+        items.push([item.id, { kind: "message", text }]);
         appendAssistantText(messages, text);
       } else {
         const call: ToolCallOut = {
@@ -385,11 +408,19 @@ export class ResponseStore {
           type: "function",
           function: { name: item.name, arguments: item.arguments },
         };
-        this.items.set(item.id, { kind: "function_call", call });
+        items.push([item.id, { kind: "function_call", call }]);
         appendToolCall(messages, call);
       }
     }
-    this.responses.set(body.id, { body, messages });
+    const bytes = JSON.stringify(messages).length + JSON.stringify(body).length;
+    if (this.maxResponses === 0 || bytes > this.maxBytes) return false;
+    while (this.responses.size >= this.maxResponses || this.totalBytes + bytes > this.maxBytes) {
+      this.delete(this.responses.keys().next().value as string);
+    }
+    for (const [id, stored] of items) this.items.set(id, stored);
+    this.responses.set(body.id, { body, messages, bytes });
+    this.totalBytes += bytes;
+    return true;
   }
 }
 
@@ -422,13 +453,17 @@ function appendAssistantText(messages: ChatMessageParam[], text: string): void {
   messages.push({ role: "assistant", content: text } as ChatMessageParam);
 }
 
-/** A function call joins the assistant turn it follows (text and calls of one answer are one message). */
+/**
+ * A function call joins the assistant turn it follows (text and calls of one answer are one
+ * message). The message is replaced, never changed: stored conversations and recorded requests
+ * share message objects.
+ */
 function appendToolCall(messages: ChatMessageParam[], call: ToolCallOut): void {
   const last = messages[messages.length - 1] as
     | { role: string; content?: unknown; tool_calls?: ToolCallOut[] }
     | undefined;
   if (last?.role === "assistant") {
-    last.tool_calls = [...(last.tool_calls ?? []), call];
+    messages[messages.length - 1] = { ...last, tool_calls: [...(last.tool_calls ?? []), call] } as ChatMessageParam;
     return;
   }
   messages.push({ role: "assistant", content: null, tool_calls: [call] } as ChatMessageParam);
@@ -522,11 +557,11 @@ export function parseResponsesRequest(body: Record<string, unknown>, store: Resp
     if (!previous) {
       throw new ProxyError(
         400,
-        `Previous response with id '${previousResponseId}' not found. This server keeps responses created with store: true in memory (the latest ${store.capacity}), not across restarts.`,
+        `Previous response with id '${previousResponseId}' not found. This server keeps the latest responses created with store: true in memory (up to ${store.maxResponses} responses, ${store.maxBytes} bytes), not across restarts.`,
         { param: "previous_response_id", code: "previous_response_not_found" },
       );
     }
-    conversation = structuredClone(previous);
+    conversation = [...previous];
   }
   const items: InputItem[] =
     typeof b.input === "string" ? [{ kind: "message", role: "user", content: b.input }] : b.input;

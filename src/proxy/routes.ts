@@ -44,7 +44,7 @@ export interface ProxyRoutesOptions {
   acceptAnyModel?: boolean;
   /** Largest request body accepted, in bytes (default 8 MiB); larger → 413. */
   maxBodyBytes?: number;
-  /** Where `store: true` responses are kept for `previous_response_id` (default: 4096 in memory). */
+  /** Where `store: true` responses are kept for `previous_response_id` (default: 4096 / 64 MiB in memory). */
   responseStore?: ResponseStore;
 }
 

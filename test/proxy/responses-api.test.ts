@@ -521,8 +521,8 @@ describe("client disconnects and the response memory", () => {
     }
   });
 
-  it("keeps at most `capacity` responses, evicting the oldest with its items", () => {
-    const store = new ResponseStore(2);
+  it("keeps at most maxResponses responses and maxBytes bytes, evicting the oldest with its items", () => {
+    const store = new ResponseStore({ maxResponses: 2 });
     const outcome = (text: string) => ({
       model: "m",
       adapterVersion: null,
@@ -548,6 +548,22 @@ describe("client disconnects and the response memory", () => {
       { role: "user", content: "two" },
       { role: "assistant", content: "said two" },
     ]);
-    expect(() => new ResponseStore(-1)).toThrow(/capacity/);
+    expect(() => new ResponseStore({ maxResponses: -1 })).toThrow(/maxResponses/);
+
+    // The byte budget: each response here is a few hundred bytes as JSON.
+    const small = new ResponseStore({ maxBytes: 2000 });
+    for (let i = 0; i < 10; i++) {
+      const req = parseResponsesRequest({ model: "m", input: `question ${i}` }, small);
+      const body = responseBody(`resp_b${i}`, 0, req, outcome(`answer ${i}`));
+      expect(small.put(body, req.conversation)).toBe(true);
+    }
+    expect(small.bytes).toBeLessThanOrEqual(2000);
+    expect(small.size).toBeLessThan(10);
+    expect(small.get("resp_b9")).not.toBeNull();
+    expect(small.get("resp_b0")).toBeNull();
+    const huge = parseResponsesRequest({ model: "m", input: "x".repeat(5000) }, small);
+    expect(small.put(responseBody("resp_huge", 0, huge, outcome("y")), huge.conversation)).toBe(false);
+    expect(small.get("resp_huge")).toBeNull();
+    expect(small.get("resp_b9")).not.toBeNull();
   });
 });
