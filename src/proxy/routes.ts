@@ -1,9 +1,10 @@
 // The OpenAI-compatible HTTP surface: `POST /v1/chat/completions`, `POST /v1/completions`,
-// `POST /v1/responses` (+ `GET`/`DELETE /v1/responses/:id`), `GET /v1/models`, served at the root and under `/rollouts/:rolloutId/attempts/:attemptId` so an
-// agent's base URL says which attempt its calls belong to (headers `x-fulgur-rollout-id` /
-// `x-fulgur-attempt-id` work too). Requests are validated before the backend sees them; every
-// call that reaches the backend is handed to the recorder exactly once, with its error if it
-// failed; calls rejected earlier are not recorded.
+// `POST /v1/responses` (+ `GET`/`DELETE /v1/responses/:id`), `GET /v1/models`, served at the
+// root and under `/rollouts/:rolloutId/attempts/:attemptId` so an agent's base URL says which
+// attempt its calls belong to (headers `x-fulgur-rollout-id` / `x-fulgur-attempt-id` work too).
+// Requests are validated before the backend sees them; every call that reaches the backend is
+// handed to the recorder exactly once, with its error if it failed; calls rejected earlier are
+// not recorded.
 
 import type { Context } from "hono";
 import { Hono } from "hono";
