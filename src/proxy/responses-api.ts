@@ -138,9 +138,23 @@ const toolSchema = z
   })
   .pipe(functionToolSchema);
 
+// The object branch first: error reporting explains the first union branch that got deeper.
 const toolChoiceSchema = z.union([
+  z
+    .looseObject({ type: z.string(), name: z.string().optional() })
+    .superRefine((choice, ctx) => {
+      if (choice.type !== "function") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["type"],
+          message: `tool_choice of type ${JSON.stringify(choice.type)} is not supported: use "none", "auto", "required" or {type: "function", name}`,
+        });
+      } else if (!choice.name) {
+        ctx.addIssue({ code: "custom", path: ["name"], message: "a function tool_choice needs a `name`" });
+      }
+    })
+    .transform((choice) => ({ type: "function" as const, name: choice.name ?? "" })),
   z.enum(["none", "auto", "required"]),
-  z.looseObject({ type: z.literal("function"), name: z.string().min(1) }),
 ]);
 
 const textFormatSchema = z.discriminatedUnion("type", [

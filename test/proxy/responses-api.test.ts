@@ -461,6 +461,11 @@ describe("attribution and failures", () => {
         /not in `tools`/,
       ],
       [{ model: UPSTREAM_MODEL, input: "x", tool_choice: "required" }, "tool_choice", /needs `tools`/],
+      [
+        { model: UPSTREAM_MODEL, input: "x", tools: [WEATHER], tool_choice: { type: "allowed_tools", tools: [] } },
+        "tool_choice.type",
+        /allowed_tools.*not supported/,
+      ],
       [{ model: UPSTREAM_MODEL, input: "x", background: true }, "background", /not supported/],
       [{ model: UPSTREAM_MODEL, input: "x", conversation: "conv_1" }, "conversation", /not supported/],
       [{ model: UPSTREAM_MODEL, input: "x", include: ["nonsense"] }, "include[0]", /include/],
