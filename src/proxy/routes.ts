@@ -1,9 +1,10 @@
 // The OpenAI-compatible HTTP surface: `POST /v1/chat/completions`, `POST /v1/completions`,
-// `GET /v1/models`, served at the root and under `/rollouts/:rolloutId/attempts/:attemptId` so an
-// agent's base URL says which attempt its calls belong to (headers `x-fulgur-rollout-id` /
-// `x-fulgur-attempt-id` work too). Requests are validated before the backend sees them; every
-// call that reaches the backend is handed to the recorder exactly once, with its error if it
-// failed; calls rejected earlier are not recorded.
+// `POST /v1/responses` (+ `GET`/`DELETE /v1/responses/:id`), `GET /v1/models`, served at the
+// root and under `/rollouts/:rolloutId/attempts/:attemptId` so an agent's base URL says which
+// attempt its calls belong to (headers `x-fulgur-rollout-id` / `x-fulgur-attempt-id` work too).
+// Requests are validated before the backend sees them; every call that reaches the backend is
+// handed to the recorder exactly once, with its error if it failed; calls rejected earlier are
+// not recorded.
 
 import type { Context } from "hono";
 import { Hono } from "hono";
@@ -38,6 +39,8 @@ import {
 import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
 import type { ModelList } from "./openai-types.ts";
 import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
+import { newItemId, parseResponsesRequest, ResponseStore, responseBody, responseSkeleton } from "./responses-api.ts";
+import { ResponseEventStream } from "./responses-sse.ts";
 import { sseResponse } from "./sse.ts";
 
 export interface ProxyRoutesOptions {
@@ -51,6 +54,8 @@ export interface ProxyRoutesOptions {
   maxBodyBytes?: number;
   /** Per-request limits (choices, nesting, model name); see src/proxy/limits.ts. */
   limits?: Partial<RequestLimits>;
+  /** Where `store: true` responses are kept for `previous_response_id` (default: 4096 / 64 MiB in memory). */
+  responseStore?: ResponseStore;
 }
 
 export const ROLLOUT_HEADER = "x-fulgur-rollout-id";
@@ -129,6 +134,10 @@ function jsonOutputError(req: ChatRequest, outcome: ChatOutcome, backend: ChatBa
   return null;
 }
 
+function responseNotFound(id: string): ProxyError {
+  return new ProxyError(404, `No response found with id '${id}'.`, { param: "response_id", code: "not_found" });
+}
+
 /** A streaming backend run whose deltas are buffered until the SSE response is ready for them. */
 interface GatedRun<Delta, Outcome> {
   outcome: Promise<Outcome>;
@@ -191,6 +200,7 @@ async function startStreaming<Delta, Outcome>(
  */
 export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const { backend, recorder } = options;
+  const responseStore = options.responseStore ?? new ResponseStore();
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const limits: RequestLimits = { ...DEFAULT_LIMITS, ...options.limits };
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) {
@@ -379,6 +389,92 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       },
       (err) => recordFailure(record, err, gated.signal.aborted),
     );
+  });
+
+  // The Responses API runs as a chat request (see responses-api.ts) and is recorded as one, under
+  // its `resp_…` id, so training sees the same transitions whichever API the agent used.
+  v1.post("/v1/responses", async (c) => {
+    const receivedAt = performance.now();
+    const startedAt = Date.now();
+    const rreq = parseResponsesRequest(await readJsonBody(c), responseStore);
+    const req = rreq.chat;
+    checkChatLimits(req, limits);
+    await checkModel(req.model);
+    const id = newItemId("resp");
+    const created = Math.floor(startedAt / 1000);
+    const record = recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
+    const keep = (body: ReturnType<typeof responseBody>) => {
+      if (rreq.store) responseStore.put(body, rreq.conversation);
+    };
+
+    if (!req.stream) {
+      let outcome: ChatOutcome;
+      try {
+        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
+      } catch (err) {
+        await recordFailure(record, err, c.req.raw.signal.aborted);
+        throw err;
+      }
+      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
+      if (jsonError) {
+        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
+        throw jsonError;
+      }
+      // Answered only once the call is stored (durable group commit).
+      await record(outcome, null);
+      const body = responseBody(id, created, rreq, outcome);
+      keep(body);
+      return c.json(body);
+    }
+
+    let gated: GatedRun<ChatDelta, ChatOutcome>;
+    try {
+      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
+        backend.chat(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      await recordFailure(record, err, c.req.raw.signal.aborted);
+      throw err;
+    }
+    const events = new ResponseEventStream(responseSkeleton(id, created, rreq), rreq);
+    return sseResponse(
+      c,
+      async (writer) => {
+        gated.follow(writer.signal);
+        let pending = Promise.resolve();
+        const send = (list: { type: string }[]) => {
+          for (const event of list) pending = pending.then(() => writer.send(event, event.type));
+        };
+        send(events.start());
+        gated.open((_index, delta) => send(events.delta(delta)));
+        const outcome = await gated.outcome;
+        await pending;
+        const clientGone = gated.signal.aborted;
+        const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
+        // response.completed is sent only once the call is stored.
+        await record(
+          outcome,
+          clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null,
+        );
+        if (jsonError) throw jsonError;
+        const { events: last, response } = events.finish(outcome);
+        for (const event of last) await writer.send(event, event.type);
+        if (!clientGone) keep(response);
+      },
+      (err) => recordFailure(record, err, gated.signal.aborted),
+    );
+  });
+
+  v1.get("/v1/responses/:responseId", (c) => {
+    const body = responseStore.get(c.req.param("responseId"));
+    if (!body) throw responseNotFound(c.req.param("responseId"));
+    return c.json(body);
+  });
+
+  v1.delete("/v1/responses/:responseId", (c) => {
+    const responseId = c.req.param("responseId");
+    if (!responseStore.delete(responseId)) throw responseNotFound(responseId);
+    return c.json({ id: responseId, object: "response", deleted: true });
   });
 
   const app = new Hono();

@@ -10,8 +10,11 @@ const encoder = new TextEncoder();
 export interface SseWriter {
   /** Fires when the client disconnects (or the request is otherwise aborted). */
   readonly signal: AbortSignal;
-  /** Sends one `data:` event with `value` as JSON. A no-op once the client is gone. */
-  send(value: unknown): Promise<void>;
+  /**
+   * Sends one `data:` event with `value` as JSON, preceded by `event: <name>` when a name is given
+   * (the Responses API names its events). A no-op once the client is gone.
+   */
+  send(value: unknown, event?: string): Promise<void>;
   /** Sends the `[DONE]` terminator. */
   done(): Promise<void>;
 }
@@ -71,7 +74,7 @@ export function sseResponse(
   };
   const writer: SseWriter = {
     signal: abort.signal,
-    send: (value) => write(`data: ${JSON.stringify(value)}\n\n`),
+    send: (value, event) => write(`${event ? `event: ${event}\n` : ""}data: ${JSON.stringify(value)}\n\n`),
     done: () => write("data: [DONE]\n\n"),
   };
   void (async () => {
