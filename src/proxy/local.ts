@@ -29,8 +29,6 @@ export interface LocalBackendOptions {
   modelId: string;
 }
 
-const encoder = new TextEncoder();
-
 export class LocalBackend implements ChatBackend {
   readonly constrainedJson = false;
   private readonly model: Model;
@@ -270,11 +268,12 @@ function tokenLogprobs(
     return {
       token,
       logprob: logprobs[i],
-      bytes: Array.from(encoder.encode(token)),
+      // The token's own bytes: a piece of a multibyte character decodes to U+FFFD but has real bytes.
+      bytes: Array.from(tok.tokenBytes(id)),
       tokenId: id,
       top: (top?.[i] ?? []).map((alt) => {
         const t = tok.decode([alt.token]);
-        return { token: t, logprob: alt.logprob, bytes: Array.from(encoder.encode(t)), tokenId: alt.token };
+        return { token: t, logprob: alt.logprob, bytes: Array.from(tok.tokenBytes(alt.token)), tokenId: alt.token };
       }),
     };
   });
