@@ -1,12 +1,14 @@
-// OTLP/HTTP JSON trace intake: `POST /v1/traces` takes an ExportTraceServiceRequest from any
+// OTLP/HTTP trace intake: `POST /v1/traces` takes an ExportTraceServiceRequest from any
 // OpenTelemetry SDK and stores its spans under the attempt named by the resource or span attribute
 // `fulgur.attempt_id` (and optionally `fulgur.rollout_id`), so agents already instrumented with
 // OpenTelemetry send their traces unchanged. Answers like a collector: 200 with `partialSuccess`
-// naming spans it could not attribute, 400 for malformed payloads, 415 for protobuf.
+// naming spans it could not attribute, 400 for malformed payloads. JSON is decoded here; protobuf
+// (the SDKs' default) is decoded into the same JSON form by `otlp-protobuf.ts`.
 import { gunzipSync } from "node:zlib";
 import { Hono } from "hono";
 import { NotFoundError, StoreValidationError } from "../store/errors.ts";
 import type { JsonValue, SpanInput, SpanKind, Store } from "../store/types.ts";
+import { OTLP_PROTOBUF_CONTENT_TYPE, protobufTraces } from "./otlp-protobuf.ts";
 
 export const ROLLOUT_ID_ATTRIBUTE = "fulgur.rollout_id";
 export const ATTEMPT_ID_ATTRIBUTE = "fulgur.attempt_id";
@@ -209,20 +211,48 @@ export function convertTraces(body: unknown): ConvertedTraces {
   return { byAttempt, unattributed };
 }
 
+/** What storing one request's spans came to, answered as OTLP's `partialSuccess`. */
+export interface TraceIngestResult {
+  rejectedSpans: number;
+  errorMessage: string;
+}
+
 /**
- * Hono routes serving `POST /v1/traces` (OTLP/HTTP JSON) into `store`. Mount with
- * `app.route("/", otlpRoutes(store))`. Spans are written per attempt in the order sent; spans of
- * unknown attempts or with no attribution are reported as rejected, as a collector does.
+ * Stores converted spans per attempt in the order sent; spans of unknown attempts or with no
+ * attribution are counted as rejected, as a collector does. Both transports end here.
+ */
+export async function storeTraces(store: Store, converted: ConvertedTraces): Promise<TraceIngestResult> {
+  let rejected = converted.unattributed;
+  const problems: string[] = [];
+  if (converted.unattributed > 0) {
+    problems.push(`${converted.unattributed} span(s) carry no ${ATTEMPT_ID_ATTRIBUTE} resource or span attribute`);
+  }
+  for (const [attemptId, spans] of converted.byAttempt) {
+    try {
+      await store.addSpans(spans);
+    } catch (error) {
+      if (!(error instanceof NotFoundError || error instanceof StoreValidationError)) throw error;
+      rejected += spans.length;
+      problems.push(`attempt ${attemptId}: ${error.message}`);
+    }
+  }
+  return { rejectedSpans: rejected, errorMessage: problems.join("; ") };
+}
+
+/**
+ * Hono routes serving `POST /v1/traces` (OTLP/HTTP JSON, and protobuf through
+ * `otlp-protobuf.ts`) into `store`. Mount with `app.route("/", otlpRoutes(store))`.
  */
 export function otlpRoutes(store: Store): Hono {
   const app = new Hono();
   app.post("/v1/traces", async (c) => {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type === OTLP_PROTOBUF_CONTENT_TYPE) return protobufTraces(c, store, MAX_BODY_BYTES);
     if (type !== "application/json") {
       return c.json(
         {
           code: 3,
-          message: `only OTLP/HTTP JSON is accepted (content-type application/json), got "${type || "none"}"`,
+          message: `OTLP/HTTP takes content-type application/json or ${OTLP_PROTOBUF_CONTENT_TYPE}, got "${type || "none"}"`,
         },
         415,
       );
@@ -243,23 +273,10 @@ export function otlpRoutes(store: Store): Hono {
       if (error instanceof OtlpFormatError) return c.json({ code: 3, message: error.message }, 400);
       throw error;
     }
-    let rejected = converted.unattributed;
-    const problems: string[] = [];
-    if (converted.unattributed > 0) {
-      problems.push(`${converted.unattributed} span(s) carry no ${ATTEMPT_ID_ATTRIBUTE} resource or span attribute`);
-    }
-    for (const [attemptId, spans] of converted.byAttempt) {
-      try {
-        await store.addSpans(spans);
-      } catch (error) {
-        if (!(error instanceof NotFoundError || error instanceof StoreValidationError)) throw error;
-        rejected += spans.length;
-        problems.push(`attempt ${attemptId}: ${error.message}`);
-      }
-    }
+    const { rejectedSpans, errorMessage } = await storeTraces(store, converted);
     return c.json(
-      rejected > 0
-        ? { partialSuccess: { rejectedSpans: String(rejected), errorMessage: problems.join("; ") } }
+      rejectedSpans > 0
+        ? { partialSuccess: { rejectedSpans: String(rejectedSpans), errorMessage } }
         : { partialSuccess: {} },
       200,
     );
