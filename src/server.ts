@@ -11,6 +11,7 @@ import { loadModel, type Model } from "./model/model.ts";
 import type { ChatBackend } from "./proxy/backend.ts";
 import { serviceUnavailable, unauthorized } from "./proxy/errors.ts";
 import { LocalBackend } from "./proxy/local.ts";
+import { anthropicErrorBody } from "./proxy/messages-wire.ts";
 import { flushingBeforeFinish, StoreRecorder } from "./proxy/recorder.ts";
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
@@ -64,9 +65,11 @@ export function createApp(options: AppOptions): ComposedApp {
 function bearer(key: string) {
   return async (c: import("hono").Context, next: () => Promise<void>) => {
     const given = (c.req.header("authorization") ?? "").replace(/^Bearer\s+/i, "");
-    if (given !== key) {
+    // Anthropic SDKs send the key as `x-api-key`.
+    if (given !== key && c.req.header("x-api-key") !== key) {
       const err = unauthorized();
-      return c.json(err.toBody(), 401);
+      const anthropic = new URL(c.req.url).pathname.endsWith("/v1/messages");
+      return c.json(anthropic ? anthropicErrorBody(err) : err.toBody(), 401);
     }
     await next();
   };

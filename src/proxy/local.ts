@@ -176,6 +176,7 @@ export class LocalBackend implements ChatBackend {
       content: parsed.content,
       toolCalls: parsed.toolCalls,
       finishReason: parsed.toolCalls.length > 0 ? "tool_calls" : text.stopped ? "stop" : finish(g),
+      stopSequence: parsed.toolCalls.length === 0 ? text.matched : null,
       tokenIds: g.tokens,
       logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
     };
@@ -247,14 +248,18 @@ class DeltaStream {
   }
 }
 
-function cutAtStop(text: string, stop: string[]): { text: string; stopped: boolean } {
+function cutAtStop(text: string, stop: string[]): { text: string; stopped: boolean; matched: string | null } {
   let at = -1;
+  let matched: string | null = null;
   for (const s of stop) {
     if (!s) continue;
     const i = text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
+    if (i >= 0 && (at < 0 || i < at)) {
+      at = i;
+      matched = s;
+    }
   }
-  return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
+  return at < 0 ? { text, stopped: false, matched } : { text: text.slice(0, at), stopped: true, matched };
 }
 
 function tokenLogprobs(

@@ -3,7 +3,8 @@
 // agent's base URL says which attempt its calls belong to (headers `x-fulgur-rollout-id` /
 // `x-fulgur-attempt-id` work too). Requests are validated before the backend sees them; every
 // call that reaches the backend is handed to the recorder exactly once, with its error if it
-// failed; calls rejected earlier are not recorded.
+// failed; calls rejected earlier are not recorded. Anthropic's `POST /v1/messages` is served by
+// `messages-api.ts` on the same paths, with the same backend and recorder.
 
 import type { Context } from "hono";
 import { Hono } from "hono";
@@ -28,6 +29,7 @@ import {
   readJsonBody,
   toProxyError,
 } from "./errors.ts";
+import { messagesRoutes } from "./messages-api.ts";
 import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
 import type { ModelList } from "./openai-types.ts";
 import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
@@ -54,7 +56,7 @@ interface Attribution {
 }
 
 /** Path parameters win over headers; empty values count as absent. */
-function attributionOf(c: Context): Attribution {
+export function attributionOf(c: Context): Attribution {
   const pick = (param: string, header: string) => {
     const value = c.req.param(param) || c.req.header(header) || "";
     return value.trim() === "" ? null : value.trim();
@@ -62,7 +64,7 @@ function attributionOf(c: Context): Attribution {
   return { rolloutId: pick("rolloutId", ROLLOUT_HEADER), attemptId: pick("attemptId", ATTEMPT_HEADER) };
 }
 
-function recordedError(err: unknown, clientGone: boolean): RecordedError {
+export function recordedError(err: unknown, clientGone: boolean): RecordedError {
   if (clientGone) {
     return {
       status: 499,
@@ -98,7 +100,7 @@ function jsonOutputError(req: ChatRequest, outcome: ChatOutcome, backend: ChatBa
 }
 
 /** A streaming backend run whose deltas are buffered until the SSE response is ready for them. */
-interface GatedRun<Delta, Outcome> {
+export interface GatedRun<Delta, Outcome> {
   outcome: Promise<Outcome>;
   /** Aborts when the client goes away (before or during the stream). */
   signal: AbortSignal;
@@ -113,7 +115,7 @@ interface GatedRun<Delta, Outcome> {
  * error is thrown here, so the route still answers with its real HTTP status (a context window
  * overflow is a 400, not a 200 stream carrying an error event).
  */
-async function startStreaming<Delta, Outcome>(
+export async function startStreaming<Delta, Outcome>(
   c: Context,
   run: (signal: AbortSignal, onDelta: (index: number, delta: Delta) => void) => Promise<Outcome>,
 ): Promise<GatedRun<Delta, Outcome>> {
@@ -328,6 +330,10 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const app = new Hono();
   app.onError(openAIErrorHandler);
   app.notFound(openAINotFoundHandler);
+  // Before the OpenAI routes, so /v1/messages answers (and fails) in Anthropic's shape.
+  const messages = messagesRoutes({ backend, checkModel, recordOnce, maxBodyBytes });
+  app.route("/", messages);
+  app.route("/rollouts/:rolloutId/attempts/:attemptId", messages);
   app.route("/", v1);
   app.route("/rollouts/:rolloutId/attempts/:attemptId", v1);
   return app;
