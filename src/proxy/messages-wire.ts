@@ -398,7 +398,7 @@ export interface MessageStreamEvent {
  */
 export class MessageStreamer {
   private index = -1;
-  private open: { kind: "text" } | { kind: "tool"; args: string } | null = null;
+  private open: { kind: "text" } | { kind: "tool"; call: number; args: string } | null = null;
   private pinged = false;
 
   constructor(
@@ -446,7 +446,7 @@ export class MessageStreamer {
     return out;
   }
 
-  private begin(block: ContentBlock): MessageStreamEvent[] {
+  private begin(block: ContentBlock, call = -1): MessageStreamEvent[] {
     const out = this.close();
     this.index++;
     out.push({
@@ -457,7 +457,7 @@ export class MessageStreamer {
       this.pinged = true;
       out.push({ event: "ping", data: { type: "ping" } });
     }
-    this.open = block.type === "text" ? { kind: "text" } : { kind: "tool", args: "" };
+    this.open = block.type === "text" ? { kind: "text" } : { kind: "tool", call, args: "" };
     return out;
   }
 
@@ -476,9 +476,10 @@ export class MessageStreamer {
 
   private toolDelta(call: ToolCallDelta): MessageStreamEvent[] {
     const out: MessageStreamEvent[] = [];
-    // The first fragment of a call carries its id and name.
-    if (call.id !== undefined || this.open?.kind !== "tool") {
-      out.push(...this.begin({ type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input: {} }));
+    // A call's first fragment (a new OpenAI tool-call index) carries its id and name.
+    if (this.open?.kind !== "tool" || this.open.call !== call.index) {
+      const block: ContentBlock = { type: "tool_use", id: call.id ?? "", name: call.function?.name ?? "", input: {} };
+      out.push(...this.begin(block, call.index));
     }
     if (this.open?.kind === "tool" && call.function?.arguments) this.open.args += call.function.arguments;
     return out;
