@@ -80,7 +80,12 @@ function parseBlock(
 }
 
 const messageParamSchema = z.looseObject({
-  role: z.enum(["user", "assistant"]),
+  role: z.enum(["user", "assistant"], {
+    error: (issue) =>
+      issue.input === "system"
+        ? 'messages take the roles "user" and "assistant"; the system prompt is the top-level `system` field'
+        : `invalid role ${JSON.stringify(issue.input)}: expected "user" or "assistant"`,
+  }),
   content: z.union([z.string(), z.array(z.unknown())]),
 });
 

@@ -448,6 +448,33 @@ describe("parseMessagesRequest", () => {
     expect(parseMessagesRequest({ ...base, messages: [{ role: "user", content: "x" }] }).toolChoice).toBe("none");
   });
 
+  it("explains the mistakes agents ported from OpenAI make", () => {
+    const fails = (body: Record<string, unknown>) => {
+      try {
+        parseMessagesRequest({ ...base, ...body });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      throw new Error("accepted");
+    };
+    expect(fails({ messages: [{ role: "system", content: "x" }] })).toMatch(/top-level `system` field/);
+    expect(fails({ messages: [{ role: "tool", content: "x" }] })).toMatch(/invalid role "tool"/);
+    expect(
+      fails({ messages: [{ role: "user", content: [{ type: "tool_use", id: "a", name: "b", input: {} }] }] }),
+    ).toMatch(/"tool_use" are not supported in user messages/);
+    expect(fails({ messages: [{ role: "user", content: [{ type: "tool_result" }] }] })).toMatch(/tool_use_id/);
+    expect(
+      fails({
+        messages: [
+          { role: "user", content: [{ type: "tool_result", tool_use_id: "a", content: [{ type: "image" }] }] },
+        ],
+      }),
+    ).toMatch(/tool_result content/);
+    expect(
+      fails({ thinking: { type: "enabled", budget_tokens: 100 }, messages: [{ role: "user", content: "x" }] }),
+    ).toMatch(/thinking/);
+  });
+
   it("keeps tool arguments that are not a JSON object instead of dropping them", () => {
     expect(toolInput('{"a":1}')).toEqual({ a: 1 });
     expect(toolInput("")).toEqual({});
