@@ -8,6 +8,7 @@ import { HTTPException } from "hono/http-exception";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ProxyError } from "../proxy/errors.ts";
+import { anthropicErrorBody } from "../proxy/messages-wire.ts";
 import { StoreError } from "../store/errors.ts";
 
 export const OTLP_TRACES_PATH = "/v1/traces";
@@ -42,6 +43,10 @@ export interface ErrorFields {
 export function errorResponse(c: Context, status: number, message: string, fields: ErrorFields = {}): Response {
   const s = status as ContentfulStatusCode;
   if (c.req.path === OTLP_TRACES_PATH) return c.json({ code: grpcCode(status), message }, s, fields.headers);
+  // Anthropic SDKs read their own error shape (a 401 from the key check included).
+  if (c.req.path.endsWith("/v1/messages")) {
+    return c.json(anthropicErrorBody(new ProxyError(s, message, fields)), s, fields.headers);
+  }
   const body = {
     error: {
       message,

@@ -1,11 +1,13 @@
 // ModelTokenizer: a checkpoint's tokenizer as the engine and proxy use it. Wraps
 // @huggingface/tokenizers (tokenizer.json) for encode/decode, renders tokenizer_config.json's
-// chat_template for prompts, and gathers the ids that end generation from generation_config.json,
-// config.json and tokenizer_config.json.
+// chat_template for prompts, gathers the ids that end generation from generation_config.json,
+// config.json and tokenizer_config.json, and gives each token's raw bytes (logprob `bytes`: a
+// token that is part of a multibyte character has bytes, not text).
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { bytesToUnicode } from "./bpe.ts";
 import { type ChatMessage, type RenderOptions, renderChatTemplate, type ToolSpec } from "./chat-template.ts";
 
 type Json = Record<string, unknown>;
@@ -64,6 +66,26 @@ async function readJsonIfPresent(path: string): Promise<Json | undefined> {
   }
 }
 
+const utf8 = new TextEncoder();
+const UNICODE_TO_BYTE = new Map(bytesToUnicode().map((ch, b) => [ch, b]));
+
+/** Reads tokenizer.json's decoder: ByteLevel, SentencePiece-style (Metaspace or ▁ → space), or other. */
+function pieceStyleOf(decoder: unknown): "byte-level" | "metaspace" | "plain" {
+  const parts: Json[] = [];
+  const walk = (d: unknown) => {
+    if (!d || typeof d !== "object") return;
+    const j = d as Json;
+    if (Array.isArray(j.decoders)) for (const inner of j.decoders) walk(inner);
+    else parts.push(j);
+  };
+  walk(decoder);
+  if (parts.some((d) => d.type === "ByteLevel")) return "byte-level";
+  const replacesMeta = (d: Json) =>
+    d.type === "Replace" && (d.pattern as Json | undefined)?.String === "\u2581" && d.content === " ";
+  if (parts.some((d) => d.type === "Metaspace" || replacesMeta(d))) return "metaspace";
+  return "plain";
+}
+
 export class ModelTokenizer {
   readonly chatTemplate: string | null;
   readonly bosToken: string | null;
@@ -80,6 +102,9 @@ export class ModelTokenizer {
   readonly addedTokens: ReadonlyMap<number, string>;
   private readonly tokenizer: Tokenizer;
   private readonly cleanUpSpaces: boolean;
+  /** How vocabulary strings spell bytes: GPT-2 byte-level characters, or SentencePiece pieces. */
+  private readonly pieceStyle: "byte-level" | "metaspace" | "plain";
+  private readonly bytesCache = new Map<number, Uint8Array>();
 
   constructor(sources: TokenizerSources) {
     const config = sources.tokenizerConfig ?? {};
@@ -99,6 +124,7 @@ export class ModelTokenizer {
     const decoder = (sources.tokenizer as Json).decoder;
     this.decoderConfig = decoder && typeof decoder === "object" ? (decoder as Json) : null;
     this.addedTokens = new Map([...this.tokenizer.get_added_tokens_decoder()].map(([id, t]) => [id, t.content]));
+    this.pieceStyle = pieceStyleOf(sources.tokenizer.decoder);
     this.specialTokenIds = [...this.tokenizer.get_added_tokens_decoder()]
       .filter(([, t]) => t.special)
       .map(([id]) => id)
@@ -146,6 +172,41 @@ export class ModelTokenizer {
       skip_special_tokens: options.skipSpecialTokens ?? false,
       clean_up_tokenization_spaces: this.cleanUpSpaces,
     });
+  }
+
+  /**
+   * The raw bytes token `id` stands for, which `decode([id])` cannot give when the token is part of
+   * a multibyte character (it decodes to U+FFFD). Byte-level BPE vocabularies spell bytes as GPT-2's
+   * printable characters, mapped back here; SentencePiece byte-fallback pieces `<0xE6>` are that
+   * byte, and `▁` is a space; added tokens are their text in UTF-8.
+   */
+  tokenBytes(id: number): Uint8Array {
+    const cached = this.bytesCache.get(id);
+    if (cached) return cached;
+    const bytes = this.computeTokenBytes(id);
+    this.bytesCache.set(id, bytes);
+    return bytes;
+  }
+
+  private computeTokenBytes(id: number): Uint8Array {
+    const added = this.addedTokens.get(id);
+    if (added !== undefined) return utf8.encode(added);
+    const piece = this.idToToken(id);
+    if (piece === undefined) return utf8.encode(this.decode([id]));
+    if (this.pieceStyle === "byte-level") {
+      const out = new Uint8Array(piece.length);
+      let n = 0;
+      for (const ch of piece) {
+        const b = UNICODE_TO_BYTE.get(ch);
+        // A vocabulary entry outside the byte alphabet: its text is the best we know.
+        if (b === undefined) return utf8.encode(this.decode([id]));
+        out[n++] = b;
+      }
+      return out.slice(0, n);
+    }
+    const byteFallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byteFallback) return Uint8Array.of(Number.parseInt(byteFallback[1], 16));
+    return utf8.encode(this.pieceStyle === "metaspace" ? piece.replaceAll("\u2581", " ") : this.decode([id]));
   }
 
   tokenToId(token: string): number | undefined {

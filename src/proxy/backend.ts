@@ -109,6 +109,11 @@ export interface ChatChoiceOutcome {
   toolCalls: ToolCallOut[];
   /** "tool_calls" when the model stopped after calling tools. */
   finishReason: ChoiceFinishReason;
+  /**
+   * The stop string that ended the choice (Anthropic's `stop_sequence`); null or absent when it
+   * ended otherwise or the backend cannot tell.
+   */
+  stopSequence?: string | null;
   /** Exact sampled token ids (stop token included when one ended it); null when unavailable. */
   tokenIds: number[] | null;
   /** One entry per sampled token (parallel to `tokenIds`); null when unavailable. */

@@ -40,8 +40,6 @@ export interface LocalBackendOptions {
   fairAdmission?: boolean;
 }
 
-const encoder = new TextEncoder();
-
 export class LocalBackend implements ChatBackend {
   readonly constrainedJson = true;
   private readonly model: Model;
@@ -221,6 +219,7 @@ export class LocalBackend implements ChatBackend {
       content: parsed.content,
       toolCalls: parsed.toolCalls,
       finishReason: parsed.toolCalls.length > 0 ? "tool_calls" : text.stopped ? "stop" : finish(g),
+      stopSequence: parsed.toolCalls.length === 0 ? text.matched : null,
       tokenIds: g.tokens,
       logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
       ...constrainedFields(g, constraint),
@@ -312,14 +311,18 @@ class DeltaStream {
   }
 }
 
-function cutAtStop(text: string, stop: string[]): { text: string; stopped: boolean } {
+function cutAtStop(text: string, stop: string[]): { text: string; stopped: boolean; matched: string | null } {
   let at = -1;
+  let matched: string | null = null;
   for (const s of stop) {
     if (!s) continue;
     const i = text.indexOf(s);
-    if (i >= 0 && (at < 0 || i < at)) at = i;
+    if (i >= 0 && (at < 0 || i < at)) {
+      at = i;
+      matched = s;
+    }
   }
-  return at < 0 ? { text, stopped: false } : { text: text.slice(0, at), stopped: true };
+  return at < 0 ? { text, stopped: false, matched } : { text: text.slice(0, at), stopped: true, matched };
 }
 
 function tokenLogprobs(
@@ -333,11 +336,12 @@ function tokenLogprobs(
     return {
       token,
       logprob: logprobs[i],
-      bytes: Array.from(encoder.encode(token)),
+      // The token's own bytes: a piece of a multibyte character decodes to U+FFFD but has real bytes.
+      bytes: Array.from(tok.tokenBytes(id)),
       tokenId: id,
       top: (top?.[i] ?? []).map((alt) => {
         const t = tok.decode([alt.token]);
-        return { token: t, logprob: alt.logprob, bytes: Array.from(encoder.encode(t)), tokenId: alt.token };
+        return { token: t, logprob: alt.logprob, bytes: Array.from(tok.tokenBytes(alt.token)), tokenId: alt.token };
       }),
     };
   });

@@ -4,7 +4,8 @@
 // attempt its calls belong to (headers `x-fulgur-rollout-id` / `x-fulgur-attempt-id` work too).
 // Requests are validated before the backend sees them; every call that reaches the backend is
 // handed to the recorder exactly once, with its error if it failed; calls rejected earlier are
-// not recorded.
+// not recorded. Anthropic's `POST /v1/messages` is served by `messages-api.ts` on the same
+// paths, with the same backend and recorder.
 
 import type { Context } from "hono";
 import { Hono } from "hono";
@@ -36,6 +37,7 @@ import {
   outcomeProblem,
   type RequestLimits,
 } from "./limits.ts";
+import { messagesRoutes } from "./messages-api.ts";
 import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
 import type { ModelList } from "./openai-types.ts";
 import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
@@ -71,7 +73,7 @@ interface Attribution {
  * Path parameters win over headers; empty values count as absent. A request made with an attempt
  * token is that attempt's (the access check already refused any other attribution).
  */
-function attributionOf(c: Context): Attribution {
+export function attributionOf(c: Context): Attribution {
   const scope = attemptScopeOf(c);
   if (scope) return { rolloutId: scope.rolloutId, attemptId: scope.attemptId };
   const pick = (param: string, header: string) => {
@@ -81,7 +83,7 @@ function attributionOf(c: Context): Attribution {
   return { rolloutId: pick("rolloutId", ROLLOUT_HEADER), attemptId: pick("attemptId", ATTEMPT_HEADER) };
 }
 
-function recordedError(err: unknown, clientGone: boolean): RecordedError {
+export function recordedError(err: unknown, clientGone: boolean): RecordedError {
   if (clientGone) {
     return {
       status: 499,
@@ -139,7 +141,7 @@ function responseNotFound(id: string): ProxyError {
 }
 
 /** A streaming backend run whose deltas are buffered until the SSE response is ready for them. */
-interface GatedRun<Delta, Outcome> {
+export interface GatedRun<Delta, Outcome> {
   outcome: Promise<Outcome>;
   /** Aborts when the client goes away (before or during the stream). */
   signal: AbortSignal;
@@ -154,7 +156,7 @@ interface GatedRun<Delta, Outcome> {
  * error is thrown here, so the route still answers with its real HTTP status (a context window
  * overflow is a 400, not a 200 stream carrying an error event).
  */
-async function startStreaming<Delta, Outcome>(
+export async function startStreaming<Delta, Outcome>(
   c: Context,
   run: (signal: AbortSignal, onDelta: (index: number, delta: Delta) => void) => Promise<Outcome>,
 ): Promise<GatedRun<Delta, Outcome>> {
@@ -480,6 +482,16 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const app = new Hono();
   app.onError(openAIErrorHandler);
   app.notFound(openAINotFoundHandler);
+  // Before the OpenAI routes, so /v1/messages answers (and fails) in Anthropic's shape.
+  const messages = messagesRoutes({
+    backend,
+    checkModel,
+    checkLimits: (req) => checkChatLimits(req, limits),
+    recordOnce,
+    maxBodyBytes,
+  });
+  app.route("/", messages);
+  app.route("/rollouts/:rolloutId/attempts/:attemptId", messages);
   app.route("/", v1);
   app.route("/rollouts/:rolloutId/attempts/:attemptId", v1);
   return app;

@@ -1,15 +1,17 @@
-// OTLP/HTTP JSON trace intake: `POST /v1/traces` takes an ExportTraceServiceRequest from any
+// OTLP/HTTP trace intake: `POST /v1/traces` takes an ExportTraceServiceRequest from any
 // OpenTelemetry SDK and stores its spans under the attempt named by the resource or span attribute
 // `fulgur.attempt_id` (and optionally `fulgur.rollout_id`), so agents already instrumented with
 // OpenTelemetry send their traces unchanged. Answers like a collector: 200 with `partialSuccess`
 // naming spans it could not attribute, 400 for malformed payloads (also values nested deeper than
-// MAX_VALUE_DEPTH), 413 past the body limit (counted after gzip inflation), 415 for protobuf, 403
-// when an attempt token sends spans of another attempt.
-import { Hono } from "hono";
+// MAX_VALUE_DEPTH), 413 past the body limit (counted after gzip inflation), 403 when an attempt
+// token sends spans of another attempt. JSON is decoded here; protobuf (the SDKs' default) is
+// decoded into the same JSON form by `otlp-protobuf.ts`.
+import { type Context, Hono } from "hono";
 import { attemptScopeOf } from "../http/auth.ts";
 import { bodyLimits } from "../http/limits.ts";
 import { NotFoundError, StoreValidationError } from "../store/errors.ts";
 import type { JsonValue, SpanInput, SpanKind, Store } from "../store/types.ts";
+import { OTLP_PROTOBUF_CONTENT_TYPE, protobufTraces } from "./otlp-protobuf.ts";
 
 export const ROLLOUT_ID_ATTRIBUTE = "fulgur.rollout_id";
 export const ATTEMPT_ID_ATTRIBUTE = "fulgur.attempt_id";
@@ -218,10 +220,49 @@ export function convertTraces(body: unknown): ConvertedTraces {
   return { byAttempt, unattributed };
 }
 
+/** Why a request made with an attempt token may not store these spans (another attempt's), or null. */
+export function scopeViolation(c: Context, converted: ConvertedTraces): string | null {
+  const scope = attemptScopeOf(c);
+  if (!scope) return null;
+  for (const [attemptId, spans] of converted.byAttempt) {
+    if (attemptId !== scope.attemptId || spans.some((s) => s.rolloutId && s.rolloutId !== scope.rolloutId)) {
+      return `this token may only send spans of attempt ${scope.attemptId}`;
+    }
+  }
+  return null;
+}
+
+/** What storing one request's spans came to, answered as OTLP's `partialSuccess`. */
+export interface TraceIngestResult {
+  rejectedSpans: number;
+  errorMessage: string;
+}
+
 /**
- * Hono routes serving `POST /v1/traces` (OTLP/HTTP JSON) into `store`. Mount with
- * `app.route("/", otlpRoutes(store))`. Spans are written per attempt in the order sent; spans of
- * unknown attempts or with no attribution are reported as rejected, as a collector does.
+ * Stores converted spans per attempt in the order sent; spans of unknown attempts or with no
+ * attribution are counted as rejected, as a collector does. Both transports end here.
+ */
+export async function storeTraces(store: Store, converted: ConvertedTraces): Promise<TraceIngestResult> {
+  let rejected = converted.unattributed;
+  const problems: string[] = [];
+  if (converted.unattributed > 0) {
+    problems.push(`${converted.unattributed} span(s) carry no ${ATTEMPT_ID_ATTRIBUTE} resource or span attribute`);
+  }
+  for (const [attemptId, spans] of converted.byAttempt) {
+    try {
+      await store.addSpans(spans);
+    } catch (error) {
+      if (!(error instanceof NotFoundError || error instanceof StoreValidationError)) throw error;
+      rejected += spans.length;
+      problems.push(`attempt ${attemptId}: ${error.message}`);
+    }
+  }
+  return { rejectedSpans: rejected, errorMessage: problems.join("; ") };
+}
+
+/**
+ * Hono routes serving `POST /v1/traces` (OTLP/HTTP JSON, and protobuf through
+ * `otlp-protobuf.ts`) into `store`. Mount with `app.route("/", otlpRoutes(store))`.
  */
 export function otlpRoutes(store: Store, options: { maxBodyBytes?: number } = {}): Hono {
   const app = new Hono();
@@ -236,11 +277,12 @@ export function otlpRoutes(store: Store, options: { maxBodyBytes?: number } = {}
   );
   app.post("/v1/traces", async (c) => {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type === OTLP_PROTOBUF_CONTENT_TYPE) return protobufTraces(c, store, maxBodyBytes);
     if (type !== "application/json") {
       return c.json(
         {
           code: 3,
-          message: `only OTLP/HTTP JSON is accepted (content-type application/json), got "${type || "none"}"`,
+          message: `OTLP/HTTP takes content-type application/json or ${OTLP_PROTOBUF_CONTENT_TYPE}, got "${type || "none"}"`,
         },
         415,
       );
@@ -259,33 +301,12 @@ export function otlpRoutes(store: Store, options: { maxBodyBytes?: number } = {}
       if (error instanceof OtlpFormatError) return c.json({ code: 3, message: error.message }, 400);
       throw error;
     }
-    const scope = attemptScopeOf(c);
-    if (scope) {
-      for (const [attemptId, spans] of converted.byAttempt) {
-        const foreign =
-          attemptId !== scope.attemptId || spans.some((s) => s.rolloutId && s.rolloutId !== scope.rolloutId);
-        if (foreign) {
-          return c.json({ code: 7, message: `this token may only send spans of attempt ${scope.attemptId}` }, 403);
-        }
-      }
-    }
-    let rejected = converted.unattributed;
-    const problems: string[] = [];
-    if (converted.unattributed > 0) {
-      problems.push(`${converted.unattributed} span(s) carry no ${ATTEMPT_ID_ATTRIBUTE} resource or span attribute`);
-    }
-    for (const [attemptId, spans] of converted.byAttempt) {
-      try {
-        await store.addSpans(spans);
-      } catch (error) {
-        if (!(error instanceof NotFoundError || error instanceof StoreValidationError)) throw error;
-        rejected += spans.length;
-        problems.push(`attempt ${attemptId}: ${error.message}`);
-      }
-    }
+    const denied = scopeViolation(c, converted);
+    if (denied) return c.json({ code: 7, message: denied }, 403);
+    const { rejectedSpans, errorMessage } = await storeTraces(store, converted);
     return c.json(
-      rejected > 0
-        ? { partialSuccess: { rejectedSpans: String(rejected), errorMessage: problems.join("; ") } }
+      rejectedSpans > 0
+        ? { partialSuccess: { rejectedSpans: String(rejectedSpans), errorMessage } }
         : { partialSuccess: {} },
       200,
     );

@@ -1,0 +1,152 @@
+// Anthropic's Messages API, `POST /v1/messages`, for agents built on Anthropic SDKs: served by the
+// same backend as the OpenAI routes and recorded the same way (one `chat` call per HTTP call,
+// exact token ids and logprobs, attributed by the `/rollouts/{r}/attempts/{a}` prefix or headers).
+// Owns the route, Anthropic's SSE framing (`event:` + `data:`) and its error shape on this path;
+// the wire mapping lives in `messages-wire.ts`.
+import type { Context, ErrorHandler } from "hono";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { stream as honoStream } from "hono/streaming";
+import type { ChatBackend, ChatDelta, ChatOutcome, ChatRequest, RecordedCall, RecordedError } from "./backend.ts";
+import { ProxyError, payloadTooLarge, readJsonBody, toProxyError } from "./errors.ts";
+import {
+  anthropicErrorBody,
+  type MessageStreamEvent,
+  MessageStreamer,
+  messageBody,
+  newMessageId,
+  parseMessagesRequest,
+} from "./messages-wire.ts";
+import { attributionOf, type GatedRun, recordedError, startStreaming } from "./routes.ts";
+
+/** What the Messages route borrows from `proxyRoutes`: the backend, the model check, recording. */
+export interface MessagesRouteDeps {
+  backend: ChatBackend;
+  checkModel(model: string): Promise<void>;
+  /** The per-request limits (choices, nesting, model name); throws a 400. */
+  checkLimits(req: ChatRequest): void;
+  /** Resolves once the call is durably recorded; rejects (503) when it cannot be. */
+  recordOnce(
+    base: Omit<RecordedCall, "outcome" | "error" | "model" | "adapterVersion" | "timings">,
+  ): (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>;
+  maxBodyBytes: number;
+}
+
+/** Every error on this route answers in Anthropic's shape with its HTTP status. */
+export const anthropicErrorHandler: ErrorHandler = (err, c) => {
+  const e = toProxyError(err);
+  if (e.status >= 500 && !(err instanceof ProxyError)) {
+    console.error("fulgur proxy: unexpected error on /v1/messages", err);
+  }
+  return c.json(anthropicErrorBody(e), e.status);
+};
+
+/**
+ * Streams Anthropic SSE events (`event: name` + `data: json`); an error after the headers are
+ * sent becomes an `error` event. Like `sseResponse`, the signal handed to `produce` fires when
+ * the client disconnects, so generation stops.
+ */
+function anthropicSse(
+  c: Context,
+  produce: (send: (events: MessageStreamEvent[]) => Promise<void>, signal: AbortSignal) => Promise<void>,
+  onError: (err: unknown) => void,
+): Response {
+  c.header("Content-Type", "text/event-stream; charset=utf-8");
+  c.header("Cache-Control", "no-cache");
+  c.header("Connection", "keep-alive");
+  c.header("X-Accel-Buffering", "no");
+  const abort = new AbortController();
+  const requestSignal = c.req.raw.signal;
+  const onRequestAbort = () => abort.abort(new Error("client disconnected"));
+  if (requestSignal.aborted) onRequestAbort();
+  else requestSignal.addEventListener("abort", onRequestAbort, { once: true });
+  return honoStream(c, async (stream) => {
+    stream.onAbort(onRequestAbort);
+    const write = async (text: string) => {
+      if (abort.signal.aborted || stream.aborted) return;
+      await stream.write(text);
+    };
+    const send = async (events: MessageStreamEvent[]) => {
+      for (const e of events) await write(`event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
+    };
+    try {
+      await produce(send, abort.signal);
+    } catch (err) {
+      onError(err);
+      const body = anthropicErrorBody(toProxyError(err));
+      await write(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+    } finally {
+      requestSignal.removeEventListener("abort", onRequestAbort);
+    }
+  });
+}
+
+/**
+ * The `/v1/messages` routes. `proxyRoutes` mounts them at the root and under
+ * `/rollouts/:rolloutId/attempts/:attemptId`, ahead of the OpenAI routes.
+ */
+export function messagesRoutes(deps: MessagesRouteDeps): Hono {
+  const { backend } = deps;
+  const app = new Hono();
+  app.onError(anthropicErrorHandler);
+  app.use(
+    "/v1/messages",
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: (c) => c.json(anthropicErrorBody(payloadTooLarge(deps.maxBodyBytes)), 413),
+    }),
+  );
+
+  app.post("/v1/messages", async (c) => {
+    const receivedAt = performance.now();
+    const startedAt = Date.now();
+    const req: ChatRequest = parseMessagesRequest(await readJsonBody(c));
+    deps.checkLimits(req);
+    await deps.checkModel(req.model);
+    const id = newMessageId();
+    const record = deps.recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
+
+    if (!req.stream) {
+      let outcome: ChatOutcome;
+      try {
+        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
+      } catch (err) {
+        await record(null, recordedError(err, c.req.raw.signal.aborted)).catch(() => {});
+        throw err;
+      }
+      // Answered only once the call is stored (durable group commit).
+      await record(outcome, null);
+      return c.json(messageBody(id, req, outcome));
+    }
+
+    let gated: GatedRun<ChatDelta, ChatOutcome>;
+    try {
+      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
+        backend.chat(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      await record(null, recordedError(err, c.req.raw.signal.aborted)).catch(() => {});
+      throw err;
+    }
+    const streamer = new MessageStreamer(id, req.model);
+    return anthropicSse(
+      c,
+      async (send, signal) => {
+        gated.follow(signal);
+        await send(streamer.start());
+        let pending = Promise.resolve();
+        gated.open((_index, delta) => {
+          const events = streamer.delta(delta);
+          pending = pending.then(() => send(events));
+        });
+        const outcome = await gated.outcome;
+        await pending;
+        // message_stop is sent only once the call is stored.
+        await record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
+        await send(streamer.finish(outcome));
+      },
+      (err) => void record(null, recordedError(err, gated.signal.aborted)).catch(() => {}),
+    );
+  });
+  return app;
+}
