@@ -1,7 +1,9 @@
-// Riding out a remote libSQL server's restarts. A store on `http://`/`libsql://` talks to sqld
-// over HTTP; while the server restarts, requests fail with connection errors. The client is
-// wrapped so that `execute` and `batch` retry those errors with backoff for a bounded time
-// instead of failing the caller (a trainer, a recorder flushing LLM calls, a claim).
+// Riding out a remote libSQL server's restarts and lock contention. A store on `http://` or
+// `libsql://` talks to sqld over HTTP; while the server restarts, requests fail with connection
+// errors, and when many clients write at once sqld answers SQLITE_BUSY instead of waiting for
+// the lock (a local file waits on its busy timeout). The client is wrapped so that `execute` and
+// `batch` retry both with backoff for a bounded time instead of failing the caller (a trainer, a
+// recorder flushing LLM calls, a claim). A BUSY batch did nothing: BEGIN IMMEDIATE failed first.
 //
 // A retried batch is re-sent unchanged. When the connection broke after the server received it,
 // the first send may have committed: record inserts (rollouts, spans, transitions, rewards) carry
@@ -47,7 +49,16 @@ export function isConnectionError(error: unknown): boolean {
   return false;
 }
 
-/** `client` with `execute` and `batch` retried on connection errors (exponential backoff, capped at 2 s). */
+/** Whether `error` is SQLite's "database is locked" (another writer holds the lock; nothing ran). */
+export function isBusyError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "SQLITE_BUSY" || code === "SQLITE_LOCKED";
+}
+
+/**
+ * `client` with `execute` and `batch` retried on connection errors (exponential backoff, capped
+ * at 2 s) and on lock contention (short random waits, so contending writers spread out).
+ */
 export function retryingClient(client: Client, options: RemoteRetryOptions = {}): Client {
   const retryForMs = options.retryForMs ?? 60_000;
   const withRetry =
@@ -58,8 +69,9 @@ export function retryingClient(client: Client, options: RemoteRetryOptions = {})
         try {
           return await call(...args);
         } catch (error) {
-          const delayMs = Math.min(2_000, 25 * 2 ** attempt);
-          if (!isConnectionError(error) || Date.now() + delayMs > deadline) throw error;
+          const busy = isBusyError(error);
+          const delayMs = busy ? 2 + Math.random() * Math.min(100, 5 * attempt) : Math.min(2_000, 25 * 2 ** attempt);
+          if (!(busy || isConnectionError(error)) || Date.now() + delayMs > deadline) throw error;
           options.onRetry?.(error, attempt, delayMs);
           await sleep(delayMs);
         }
