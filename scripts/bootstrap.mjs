@@ -49,6 +49,8 @@ run("bash", [join(root, "scripts/setup-gpu.sh")], "GPU set-up");
 if (job === "test" || job === "setup") {
   say("checking for Chromium (the dashboard's end-to-end tests drive it)");
   run("bash", [join(root, "scripts/setup-chromium.sh")], "Chromium set-up");
+  say("checking for a libSQL server (the shared-store tests run against a real one)");
+  run(process.execPath, [join(root, "scripts/setup-sqld.mjs")], "sqld set-up");
 }
 
 const bin = (name) => join(root, "node_modules/.bin", name);

@@ -25,6 +25,7 @@ import {
 } from "./inputs.ts";
 import * as queue from "./queue.ts";
 import * as records from "./records.ts";
+import { type RemoteRetryOptions, retryingClient } from "./remote.ts";
 import { toAttempt, toResources, toRollout, toTrainingStep } from "./rows.ts";
 import * as schema from "./schema.ts";
 import { attempts, resources, rollouts, trainingSteps } from "./schema.ts";
@@ -61,8 +62,8 @@ import type {
 /** Resolved relative to this module, so opening a store works from any working directory. */
 const MIGRATIONS_FOLDER = fileURLToPath(new URL("./migrations", import.meta.url));
 
-export interface OpenStoreOptions {
-  /** Auth token for remote libSQL servers (Turso, sqld with auth). */
+export interface OpenStoreOptions extends RemoteRetryOptions {
+  /** Auth token for remote libSQL servers (Turso, sqld with JWT auth); default `FULGUR_STORE_TOKEN`. */
   authToken?: string;
   /** How long a local connection waits for another writer's lock, ms (default 10 s). */
   busyTimeoutMs?: number;
@@ -110,13 +111,14 @@ export async function openStore(url = "file:fulgur.db", options: OpenStoreOption
     throw new StoreValidationError(`store url must be a non-empty string such as "file:fulgur.db", got ${url}`, "url");
   }
   const local = url === ":memory:" || url.startsWith("file:");
-  const client = createClient({
+  const created = createClient({
     url,
-    authToken: options.authToken,
+    authToken: local ? undefined : (options.authToken ?? (process.env.FULGUR_STORE_TOKEN || undefined)),
     // Local statements are synchronous, so one connection serves the whole client and keeps its
     // per-connection pragmas (synchronous=NORMAL) for the store's lifetime.
     ...(local ? { concurrency: 1, timeout: options.busyTimeoutMs ?? 10_000 } : {}),
   });
+  const client = local ? created : retryingClient(created, options);
   try {
     if (url.startsWith("file:")) {
       await client.execute("PRAGMA journal_mode = WAL");
@@ -134,7 +136,12 @@ export async function openStore(url = "file:fulgur.db", options: OpenStoreOption
     });
   } catch (error) {
     client.close();
-    throw error;
+    if (local) throw error;
+    // Drizzle wraps the server's answer in "Failed query: <migration SQL>"; say what failed.
+    const cause = (error as { cause?: unknown }).cause ?? error;
+    throw new Error(`cannot open the store at ${url}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause: error,
+    });
   }
 }
 

@@ -55,11 +55,22 @@ export async function enqueue(ctx: StoreContext, parsed: z.output<typeof enqueue
     createdAt: now,
     updatedAt: now,
   }));
-  const results = await write(
-    ctx,
-    chunks(rows, INSERT_CHUNK).map((chunk) => ctx.db.insert(rollouts).values(chunk).returning()),
+  // Rows are read back by id rather than RETURNING, so a batch re-sent after a lost connection
+  // (remote store) answers the rollouts its first send inserted.
+  const idChunks = chunks(
+    rows.map((r) => r.id),
+    INSERT_CHUNK,
   );
-  return (results as (typeof rollouts.$inferSelect)[][]).flat().map(toRollout);
+  const results = await write(ctx, [
+    ...chunks(rows, INSERT_CHUNK).map((chunk) =>
+      ctx.db.insert(rollouts).values(chunk).onConflictDoNothing({ target: rollouts.id }),
+    ),
+    ...idChunks.map((ids) => ctx.db.select().from(rollouts).where(inArray(rollouts.id, ids))),
+  ]);
+  const byId = new Map(
+    (results.slice(-idChunks.length) as (typeof rollouts.$inferSelect)[][]).flat().map((row) => [row.id, row]),
+  );
+  return rows.map((r) => toRollout(byId.get(r.id)!));
 }
 
 export async function claimRollout(ctx: StoreContext, input: ClaimInput): Promise<Claim | null> {

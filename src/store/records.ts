@@ -183,7 +183,9 @@ export async function addRewards(ctx: StoreContext, input: RewardInput[]): Promi
   }));
   const ids = rows.map((r) => r.id);
   const results = await write(ctx, [
-    ...chunks(rows, INSERT_CHUNK).map((chunk) => ctx.db.insert(rewards).values(chunk)),
+    ...chunks(rows, INSERT_CHUNK).map((chunk) =>
+      ctx.db.insert(rewards).values(chunk).onConflictDoNothing({ target: rewards.id }),
+    ),
     ...activity(now, [...owners.keys()]).map((fragment) => ctx.db.run(fragment)),
     ctx.db.select().from(rewards).where(inArray(rewards.id, ids)),
   ]);

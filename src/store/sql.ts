@@ -147,7 +147,8 @@ export function insertSpan(now: number, row: SpanRow, defaultTraceId: string): S
       ${row.traceId ?? defaultTraceId}, ${row.spanId}, ${row.parentSpanId}, ${row.name}, ${row.kind},
       ${row.startTime}, ${row.endTime}, ${row.attributes}, ${row.events}, ${row.status},
       CASE WHEN a.status IN ${ACTIVE} THEN 0 ELSE 1 END, ${now}
-    FROM attempts a WHERE a.id = ${row.attemptId}`;
+    FROM attempts a WHERE a.id = ${row.attemptId}
+    ON CONFLICT (id) DO NOTHING`;
 }
 
 /** Publishes the next version of a resources set (1 for a new name). */
@@ -218,7 +219,9 @@ export function insertTransitions(
       : `CASE WHEN column3 IN (SELECT id FROM attempts WHERE status NOT IN ('preparing', 'running') AND id IN (${attemptIds.map(() => "?").join(", ")})) THEN 1 ELSE 0 END`;
   const columns = Array.from({ length: 15 }, (_, i) => `column${i + 1}`).join(", ");
   return {
-    sql: `INSERT INTO transitions (${TRANSITION_COLUMNS}) SELECT ${columns}, ${ended} FROM (VALUES ${values})`,
+    // `WHERE true` lets SQLite parse the upsert clause after a SELECT; DO NOTHING makes a re-sent
+    // batch (remote store, connection lost after commit) write nothing twice.
+    sql: `INSERT INTO transitions (${TRANSITION_COLUMNS}) SELECT ${columns}, ${ended} FROM (VALUES ${values}) WHERE true ON CONFLICT (id) DO NOTHING`,
     args,
   };
 }

