@@ -6,7 +6,6 @@ import { attentionBackward } from "../gpu/kernels/attention.ts";
 import { addInPlace } from "../gpu/kernels/elementwise.ts";
 import { embeddingBackward } from "../gpu/kernels/embedding.ts";
 import { rmsnormBackward, rmsnormBackwardInput } from "../gpu/kernels/rmsnorm.ts";
-import { rope } from "../gpu/kernels/rope.ts";
 import { swigluBackward } from "../gpu/kernels/swiglu.ts";
 import { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -117,9 +116,25 @@ function layerBackward(
   scope.track(g.dk);
   scope.track(g.dv);
   const unrotate = (t: Tensor, n: number) =>
-    rope(t, batch.positions, { theta: config.ropeTheta, nHeads: n, headDim: heads.headDim, inverse: true, out: t });
-  const dq = unrotate(g.dq, heads.nHeads).reshape([tokens, heads.nHeads * heads.headDim]);
-  const dk = unrotate(g.dk, heads.nKvHeads).reshape([tokens, heads.nKvHeads * heads.headDim]);
+    model.rotate(t.reshape([tokens, n * heads.headDim]), batch.positions, n, true);
+  let dq = unrotate(g.dq, heads.nHeads);
+  let dk = unrotate(g.dk, heads.nKvHeads);
+  if (a.qk && layer.qNorm && layer.kNorm) {
+    // Through Qwen3's per-head norms: rows are (token, head) pairs of headDim values.
+    const rows = (t: Tensor, n: number) => t.reshape([tokens * n, heads.headDim]);
+    const flat = (t: Tensor, n: number) => t.reshape([tokens, n * heads.headDim]);
+    const dqNorm = full?.get(`model.layers.${i}.self_attn.q_norm.weight`);
+    const dkNorm = full?.get(`model.layers.${i}.self_attn.k_norm.weight`);
+    const { qRaw, qRstd, kRaw, kRstd } = a.qk;
+    dq = flat(
+      normBackward(rows(dq, heads.nHeads), rows(qRaw, heads.nHeads), layer.qNorm, qRstd, dqNorm, scope),
+      heads.nHeads,
+    );
+    dk = flat(
+      normBackward(rows(dk, heads.nKvHeads), rows(kRaw, heads.nKvHeads), layer.kNorm, kRstd, dkNorm, scope),
+      heads.nKvHeads,
+    );
+  }
   const dv = g.dv.reshape([tokens, heads.nKvHeads * heads.headDim]);
   const dn1 = back("q_proj", dq, a.n1);
   back("k_proj", dk, a.n1, dn1);

@@ -43,7 +43,10 @@ export function packSequences(sequences: readonly (readonly number[])[], vocabSi
 /** Uploads a packed batch; the tensors are tracked by `scope`. */
 export function uploadBatch(gpu: Gpu, host: PackedHost, scope: Scope): PackedBatch {
   const n = host.tokenIds.length;
+  const ends = [...host.offsets.slice(1), n];
+  const longest = Math.max(...host.offsets.map((o, i) => ends[i] - o));
   return {
+    longest,
     tokens: scope.track(gpu.tensor([n], "u32", host.tokenIds)),
     tokenIds: host.tokenIds,
     positions: scope.track(gpu.tensor([n], "u32", host.positions)),

@@ -1,10 +1,29 @@
-// Model configuration: parses a Hugging Face `config.json` (Qwen2ForCausalLM, LlamaForCausalLM)
-// into one typed ModelConfig, and lists the tensors (names and shapes) such a model needs.
-// Everything downstream (loader, reference transformer, GPU engine) reads only ModelConfig.
+// Model configuration: parses a Hugging Face `config.json` (Qwen2, Qwen3, Llama, Mistral; Gemma 3
+// for its tensor list only) into one typed ModelConfig, and lists the tensors (names and shapes)
+// such a model needs. Everything downstream (loader, reference transformer, GPU engine) reads only
+// ModelConfig; `assertRunnable` is where an architecture we parse but cannot run is refused.
 
 /** Architectures we can run; the HF `architectures[0]` string. */
-export const SUPPORTED_ARCHITECTURES = ["Qwen2ForCausalLM", "LlamaForCausalLM"] as const;
-export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+export const SUPPORTED_ARCHITECTURES = [
+  "Qwen2ForCausalLM",
+  "Qwen3ForCausalLM",
+  "LlamaForCausalLM",
+  "MistralForCausalLM",
+] as const;
+/** Architectures whose config and tensor list we read, but whose forward the kernels lack. */
+export const PARSED_ONLY_ARCHITECTURES = ["Gemma3ForCausalLM"] as const;
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number] | (typeof PARSED_ONLY_ARCHITECTURES)[number];
+
+/** What Gemma 3 needs beyond the Llama family; kept so the refusal can say exactly what is missing. */
+export interface Gemma3Extras {
+  hiddenActivation: string;
+  /** Every n-th layer is global; the others attend within `slidingWindow`. */
+  slidingWindowPattern: number;
+  /** RoPE base of the local (sliding-window) layers. */
+  ropeLocalTheta: number;
+  /** Attention scale is queryPreAttnScalar^-1/2 instead of headDim^-1/2. */
+  queryPreAttnScalar: number;
+}
 
 /** Llama 3.x frequency-dependent RoPE rescaling (`rope_scaling.rope_type == "llama3"`). */
 export interface Llama3RopeScaling {
@@ -40,6 +59,16 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** `torch_dtype` (or newer `dtype`) as written, e.g. "bfloat16"; null when absent. */
   torchDtype: string | null;
+  /** Per-head RMSNorm of q and k (weights [headDim]) before RoPE: Qwen3, Gemma 3. */
+  qkNorm: boolean;
+  /**
+   * Attention window (Mistral `sliding_window`, Qwen2 with `use_sliding_window`): null for full
+   * causal attention. The kernels attend fully, so sequences may not exceed it (checked where
+   * sequence lengths are known: the engine's context and each packed training batch).
+   */
+  slidingWindow: number | null;
+  /** Gemma 3 specifics; null for every other architecture. */
+  gemma3: Gemma3Extras | null;
 }
 
 /** A tensor the model needs: HF name and expected shape (row-major, torch layout). */
@@ -125,17 +154,18 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   if (typeof arch !== "string") {
     throw new Error(`config.json has no "architectures" list; expected one of ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   }
-  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
+  const known = [...SUPPORTED_ARCHITECTURES, ...PARSED_ONLY_ARCHITECTURES] as readonly string[];
+  if (!known.includes(arch)) {
     throw new Error(
       `unsupported architecture "${arch}" (model_type ${JSON.stringify(cfg.model_type)}); ` +
         `supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
     );
   }
   const architecture = arch as Architecture;
-  const act = cfg.hidden_act ?? "silu";
-  if (act !== "silu") throw new Error(`config.json: hidden_act "${act}" is not supported (only "silu")`);
-  if (cfg.use_sliding_window === true) {
-    throw new Error("config.json: use_sliding_window=true is not supported (full causal attention only)");
+  const isGemma3 = architecture === "Gemma3ForCausalLM";
+  if (!isGemma3) {
+    const act = cfg.hidden_act ?? "silu";
+    if (act !== "silu") throw new Error(`config.json: hidden_act "${act}" is not supported (only "silu")`);
   }
 
   const hiddenSize = requireInt(cfg, "hidden_size");
@@ -159,8 +189,9 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   }
   if (headDim % 2 !== 0) throw new Error(`config.json: head_dim must be even for RoPE, got ${headDim}`);
 
-  const isLlama = architecture === "LlamaForCausalLM";
-  const llamaAttentionBias = optionalBool(cfg, "attention_bias", false);
+  // Qwen2 hard-codes q/k/v biases; the others read `attention_bias` for q/k/v and o alike.
+  const isQwen2 = architecture === "Qwen2ForCausalLM";
+  const attentionBias = optionalBool(cfg, "attention_bias", false);
   const dtype = cfg.torch_dtype ?? cfg.dtype;
   const bos = cfg.bos_token_id;
   return {
@@ -175,15 +206,65 @@ export function parseModelConfig(raw: unknown): ModelConfig {
     ropeTheta: optionalNumber(cfg, "rope_theta", 10000),
     ropeScaling: parseRopeScaling(cfg),
     rmsNormEps: optionalNumber(cfg, "rms_norm_eps", 1e-6),
-    tieWordEmbeddings: optionalBool(cfg, "tie_word_embeddings", false),
-    attentionBias: isLlama ? llamaAttentionBias : true,
-    outputBias: isLlama ? llamaAttentionBias : false,
-    mlpBias: isLlama ? optionalBool(cfg, "mlp_bias", false) : false,
+    // Gemma ties its head by default (Gemma3TextConfig), the others do not.
+    tieWordEmbeddings: optionalBool(cfg, "tie_word_embeddings", isGemma3),
+    attentionBias: isQwen2 ? true : attentionBias,
+    outputBias: isQwen2 ? false : attentionBias,
+    mlpBias: architecture === "LlamaForCausalLM" ? optionalBool(cfg, "mlp_bias", false) : false,
     maxPositionEmbeddings: optionalNumber(cfg, "max_position_embeddings", 32768),
     bosTokenId: typeof bos === "number" ? bos : null,
     eosTokenIds: tokenIds(cfg.eos_token_id, "eos_token_id"),
     torchDtype: typeof dtype === "string" ? dtype : null,
+    qkNorm: architecture === "Qwen3ForCausalLM" || isGemma3,
+    slidingWindow: parseSlidingWindow(cfg, architecture),
+    gemma3: isGemma3 ? parseGemma3(cfg) : null,
   };
+}
+
+/**
+ * The attention window that applies, or null. Qwen2/Qwen3 write `sliding_window` but only use it
+ * with `use_sliding_window: true`; Mistral uses it whenever it is set (null in v0.2 and later).
+ */
+function parseSlidingWindow(cfg: Json, architecture: Architecture): number | null {
+  const active =
+    architecture === "MistralForCausalLM" || architecture === "Gemma3ForCausalLM" || cfg.use_sliding_window === true;
+  if (!active || cfg.sliding_window == null) return null;
+  return requireInt(cfg, "sliding_window");
+}
+
+function parseGemma3(cfg: Json): Gemma3Extras {
+  const act = cfg.hidden_activation ?? cfg.hidden_act ?? "gelu_pytorch_tanh";
+  return {
+    hiddenActivation: String(act),
+    slidingWindowPattern: cfg.sliding_window_pattern == null ? 6 : requireInt(cfg, "sliding_window_pattern"),
+    ropeLocalTheta: optionalNumber(cfg, "rope_local_base_freq", 10000),
+    queryPreAttnScalar: optionalNumber(cfg, "query_pre_attn_scalar", 256),
+  };
+}
+
+/**
+ * Throws a clear error when the engine cannot run this config faithfully: Gemma 3 (its pieces the
+ * kernels lack are listed), or a sliding window shorter than the context asked for.
+ * `context` is the longest sequence that will be run (prompt + completion, or a training sequence).
+ */
+export function assertRunnable(config: ModelConfig, context?: number): void {
+  if (config.gemma3) {
+    throw new Error(
+      `${config.architecture} (Gemma 3) is not supported yet: the engine lacks its GELU-tanh MLP ` +
+        `("${config.gemma3.hiddenActivation}"), (1 + w) RMSNorm with pre/post "sandwich" norms around ` +
+        "attention and MLP, the sqrt(hidden) embedding scale, the query_pre_attn_scalar attention scale, " +
+        `and interleaved sliding-window layers (window ${config.slidingWindow}, every ` +
+        `${config.gemma3.slidingWindowPattern}th layer global) with a separate local RoPE theta ` +
+        `(${config.gemma3.ropeLocalTheta}). Supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+    );
+  }
+  if (config.slidingWindow !== null && context !== undefined && context > config.slidingWindow) {
+    throw new Error(
+      `${config.architecture} uses sliding-window attention (window ${config.slidingWindow}) and the ` +
+        `kernels attend over the full causal prefix, so sequences are limited to ${config.slidingWindow} ` +
+        `tokens; ${context} asked for (lower the context length)`,
+    );
+  }
 }
 
 /** The projections a decoder layer has, in HF module names. */
@@ -230,7 +311,15 @@ export function expectedTensors(config: ModelConfig): TensorSpec[] {
   for (let i = 0; i < config.numLayers; i++) {
     specs.push({ name: `model.layers.${i}.input_layernorm.weight`, shape: [h] });
     for (const proj of ATTENTION_PROJECTIONS) pushProjection(specs, config, i, proj);
+    if (config.qkNorm) {
+      specs.push({ name: `model.layers.${i}.self_attn.q_norm.weight`, shape: [config.headDim] });
+      specs.push({ name: `model.layers.${i}.self_attn.k_norm.weight`, shape: [config.headDim] });
+    }
     specs.push({ name: `model.layers.${i}.post_attention_layernorm.weight`, shape: [h] });
+    if (config.gemma3) {
+      specs.push({ name: `model.layers.${i}.pre_feedforward_layernorm.weight`, shape: [h] });
+      specs.push({ name: `model.layers.${i}.post_feedforward_layernorm.weight`, shape: [h] });
+    }
     for (const proj of MLP_PROJECTIONS) pushProjection(specs, config, i, proj);
   }
   specs.push({ name: "model.norm.weight", shape: [h] });
@@ -243,6 +332,11 @@ function pushProjection(specs: TensorSpec[], config: ModelConfig, layer: number,
   const shape = projectionShape(config, proj);
   specs.push({ name: `${path}.weight`, shape });
   if (projectionHasBias(config, proj)) specs.push({ name: `${path}.bias`, shape: [shape[0]] });
+}
+
+/** Number of parameters the config implies (sum over expectedTensors; a tied head counts once). */
+export function parameterCount(config: ModelConfig): number {
+  return expectedTensors(config).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
 }
 
 /** The HF tensor names the model needs (see expectedTensors for shapes). */

@@ -7,6 +7,7 @@ import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
 import { sample } from "../gpu/kernels/sampling.ts";
 import { Scope } from "../gpu/scope.ts";
 import { readAll } from "../gpu/tensor.ts";
+import { assertRunnable } from "./config.ts";
 import { headLogits } from "./head.ts";
 import {
   type Generation,
@@ -22,7 +23,10 @@ import type { Transformer } from "./transformer.ts";
 export interface EngineOptions {
   /** Sequences decoded at once (KV cache slots). Default 16. */
   maxSlots?: number;
-  /** Longest sequence (prompt + completion) served. Default min(model's max positions, 2048). */
+  /**
+   * Longest sequence (prompt + completion) served. Default min(model's max positions, 2048, its
+   * sliding window); a window shorter than an explicit value is refused.
+   */
   maxSeqLen?: number;
   /** Most tokens one step feeds (prompt chunks + decode rows). Default 512. */
   maxStepTokens?: number;
@@ -42,7 +46,10 @@ export class Engine implements StepRunner {
     const { config } = model;
     this.model = model;
     this.maxSlots = options.maxSlots ?? 16;
-    this.maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048);
+    // A sliding window caps the context (the kernels attend over the whole cached prefix).
+    this.maxSeqLen =
+      options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048, config.slidingWindow ?? Infinity);
+    assertRunnable(config, this.maxSeqLen);
     this.maxStepTokens = options.maxStepTokens ?? 512;
     if (this.maxStepTokens < this.maxSlots) {
       throw new Error(`maxStepTokens (${this.maxStepTokens}) must be at least maxSlots (${this.maxSlots})`);

@@ -3,7 +3,7 @@
 // problems at once), then hands tensors out one at a time as f32.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { expectedTensors, type ModelConfig, parseModelConfig, type TensorSpec } from "./config.ts";
+import { assertRunnable, expectedTensors, type ModelConfig, parseModelConfig, type TensorSpec } from "./config.ts";
 import { openSafetensors, type SafetensorsReader, type TensorInfo } from "./safetensors.ts";
 
 export interface Checkpoint {
@@ -57,6 +57,7 @@ export function checkTensors(reader: SafetensorsReader, specs: TensorSpec[]): st
  */
 export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const config = await readModelConfig(dir);
+  assertRunnable(config);
   const reader = await openSafetensors(dir);
   const specs = expectedTensors(config);
   const problems = checkTensors(reader, specs);

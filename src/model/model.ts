@@ -19,8 +19,14 @@ import { disposeWeights, uploadWeights } from "./weights.ts";
 export interface LoadModelOptions extends EngineOptions {
   /** Device to load onto; a new one is acquired (and owned by the model) when absent. */
   gpu?: Gpu;
-  /** Storage type of the linear weights (f16 needs shader-f16). */
-  dtype?: "f32" | "f16";
+  /**
+   * Storage type of the frozen linear weights: "auto" (default) is f16 for a BF16/F16 checkpoint
+   * on an adapter with shader-f16, f32 otherwise; "f16" needs shader-f16. Full-weight training
+   * needs "f32". See docs/model-formats.md for the accuracy of bf16 → f16.
+   */
+  dtype?: "f32" | "f16" | "auto";
+  /** Where load warnings go (default: console.warn). */
+  onWarning?: (message: string) => void;
   /** Progress while uploading tensors. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -30,7 +36,7 @@ export interface LogitsOptions {
   adapter?: boolean;
 }
 
-/** Loads a Qwen2/Llama checkpoint directory onto the GPU. */
+/** Loads a Qwen2/Qwen3/Llama/Mistral checkpoint directory onto the GPU. */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
   const ownsGpu = !options.gpu;
   const gpu = options.gpu ?? (await acquireGpu());
@@ -40,6 +46,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
+        onWarning: options.onWarning,
         onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
       });
       return new Model(dir, gpu, ownsGpu, new Transformer(gpu, checkpoint.config, weights), tokenizer, options);

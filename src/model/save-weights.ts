@@ -51,6 +51,8 @@ export async function saveFullWeights(model: Transformer, dir: string): Promise<
   for (const [i, layer] of w.layers.entries()) {
     await vector(`model.layers.${i}.input_layernorm.weight`, layer.inputNorm);
     await vector(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
+    if (layer.qNorm) await vector(`model.layers.${i}.self_attn.q_norm.weight`, layer.qNorm);
+    if (layer.kNorm) await vector(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
     for (const p of PROJECTIONS) {
       const lin = layer.proj[p];
       await matrix(`${lin.path}.weight`, lin.weight, lin.outFeatures, lin.inFeatures);

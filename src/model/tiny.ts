@@ -1,12 +1,13 @@
 // Tiny random models in the exact on-disk format of a HF checkpoint (config.json, safetensors,
 // tokenizer.json, tokenizer_config.json with Qwen2.5's ChatML tool template, generation_config.json),
-// so tests, benchmarks and demos exercise the same loading path as real Qwen2/Llama checkpoints.
+// so tests, benchmarks and demos exercise the same loading path as real Qwen2/Qwen3/Llama/Mistral
+// checkpoints.
 // Weights are deterministic in the seed: N(0, 0.02) like HF init, norms 1, small random biases.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mulberry32 } from "../random.ts";
 import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "./bpe.ts";
-import { QWEN2_5_CHAT_TEMPLATE } from "./chat-template.ts";
+import { QWEN2_5_CHAT_TEMPLATE, QWEN3_CHAT_TEMPLATE } from "./chat-template.ts";
 import { type Architecture, expectedTensors, type ModelConfig, parseModelConfig } from "./config.ts";
 import type { SafetensorsDType } from "./safetensors.ts";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "./safetensors-write.ts";
@@ -44,15 +45,19 @@ export interface TinyModelSpec {
   tokenizerVocabSize?: number;
   /** Whole-number tokens 0 … n−1 in the trained tokenizer (see BpeTrainOptions.wholeNumbers). */
   tokenizerWholeNumbers?: number;
-  /** The chat template for tokenizer_config.json (default: Qwen2.5's, tools included). */
+  /** The chat template for tokenizer_config.json (default: Qwen3's for Qwen3, else Qwen2.5's). */
   chatTemplate?: string;
   /** Model vocab_size; defaults to the tokenizer's, may be larger (padded) but not smaller. */
   vocabSize?: number;
   maxPositionEmbeddings?: number;
-  /** Llama only: bias on q/k/v/o (`attention_bias`). */
+  /** Llama, Qwen3, Mistral: bias on q/k/v/o (`attention_bias`). */
   attentionBias?: boolean;
   /** Llama only: bias on gate/up/down (`mlp_bias`). */
   mlpBias?: boolean;
+  /** Llama 3 `rope_scaling` (the HF object, e.g. { rope_type: "llama3", factor: 8, ... }). */
+  ropeScaling?: Record<string, unknown>;
+  /** Mistral `sliding_window` (default null: full attention). */
+  slidingWindow?: number | null;
   /** Norm weights 1 + N(0, 0.1) instead of exactly 1, so a kernel that ignores them is caught. */
   perturbNorms?: boolean;
 }
@@ -102,7 +107,7 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
     num_attention_heads: heads,
     num_hidden_layers: spec.layers ?? 2,
     num_key_value_heads: spec.kvHeads ?? (heads % 2 === 0 ? heads / 2 : heads),
-    rope_scaling: null,
+    rope_scaling: spec.ropeScaling ?? null,
     rope_theta: spec.ropeTheta ?? 10000,
     tie_word_embeddings: spec.tie ?? true,
     torch_dtype: TORCH_DTYPE[spec.dtype ?? "F32"],
@@ -110,6 +115,37 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
     use_cache: true,
     vocab_size: vocabSize,
   };
+  if (spec.ropeScaling && architecture !== "LlamaForCausalLM") {
+    throw new Error("ropeScaling applies to LlamaForCausalLM only");
+  }
+  if (spec.slidingWindow != null && architecture !== "MistralForCausalLM") {
+    throw new Error("slidingWindow applies to MistralForCausalLM only");
+  }
+  if (spec.mlpBias !== undefined && architecture !== "LlamaForCausalLM") {
+    throw new Error("mlpBias applies to LlamaForCausalLM only");
+  }
+  if (architecture === "Qwen3ForCausalLM") {
+    return {
+      ...common,
+      model_type: "qwen3",
+      attention_bias: spec.attentionBias ?? false,
+      head_dim: spec.headDim ?? hidden / heads,
+      max_window_layers: spec.layers ?? 2,
+      rms_norm_eps: spec.rmsNormEps ?? 1e-6,
+      sliding_window: null,
+      use_sliding_window: false,
+    };
+  }
+  if (architecture === "MistralForCausalLM") {
+    return {
+      ...common,
+      model_type: "mistral",
+      attention_bias: spec.attentionBias ?? false,
+      head_dim: spec.headDim ?? hidden / heads,
+      rms_norm_eps: spec.rmsNormEps ?? 1e-5,
+      sliding_window: spec.slidingWindow ?? null,
+    };
+  }
   if (architecture === "LlamaForCausalLM") {
     return {
       ...common,
@@ -121,10 +157,9 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
       rms_norm_eps: spec.rmsNormEps ?? 1e-5,
     };
   }
-  if (spec.attentionBias !== undefined || spec.mlpBias !== undefined) {
-    throw new Error(
-      "attentionBias/mlpBias apply to LlamaForCausalLM only (Qwen2's biases are fixed by the architecture)",
-    );
+  if (architecture !== "Qwen2ForCausalLM") throw new Error(`tiny models cannot be ${architecture}`);
+  if (spec.attentionBias !== undefined) {
+    throw new Error("attentionBias does not apply to Qwen2ForCausalLM (its biases are fixed by the architecture)");
   }
   return {
     ...common,
@@ -237,7 +272,13 @@ export async function writeTinyModel(dir: string, spec: TinyModelSpec = {}): Pro
   await writeFile(join(dir, "tokenizer.json"), json(tokenizer));
   await writeFile(
     join(dir, "tokenizer_config.json"),
-    json(tokenizerConfigJson(tokenizer, config.maxPositionEmbeddings, spec.chatTemplate ?? QWEN2_5_CHAT_TEMPLATE)),
+    json(
+      tokenizerConfigJson(
+        tokenizer,
+        config.maxPositionEmbeddings,
+        spec.chatTemplate ?? (config.architecture === "Qwen3ForCausalLM" ? QWEN3_CHAT_TEMPLATE : QWEN2_5_CHAT_TEMPLATE),
+      ),
+    ),
   );
   await writeFile(
     join(dir, "generation_config.json"),

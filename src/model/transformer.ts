@@ -1,7 +1,8 @@
-// The Qwen2/Llama decoder on the GPU, read top to bottom like the architecture diagram:
+// The Qwen2/Qwen3/Llama/Mistral decoder on the GPU, read top to bottom like the architecture diagram:
 //
 //   tokens → embed → N × [ x + Attn(RMSNorm(x)) → h;  h + MLP(RMSNorm(h)) ] → RMSNorm → LM head
-//   Attn: q,k,v = linear(x) (+bias, +LoRA) → RoPE(q, k) → causal GQA attention → o_proj
+//   Attn: q,k,v = linear(x) (+bias, +LoRA) → [Qwen3: per-head RMSNorm(q, k)] → RoPE(q, k)
+//         → causal GQA attention → o_proj
 //   MLP:  down(silu(gate(x)) ⊙ up(x))
 //
 // Two ways through it:
@@ -20,7 +21,7 @@ import { rope } from "../gpu/kernels/rope.ts";
 import { swiglu } from "../gpu/kernels/swiglu.ts";
 import { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import type { ModelConfig, ProjectionName } from "./config.ts";
+import { assertRunnable, type ModelConfig, type ProjectionName, ropeInverseFrequencies } from "./config.ts";
 import { type LoraApplied, linearForward } from "./linear.ts";
 import type { LoraAdapter } from "./lora.ts";
 import type { LayerWeights, ModelWeights } from "./weights.ts";
@@ -33,6 +34,8 @@ export interface PackedBatch {
   positions: Tensor;
   /** Index of the first token of each token's sequence (causal mask boundary). */
   seqStart: Tensor;
+  /** Length of the longest sequence (checked against a sliding window). */
+  longest: number;
 }
 
 /** What one layer's backward needs from its forward. */
@@ -53,6 +56,8 @@ export interface LayerActivations {
   act: Tensor;
   /** LoRA's x·Aᵀ per adapted projection. */
   u: Partial<Record<ProjectionName, Tensor>>;
+  /** With q/k norm: the projections before their per-head RMSNorm, and its 1/rms per (token, head). */
+  qk?: { qRaw: Tensor; qRstd: Tensor; kRaw: Tensor; kRstd: Tensor };
 }
 
 export interface ForwardResult {
@@ -79,11 +84,15 @@ export class Transformer {
   readonly config: ModelConfig;
   readonly weights: ModelWeights;
   lora: LoraAdapter | null = null;
+  /** Rescaled RoPE frequencies (Llama 3); null when plain theta^(-2i/d) applies. */
+  readonly ropeFrequencies: Float64Array | null;
 
   constructor(gpu: Gpu, config: ModelConfig, weights: ModelWeights) {
+    assertRunnable(config);
     this.gpu = gpu;
     this.config = config;
     this.weights = weights;
+    this.ropeFrequencies = config.ropeScaling ? ropeInverseFrequencies(config) : null;
   }
 
   /** The LoRA module for a projection of a layer, when an adapter is attached and enabled. */
@@ -95,6 +104,7 @@ export class Transformer {
 
   /** Forward over a packed batch; see ForwardResult for what is kept. */
   forward(batch: PackedBatch, options: ForwardOptions = {}): ForwardResult {
+    assertRunnable(this.config, batch.longest);
     const scope = new Scope();
     const useLora = options.adapter ?? true;
     let x = scope.track(embedding(this.weights.embed, batch.tokens));
@@ -139,8 +149,20 @@ export class Transformer {
     };
 
     const { y: n1, rstd: rstd1 } = track2(scope, rmsnorm(x, layer.inputNorm, config.rmsNormEps));
-    const q = this.rotate(proj("q_proj", n1), batch.positions, config.numHeads);
-    const k = this.rotate(proj("k_proj", n1), batch.positions, config.numKvHeads);
+    const qRaw = proj("q_proj", n1);
+    const kRaw = proj("k_proj", n1);
+    let qk: LayerActivations["qk"];
+    let qIn = qRaw;
+    let kIn = kRaw;
+    if (layer.qNorm && layer.kNorm) {
+      const qn = this.headNorm(qRaw, layer.qNorm, config.numHeads, scope);
+      const kn = this.headNorm(kRaw, layer.kNorm, config.numKvHeads, scope);
+      qk = { qRaw, qRstd: qn.rstd, kRaw, kRstd: kn.rstd };
+      qIn = qn.y;
+      kIn = kn.y;
+    }
+    const q = this.rotate(qIn, batch.positions, config.numHeads);
+    const k = this.rotate(kIn, batch.positions, config.numKvHeads);
     const v = proj("v_proj", n1);
     const q3 = q.reshape([tokens, heads.nHeads, heads.headDim]);
     const k3 = k.reshape([tokens, heads.nKvHeads, heads.headDim]);
@@ -156,12 +178,30 @@ export class Transformer {
     const up = proj("up_proj", n2);
     const act = scope.track(swiglu(gate, up));
     const out = scope.track(add(h, proj("down_proj", act)));
-    return { x, n1, rstd1, q, k, v, attn, lse: att.lse, h, n2, rstd2, gate, up, act, u, out };
+    return { x, n1, rstd1, q, k, v, attn, lse: att.lse, h, n2, rstd2, gate, up, act, u, out, qk };
   }
 
-  /** RoPE in place on a [tokens, heads·headDim] projection. */
-  private rotate(t: Tensor, positions: Tensor, nHeads: number): Tensor {
-    return rope(t, positions, { theta: this.config.ropeTheta, nHeads, headDim: this.config.headDim, out: t });
+  /**
+   * Qwen3's q_norm/k_norm: RMSNorm over each head's headDim values of a [tokens, heads·headDim]
+   * projection (rows = tokens·heads), returning y in the same layout and 1/rms per (token, head).
+   */
+  headNorm(t: Tensor, weight: Tensor, nHeads: number, scope: Scope): { y: Tensor; rstd: Tensor } {
+    const tokens = t.shape[0];
+    const { headDim, rmsNormEps } = this.config;
+    const r = track2(scope, rmsnorm(t.reshape([tokens * nHeads, headDim]), weight, rmsNormEps));
+    return { y: r.y.reshape([tokens, nHeads * headDim]), rstd: r.rstd };
+  }
+
+  /** RoPE in place on a [tokens, heads·headDim] projection; `inverse` is its backward. */
+  rotate(t: Tensor, positions: Tensor, nHeads: number, inverse = false): Tensor {
+    return rope(t, positions, {
+      theta: this.config.ropeTheta,
+      invFreq: this.ropeFrequencies ?? undefined,
+      nHeads,
+      headDim: this.config.headDim,
+      inverse,
+      out: t,
+    });
   }
 
   /**
@@ -188,8 +228,14 @@ export class Transformer {
       const proj = (p: ProjectionName, input: Tensor) =>
         linearForward(input, layer.proj[p], this.loraFor(i, p, useLora), scope).y;
       const { y: n1 } = track2(scope, rmsnorm(x, layer.inputNorm, config.rmsNormEps));
-      const q = this.rotate(proj("q_proj", n1), pos, config.numHeads);
-      const k = this.rotate(proj("k_proj", n1), pos, config.numKvHeads);
+      let qIn = proj("q_proj", n1);
+      let kIn = proj("k_proj", n1);
+      if (layer.qNorm && layer.kNorm) {
+        qIn = this.headNorm(qIn, layer.qNorm, config.numHeads, scope).y;
+        kIn = this.headNorm(kIn, layer.kNorm, config.numKvHeads, scope).y;
+      }
+      const q = this.rotate(qIn, pos, config.numHeads);
+      const k = this.rotate(kIn, pos, config.numKvHeads);
       const v = proj("v_proj", n1);
       const cache = caches[i];
       kvWrite(

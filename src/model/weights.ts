@@ -34,6 +34,9 @@ export interface LinearWeights {
 export interface LayerWeights {
   inputNorm: Tensor;
   postNorm: Tensor;
+  /** Per-head RMSNorm weights [headDim] of q and k (Qwen3); null without q/k norm. */
+  qNorm: Tensor | null;
+  kNorm: Tensor | null;
   proj: Record<ProjectionName, LinearWeights>;
 }
 
@@ -43,13 +46,35 @@ export interface ModelWeights {
   norm: Tensor;
   /** The same object as `embed` when embeddings are tied. */
   lmHead: ShardedMatrix;
+  /** Linear weights left in f32 under an f16 load because they hold values beyond f16's range. */
+  keptF32: string[];
 }
 
+/** Largest finite f16; anything larger in magnitude would become ±Inf. */
+export const F16_MAX = 65504;
+
 export interface UploadOptions {
-  /** Storage type of linear weights; "f16" needs the shader-f16 feature (f32 accumulation). */
-  dtype?: "f32" | "f16";
+  /**
+   * Storage type of the frozen linear weights and an untied LM head (norms, biases and the
+   * embedding stay f32; matmuls accumulate in f32 either way). "auto" (the default): f16 when the
+   * adapter has shader-f16 and the checkpoint stores the tensor in 16 bits (BF16/F16), else f32.
+   * "f16" forces it (needs shader-f16). A tensor with values beyond ±65504 stays f32 (warned).
+   */
+  dtype?: "f32" | "f16" | "auto";
   /** Called after each tensor (for progress bars). */
   onTensor?: (name: string, index: number, total: number) => void;
+  /** Where load warnings go (default: console.warn). */
+  onWarning?: (message: string) => void;
+}
+
+/** Largest |value| (NaN-propagating values count as out of range). */
+function maxAbs(data: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < data.length; i++) {
+    const a = Math.abs(data[i]);
+    if (!(a <= m)) m = a;
+  }
+  return m;
 }
 
 /** Uploads every tensor of `checkpoint` to the GPU. */
@@ -59,10 +84,18 @@ export async function uploadWeights(
   options: UploadOptions = {},
 ): Promise<ModelWeights> {
   const config = checkpoint.config;
-  const dtype: DType = options.dtype ?? "f32";
-  if (dtype === "f16" && !gpu.features.shaderF16) {
+  const requested = options.dtype ?? "auto";
+  if (requested === "f16" && !gpu.features.shaderF16) {
     throw new Error("dtype f16 needs the shader-f16 feature, which this adapter lacks; load with dtype f32");
   }
+  const warn = options.onWarning ?? ((m: string) => console.warn(m));
+  const keptF32: string[] = [];
+  /** The storage type of one frozen matrix under the requested policy. */
+  const frozenType = (name: string): DType => {
+    if (requested === "f32") return "f32";
+    if (requested === "f16") return "f16";
+    return gpu.features.shaderF16 && checkpoint.info(name).dtype !== "F32" ? "f16" : "f32";
+  };
   const total = checkpoint.specs.length;
   let index = 0;
   const get = async (name: string): Promise<Float32Array> => {
@@ -74,8 +107,16 @@ export async function uploadWeights(
     const data = await get(name);
     return gpu.tensor([data.length], "f32", data);
   };
-  const matrix = async (name: string, rows: number, cols: number, type: DType): Promise<ShardedMatrix> =>
-    ShardedMatrix.upload(gpu, rows, cols, await get(name), type);
+  const matrix = async (name: string, rows: number, cols: number, type: DType): Promise<ShardedMatrix> => {
+    const data = await get(name);
+    // bf16 reaches ±3.4e38 but f16 only ±65504: such a tensor keeps f32 rather than hold ±Inf.
+    if (type === "f16" && !(maxAbs(data) <= F16_MAX)) {
+      keptF32.push(name);
+      warn(`${name} holds values beyond f16's ±${F16_MAX} (max |w| = ${maxAbs(data)}); keeping it in f32`);
+      type = "f32";
+    }
+    return ShardedMatrix.upload(gpu, rows, cols, data, type);
+  };
 
   const { vocabSize, hiddenSize } = config;
   const embed = await matrix("model.embed_tokens.weight", vocabSize, hiddenSize, "f32");
@@ -83,14 +124,18 @@ export async function uploadWeights(
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
     const proj = {} as Record<ProjectionName, LinearWeights>;
-    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
+    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, frozenType);
+    const qNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.q_norm.weight`) : null;
+    const kNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.k_norm.weight`) : null;
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
-    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, dtype);
-    layers.push({ inputNorm, postNorm, proj });
+    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, frozenType);
+    layers.push({ inputNorm, postNorm, qNorm, kNorm, proj });
   }
   const norm = await vector("model.norm.weight");
-  const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight", vocabSize, hiddenSize, dtype);
-  return { embed, layers, norm, lmHead };
+  const lmHead = config.tieWordEmbeddings
+    ? embed
+    : await matrix("lm_head.weight", vocabSize, hiddenSize, frozenType("lm_head.weight"));
+  return { embed, layers, norm, lmHead, keptF32 };
 }
 
 async function linear(
@@ -99,11 +144,11 @@ async function linear(
   projection: ProjectionName,
   matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix>,
   vector: (name: string) => Promise<Tensor>,
-  dtype: DType,
+  frozenType: (name: string) => DType,
 ): Promise<LinearWeights> {
   const path = projectionPath(layer, projection);
   const [outFeatures, inFeatures] = projectionShape(config, projection);
-  const weight = await matrix(`${path}.weight`, outFeatures, inFeatures, dtype);
+  const weight = await matrix(`${path}.weight`, outFeatures, inFeatures, frozenType(`${path}.weight`));
   const bias = projectionHasBias(config, projection) ? await vector(`${path}.bias`) : null;
   return { path, layer, projection, weight, bias, outFeatures, inFeatures };
 }
@@ -121,6 +166,8 @@ export function disposeWeights(weights: ModelWeights): void {
   for (const layer of weights.layers) {
     layer.inputNorm.dispose();
     layer.postNorm.dispose();
+    layer.qNorm?.dispose();
+    layer.kNorm?.dispose();
     for (const p of PROJECTIONS) {
       layer.proj[p].weight.dispose();
       layer.proj[p].bias?.dispose();

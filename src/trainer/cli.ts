@@ -90,7 +90,8 @@ export async function runTrain(argv: string[]): Promise<number> {
     if (config[key] === undefined) throw new Error(`${configPath}: "${key}" is required`);
   }
   const progress = new Progress({ json: values.json });
-  const model = await loadModel(rel(config.model)!);
+  // Full-weight training updates every weight in place, so they must be f32 (not the f16 default).
+  const model = await loadModel(rel(config.model)!, config.lora === "full" ? { dtype: "f32" } : {});
   const storeUrl = config.store?.startsWith("file:")
     ? `file:${rel(config.store.slice(5))}`
     : (config.store ?? ":memory:");

@@ -84,13 +84,17 @@ export class Optimizer {
       if (m.shards.length !== 1)
         throw new Error(`full training needs ${name} in one binding; it is split in ${m.shards.length}`);
       if (m.shards[0].tensor.dtype !== "f32")
-        throw new Error(`full training needs f32 weights; ${name} is ${m.shards[0].tensor.dtype}`);
+        throw new Error(
+          `full training needs f32 weights; ${name} is ${m.shards[0].tensor.dtype} (load the model with dtype "f32")`,
+        );
       add(name, m.shards[0].tensor);
     };
     single("model.embed_tokens.weight", w.embed);
     w.layers.forEach((layer, i) => {
       add(`model.layers.${i}.input_layernorm.weight`, layer.inputNorm);
       add(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
+      if (layer.qNorm) add(`model.layers.${i}.self_attn.q_norm.weight`, layer.qNorm);
+      if (layer.kNorm) add(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
       for (const p of PROJECTIONS) {
         const lin = layer.proj[p];
         single(`${lin.path}.weight`, lin.weight);

@@ -2,6 +2,7 @@
 // its inverse as the backward (reference and finite differences), in-place use and validation.
 import { describe, expect, it } from "vitest";
 import { rope, ropeFrequencyTable } from "../../src/gpu/kernels/rope.ts";
+import { parseModelConfig, ropeInverseFrequencies } from "../../src/model/config.ts";
 import { expectClose, maxAbsDiff } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { gradCheck } from "../helpers/gradcheck.ts";
@@ -52,6 +53,51 @@ describe("rope", () => {
       // In place gives the same result as out of place.
       expect(rope(x, pos, { ...opts, out: x })).toBe(x);
       expect(Array.from(await x.read())).toEqual(Array.from(await y.read()));
+    },
+  );
+
+  it.each([
+    [7, 3, 64],
+    [129, 1, 6],
+  ])(
+    "tokens=%i heads=%i headDim=%i: explicit (llama3-rescaled) inverse frequencies match the reference",
+    async (tokens, nHeads, headDim) => {
+      const g = gpu();
+      const base = parseModelConfig({
+        architectures: ["LlamaForCausalLM"],
+        hidden_size: nHeads * headDim,
+        head_dim: headDim,
+        intermediate_size: 8,
+        num_attention_heads: nHeads,
+        num_hidden_layers: 1,
+        vocab_size: 8,
+        rope_theta: 500000,
+        rope_scaling: {
+          rope_type: "llama3",
+          factor: 32,
+          low_freq_factor: 1,
+          high_freq_factor: 4,
+          original_max_position_embeddings: 8192,
+        },
+      });
+      const invFreq = ropeInverseFrequencies(base);
+      const xd = uniform(tokens * nHeads * headDim, tokens * 3 + headDim);
+      const pd = positionsFor(tokens, 131072, headDim + 1);
+      const x = g.tensor([tokens, nHeads, headDim], "f32", xd);
+      const pos = g.tensor([tokens], "u32", pd);
+      const opts = { theta: 500000, invFreq, nHeads, headDim };
+      expectClose(await rope(x, pos, opts).read(), ropeRef(xd, pd, nHeads, headDim, invFreq), TOL, "scaled rope");
+      expectClose(
+        await rope(x, pos, { ...opts, inverse: true }).read(),
+        ropeRef(xd, pd, nHeads, headDim, invFreq, true),
+        TOL,
+        "scaled inverse",
+      );
+      // The scaling changes the result (so theta alone would fail this test).
+      expect(
+        maxAbsDiff(ropeRef(xd, pd, nHeads, headDim, 500000), ropeRef(xd, pd, nHeads, headDim, invFreq)),
+      ).toBeGreaterThan(0.1);
+      expect(() => rope(x, pos, { ...opts, invFreq: invFreq.subarray(1) })).toThrow(/invFreq has/);
     },
   );
 

@@ -3,7 +3,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { expectedTensors, parseModelConfig, ropeInverseFrequencies, tensorNames } from "../../src/model/config.ts";
+import {
+  assertRunnable,
+  expectedTensors,
+  parameterCount,
+  parseModelConfig,
+  ropeInverseFrequencies,
+  tensorNames,
+} from "../../src/model/config.ts";
 
 const fixtures = fileURLToPath(new URL("../fixtures/configs", import.meta.url));
 const readConfig = (name: string) => JSON.parse(readFileSync(join(fixtures, name), "utf8"));
@@ -31,6 +38,9 @@ describe("parseModelConfig", () => {
       bosTokenId: 151643,
       eosTokenIds: [151645],
       torchDtype: "bfloat16",
+      qkNorm: false,
+      slidingWindow: null,
+      gemma3: null,
     });
   });
 
@@ -70,11 +80,11 @@ describe("parseModelConfig", () => {
   it("names the architecture and the supported ones when it cannot run a model", () => {
     const raw = {
       ...readConfig("qwen2.5-0.5b-instruct.json"),
-      architectures: ["MistralForCausalLM"],
-      model_type: "mistral",
+      architectures: ["PhiForCausalLM"],
+      model_type: "phi",
     };
     expect(() => parseModelConfig(raw)).toThrow(
-      /unsupported architecture "MistralForCausalLM".*supported: Qwen2ForCausalLM, LlamaForCausalLM/,
+      /unsupported architecture "PhiForCausalLM".*supported: Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM, MistralForCausalLM/,
     );
   });
 
@@ -88,9 +98,6 @@ describe("parseModelConfig", () => {
     expect(() =>
       parseModelConfig({ ...readConfig("llama-3.2-1b-instruct.json"), rope_scaling: { rope_type: "yarn", factor: 4 } }),
     ).toThrow(/rope_scaling type "yarn" is not supported/);
-    expect(() => parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), use_sliding_window: true })).toThrow(
-      /use_sliding_window/,
-    );
     expect(() => parseModelConfig([])).toThrow(/JSON object/);
   });
 });
@@ -154,5 +161,90 @@ describe("ropeInverseFrequencies", () => {
       }
     }
     expect(kinds).toEqual(new Set(["high", "low", "mid"]));
+  });
+});
+
+// The published sizes on each model card, in billions, with the digits the card gives: the count
+// from our tensor list must agree to that precision. Tied heads count once (as the cards count them).
+const REAL_MODELS: [file: string, architecture: string, published: number, digits: number][] = [
+  ["qwen3-0.6b.json", "Qwen3ForCausalLM", 0.6, 1],
+  ["qwen3-1.7b.json", "Qwen3ForCausalLM", 1.7, 1],
+  ["qwen3-4b.json", "Qwen3ForCausalLM", 4.0, 1],
+  ["qwen2.5-0.5b-instruct.json", "Qwen2ForCausalLM", 0.49, 2],
+  ["qwen2.5-1.5b-instruct.json", "Qwen2ForCausalLM", 1.54, 2],
+  ["qwen2.5-3b-instruct.json", "Qwen2ForCausalLM", 3.09, 2],
+  ["llama-3.2-1b-instruct.json", "LlamaForCausalLM", 1.23, 2],
+  ["llama-3.2-3b-instruct.json", "LlamaForCausalLM", 3.21, 2],
+  ["smollm2-1.7b-instruct.json", "LlamaForCausalLM", 1.7, 1],
+  ["gemma-3-1b-it.json", "Gemma3ForCausalLM", 1.0, 1],
+];
+
+describe("real model configs (test/fixtures/configs)", () => {
+  for (const [file, architecture, published, digits] of REAL_MODELS) {
+    it(`${file}: parses as ${architecture} with ${published}B parameters`, () => {
+      const c = parseModelConfig(readConfig(file));
+      expect(c.architecture).toBe(architecture);
+      const billions = parameterCount(c) / 1e9;
+      // Cards round or truncate: within one unit of the last digit given.
+      expect(Math.abs(billions - published), `${billions}B`).toBeLessThan(10 ** -digits);
+    });
+  }
+
+  it("counts exactly what the checkpoints hold for two models with known totals", () => {
+    // Gemma 3 1B: 999,885,952 (its safetensors header); Llama 3.2 1B: 1,235,814,400.
+    expect(parameterCount(parseModelConfig(readConfig("gemma-3-1b-it.json")))).toBe(999_885_952);
+    expect(parameterCount(parseModelConfig(readConfig("llama-3.2-1b-instruct.json")))).toBe(1_235_814_400);
+  });
+
+  it("Qwen3: explicit head_dim (not hidden/heads), q/k norms, no biases, tied head", () => {
+    const c = parseModelConfig(readConfig("qwen3-0.6b.json"));
+    expect([c.headDim, c.hiddenSize / c.numHeads]).toEqual([128, 64]);
+    expect([c.qkNorm, c.attentionBias, c.outputBias, c.mlpBias, c.tieWordEmbeddings]).toEqual([
+      true,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    expect(c.slidingWindow).toBeNull();
+    const byName = new Map(expectedTensors(c).map((s) => [s.name, s.shape]));
+    expect(byName.get("model.layers.0.self_attn.q_proj.weight")).toEqual([16 * 128, 1024]);
+    expect(byName.get("model.layers.0.self_attn.o_proj.weight")).toEqual([1024, 16 * 128]);
+    expect(byName.get("model.layers.27.self_attn.q_norm.weight")).toEqual([128]);
+    expect(byName.get("model.layers.27.self_attn.k_norm.weight")).toEqual([128]);
+    expect(byName.has("model.layers.0.self_attn.q_proj.bias")).toBe(false);
+    expect(byName.has("lm_head.weight")).toBe(false);
+    expect(() => assertRunnable(c, 40960)).not.toThrow();
+  });
+
+  it("Mistral: a null window runs; a window runs up to its length and refuses longer contexts", () => {
+    const base = { ...readConfig("smollm2-1.7b-instruct.json"), architectures: ["MistralForCausalLM"] };
+    const open = parseModelConfig({ ...base, sliding_window: null });
+    expect(open.slidingWindow).toBeNull();
+    expect(() => assertRunnable(open, 1 << 20)).not.toThrow();
+    const windowed = parseModelConfig({ ...base, sliding_window: 4096 });
+    expect(windowed.slidingWindow).toBe(4096);
+    expect(() => assertRunnable(windowed, 4096)).not.toThrow();
+    expect(() => assertRunnable(windowed, 4097)).toThrow(/sliding-window attention \(window 4096\).*4097 asked for/);
+    // Qwen2 writes a window but only uses it with use_sliding_window.
+    expect(parseModelConfig(readConfig("qwen2.5-0.5b-instruct.json")).slidingWindow).toBeNull();
+    const qwenSwa = parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), use_sliding_window: true });
+    expect(qwenSwa.slidingWindow).toBe(32768);
+  });
+
+  it("Gemma 3: parsed for its tensors, refused for running with what the kernels lack", () => {
+    const c = parseModelConfig(readConfig("gemma-3-1b-it.json"));
+    expect(c.gemma3).toEqual({
+      hiddenActivation: "gelu_pytorch_tanh",
+      slidingWindowPattern: 6,
+      ropeLocalTheta: 10000,
+      queryPreAttnScalar: 256,
+    });
+    expect(c.slidingWindow).toBe(512);
+    const names = tensorNames(c);
+    expect(names).toContain("model.layers.25.pre_feedforward_layernorm.weight");
+    expect(names).toContain("model.layers.25.post_feedforward_layernorm.weight");
+    expect(names).toContain("model.layers.0.self_attn.k_norm.weight");
+    expect(() => assertRunnable(c)).toThrow(/Gemma 3\) is not supported yet: .*GELU-tanh.*sandwich.*sliding-window/);
   });
 });

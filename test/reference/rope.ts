@@ -1,22 +1,24 @@
 // Plain-TypeScript RoPE in f64 (HF rotate-half convention): the source of truth for rope.wgsl.
 
 /**
- * out1 = x1·cos − x2·sin, out2 = x2·cos + x1·sin per head, angle = pos·theta^(−2i/headDim),
- * all in f64. `inverse` negates the angle.
+ * out1 = x1·cos − x2·sin, out2 = x2·cos + x1·sin per head, angle = pos·theta^(−2i/headDim) (or
+ * pos·invFreq[i] when `theta` is a list of inverse frequencies), all in f64. `inverse` negates
+ * the angle.
  */
 export function ropeRef(
   x: ArrayLike<number>,
   positions: ArrayLike<number>,
   nHeads: number,
   headDim: number,
-  theta: number,
+  theta: number | ArrayLike<number>,
   inverse = false,
 ): Float64Array {
   const half = headDim / 2;
   const out = new Float64Array(x.length);
   for (let t = 0; t < positions.length; t++) {
     for (let i = 0; i < half; i++) {
-      const a = positions[t] * theta ** ((-2 * i) / headDim) * (inverse ? -1 : 1);
+      const inv = typeof theta === "number" ? theta ** ((-2 * i) / headDim) : theta[i];
+      const a = positions[t] * inv * (inverse ? -1 : 1);
       const c = Math.cos(a);
       const s = Math.sin(a);
       for (let h = 0; h < nHeads; h++) {

@@ -1,8 +1,10 @@
-// Reference Qwen2/Llama forward pass in plain TypeScript with f64 accumulation: the source of
-// truth the GPU transformer is checked against. Written to read like the architecture diagram
-// (and transformers' modeling_qwen2.py / modeling_llama.py), not to be fast.
+// Reference Qwen2/Qwen3/Llama/Mistral forward pass in plain TypeScript with f64 accumulation: the
+// source of truth the GPU transformer is checked against. Written to read like the architecture
+// diagram (and transformers' modeling_qwen2.py / modeling_qwen3.py / modeling_llama.py), not to be
+// fast.
 
 import {
+  assertRunnable,
   type ModelConfig,
   type ProjectionName,
   projectionHasBias,
@@ -165,6 +167,7 @@ export function referenceForward(model: ReferenceModel, tokens: ArrayLike<number
   const T = tokens.length;
   const H = c.hiddenSize;
   if (T === 0) throw new Error("referenceForward needs at least one token");
+  assertRunnable(c, T);
 
   // Embedding lookup.
   const embed = weight(model, "model.embed_tokens.weight");
@@ -183,6 +186,25 @@ export function referenceForward(model: ReferenceModel, tokens: ArrayLike<number
     const q = project(model, l, "q_proj", normed, T, lora);
     const k = project(model, l, "k_proj", normed, T, lora);
     const v = project(model, l, "v_proj", normed, T, lora);
+    if (c.qkNorm) {
+      // Qwen3: RMSNorm over each head's headDim values (rows = token·head), before RoPE.
+      const qn = rmsNorm(
+        q,
+        T * c.numHeads,
+        c.headDim,
+        weight(model, `model.layers.${l}.self_attn.q_norm.weight`),
+        c.rmsNormEps,
+      );
+      const kn = rmsNorm(
+        k,
+        T * c.numKvHeads,
+        c.headDim,
+        weight(model, `model.layers.${l}.self_attn.k_norm.weight`),
+        c.rmsNormEps,
+      );
+      q.set(qn);
+      k.set(kn);
+    }
     applyRope(q, T, c.numHeads, c.headDim, invFreq);
     applyRope(k, T, c.numKvHeads, c.headDim, invFreq);
     const attn = causalAttention(q, k, v, T, c);

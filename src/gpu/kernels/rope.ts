@@ -11,6 +11,12 @@ import { requireF32, requireU32, sameBuffer, sameMemory } from "./elementwise.ts
 export interface RopeOptions {
   /** Base of the frequencies: inv_freq[i] = theta^(−2i/headDim) (Llama 2: 1e4, Qwen2: 1e6). */
   theta: number;
+  /**
+   * Explicit inverse frequencies (headDim/2 values), overriding `theta`: for rescaled RoPE such as
+   * Llama 3's (config.ts `ropeInverseFrequencies`). Pass the same array object each call: its
+   * table is uploaded once per device and array.
+   */
+  invFreq?: Float64Array;
   nHeads: number;
   headDim: number;
   /** Apply the inverse rotation (the backward: dx = Rᵀ·dy). */
@@ -26,11 +32,12 @@ const TWO_POW_32 = 2 ** 32;
  * 64-bit binary fraction, hi words first then lo words. Computed in f64, so the fraction is
  * accurate to ~1e-17 turns per unit of position.
  */
-export function ropeFrequencyTable(theta: number, headDim: number): Uint32Array {
+export function ropeFrequencyTable(theta: number | ArrayLike<number>, headDim: number): Uint32Array {
   const half = headDim / 2;
   const table = new Uint32Array(headDim);
   for (let i = 0; i < half; i++) {
-    const turns = theta ** ((-2 * i) / headDim) / (2 * Math.PI);
+    const inv = typeof theta === "number" ? theta ** ((-2 * i) / headDim) : theta[i];
+    const turns = inv / (2 * Math.PI);
     const scaled = turns * TWO_POW_32; // exact: a power-of-two scale
     const hi = Math.floor(scaled);
     table[i] = hi % TWO_POW_32; // turns < 1, so this only matters when inv_freq ≥ 2π
@@ -40,6 +47,25 @@ export function ropeFrequencyTable(theta: number, headDim: number): Uint32Array 
 }
 
 const tables = new WeakMap<Gpu, Map<string, Tensor>>();
+const explicitTables = new WeakMap<Gpu, WeakMap<Float64Array, Tensor>>();
+
+/** The uploaded table of explicit inverse frequencies, made once per device and array. */
+function explicitFrequencyTensor(gpu: Gpu, invFreq: Float64Array, headDim: number): Tensor {
+  if (invFreq.length !== headDim / 2) {
+    throw new Error(`rope: invFreq has ${invFreq.length} values, expected headDim/2 = ${headDim / 2}`);
+  }
+  let perGpu = explicitTables.get(gpu);
+  if (!perGpu) {
+    perGpu = new WeakMap();
+    explicitTables.set(gpu, perGpu);
+  }
+  let t = perGpu.get(invFreq);
+  if (!t || t.disposed) {
+    t = gpu.tensor([headDim], "u32", ropeFrequencyTable(invFreq, headDim));
+    perGpu.set(invFreq, t);
+  }
+  return t;
+}
 
 /** The uploaded table for (theta, headDim), made once per device. */
 function frequencyTensor(gpu: Gpu, theta: number, headDim: number): Tensor {
@@ -99,7 +125,9 @@ export function rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
   const width4 = half % 4 === 0;
   const groups = width4 ? half / 4 : half;
   const defines = width4 ? { V: "vec4<f32>", VU: "vec4<u32>", VI: "vec4<i32>" } : { V: "f32", VU: "u32", VI: "i32" };
-  const freqs = frequencyTensor(gpu, theta, headDim);
+  const freqs = options.invFreq
+    ? explicitFrequencyTensor(gpu, options.invFreq, headDim)
+    : frequencyTensor(gpu, theta, headDim);
   const count = tokens * groups;
   gpu.commands.dispatch({
     shader: "rope",
