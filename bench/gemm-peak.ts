@@ -7,6 +7,7 @@
 // matched on Dawn's adapter strings, else (software adapters) an estimate from the CPU.
 //   npx tsx bench/gemm-peak.ts [--n 4096] [--quick]
 
+import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { acquireGpu, type Gpu, timeGpu } from "../src/gpu/index.ts";
@@ -45,6 +46,18 @@ function envPeak(name: string): number | undefined {
   return n;
 }
 
+/** The CPU clock (GHz): Node's figure, else /proc/cpuinfo's (VMs often report 0 to Node). */
+function cpuGhz(): number {
+  const fromNode = Math.max(...cpus().map((c) => c.speed));
+  if (fromNode > 0) return fromNode / 1000;
+  try {
+    const mhz = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync("/proc/cpuinfo", "utf8"));
+    return mhz ? Math.round(Number(mhz[1])) / 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** The adapter's peak: env vars, else the table, else a CPU estimate for software adapters. */
 export function adapterPeak(gpu: Gpu): Peak | null {
   const f32 = envPeak("FULGUR_PEAK_F32_GFLOPS");
@@ -56,7 +69,8 @@ export function adapterPeak(gpu: Gpu): Peak | null {
   if (/llvmpipe|lavapipe|swiftshader/i.test(text)) {
     // A software rasteriser runs on the CPU: AVX2 = 2 FMA units × 8 f32 lanes × 2 FLOP per cycle.
     const list = cpus();
-    const ghz = Math.max(...list.map((c) => c.speed)) / 1000;
+    const ghz = cpuGhz();
+    if (!ghz) return null;
     return { f32: list.length * ghz * 32, source: `CPU estimate: ${list.length} cores × ${ghz} GHz × 32 FLOP/cycle` };
   }
   return null;

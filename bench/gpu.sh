@@ -2,14 +2,16 @@
 # One prepared run for a real GPU (or any WebGPU adapter): GEMM vs the adapter's peak, the kernel
 # benchmarks, and the scale benchmark (load, decode tok/s, one LoRA update) on random-init
 # Qwen2.5-0.5B (plus Llama-3.2-1B / Qwen3 when time allows), bounded to ~8 minutes in all.
-# Every result is a JSON line on stdout and in $OUT_FILE (default bench/gpu-results.jsonl).
+# Every result is a JSON line on stdout and in $OUT_FILE (default bench/out/gpu-results.jsonl).
 #
 #   bash bench/gpu.sh            # full: ~8 min budget
 #   bash bench/gpu.sh --quick    # a few minutes even on a software adapter (lavapipe)
 #
 # Env: GPU_SH_BUDGET_S (default 480, quick 300), OUT_FILE, FULGUR_PEAK_F32_GFLOPS /
 # FULGUR_PEAK_F16_GFLOPS (the adapter's peak when bench/gemm-peak.ts's table lacks it),
-# SCALE_MODELS (comma list for bench/scale.ts), GPU_SH_TORCH=1 to include the PyTorch reference.
+# SCALE_MODELS (comma list for bench/scale.ts), SCALE_VOCAB (vocab override: an adapter whose
+# storage bindings stop at 128 MiB, like lavapipe, cannot train a 151,936-word LM head until it is
+# vocab-tiled), GPU_SH_TORCH=1 to include the PyTorch reference.
 # On a bare machine it runs `npm ci` when node_modules is missing and, when Dawn finds no adapter,
 # tries the Vulkan loader (apt, root) before the software fallback of scripts/setup-gpu.sh.
 set -uo pipefail
@@ -18,7 +20,8 @@ cd "$(dirname "$0")/.."
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 budget=${GPU_SH_BUDGET_S:-$([[ $quick == 1 ]] && echo 300 || echo 480)}
-out=${OUT_FILE:-bench/gpu-results.jsonl}
+out=${OUT_FILE:-bench/out/gpu-results.jsonl}
+mkdir -p "$(dirname "$out")"
 start=$(date +%s)
 : >"$out"
 
@@ -80,12 +83,13 @@ skip=torch
 [[ "${GPU_SH_TORCH:-0}" == 1 ]] && skip=""
 if [[ $quick == 1 ]]; then
   step 60 gemm_peak "${tsx[@]}" bench/gemm-peak.ts --quick
-  step 150 scale "${tsx[@]}" bench/scale.ts --quick --models qwen2.5-0.5b --batches 1,8 --skip "llamacpp,$skip"
+  step 150 scale "${tsx[@]}" bench/scale.ts --quick --models qwen2.5-0.5b --batches 1 --prompt 8 --decode 2 \
+    --tokens 32 --skip "llamacpp,$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"}
   step 90 kernels_matmul "${tsx[@]}" bench/kernels.ts matmul
 else
   step 90 gemm_peak "${tsx[@]}" bench/gemm-peak.ts --n 4096
   step 270 scale "${tsx[@]}" bench/scale.ts --models "$models" --sequences 8 --tokens 1024 --micro 2 \
-    --prompt 128 --decode 64 --batches 1,8,32 --skip "$skip"
+    --prompt 128 --decode 64 --batches 1,8,32 --skip "$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"}
   step 120 kernels "${tsx[@]}" bench/kernels.ts
 fi
 record gpu.sh total_wall_time $(($(date +%s) - start)) s

@@ -71,6 +71,8 @@ export interface ScaleOptions {
   skip: Set<string>;
   torchThreads: number;
   out?: string;
+  /** Overrides vocab_size (e.g. to fit the LM head in one binding on a 128 MiB-limit adapter). */
+  vocab?: number;
   /** Keep generated checkpoints here between runs (null: a temporary directory per run). */
   cacheDir: string | null;
 }
@@ -109,6 +111,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     skip: new Set((value("--skip") ?? "").split(",").filter(Boolean)),
     torchThreads: int("--torch-threads", cpus().length),
     out: value("--out"),
+    vocab: value("--vocab") === undefined ? undefined : int("--vocab", 1),
     cacheDir: argv.includes("--no-cache") ? null : (value("--cache-dir") ?? join(tmpdir(), "fulgur-scale-cache")),
   };
 }
@@ -265,7 +268,11 @@ export async function benchScaleModel(
   const hfConfig = JSON.parse(readFileSync(configPath, "utf8")) as Record<string, unknown>;
   // Generated checkpoints are kept in a cache keyed by the config file and seed: writing 0.5–4B
   // random values takes minutes on a loaded 2-core machine, and they never change.
-  const key = createHash("sha256").update(readFileSync(configPath)).update("seed=1;F16;v1").digest("hex").slice(0, 12);
+  const key = createHash("sha256")
+    .update(readFileSync(configPath))
+    .update(`seed=1;F16;v1;vocab=${opts.vocab ?? "config"}`)
+    .digest("hex")
+    .slice(0, 12);
   const dir = opts.cacheDir
     ? join(opts.cacheDir, `${name}-${key}`)
     : mkdtempSync(join(tmpdir(), `fulgur-scale-${name}-`));
@@ -279,7 +286,7 @@ export async function benchScaleModel(
         written = { ...(JSON.parse(readFileSync(marker, "utf8")) as RandomModel), config: await readModelConfig(dir) };
       } else {
         rmSync(dir, { recursive: true, force: true });
-        written = await writeRandomModel(dir, hfConfig, { seed: 1, dtype: "F16" });
+        written = await writeRandomModel(dir, hfConfig, { seed: 1, dtype: "F16", vocabSize: opts.vocab });
         if (opts.cacheDir) {
           const { parameters, weightBytes } = written;
           writeFileSync(marker, JSON.stringify({ dir, parameters, weightBytes }));
@@ -294,6 +301,7 @@ export async function benchScaleModel(
       bench: "scale",
       model: name,
       params: written.parameters,
+      vocab: config.vocabSize,
       dtype: opts.dtype,
       adapter,
     };
@@ -386,105 +394,111 @@ export async function benchScaleModel(
     }
 
     if (!opts.skip.has("update")) {
-      gpu.pool.trim();
-      const base = gpu.pool.stats().liveBytes;
-      t0 = performance.now();
-      const model = await loadModel(dir, { gpu, dtype: opts.dtype, maxSlots: 1, maxSeqLen: 64 });
-      let disposed = false;
-      await gpu.sync();
-      const loadMs = performance.now() - t0;
-      const weights = gpu.pool.stats().liveBytes - base;
       try {
-        const lora = model.createAdapter({ rank: RANK, alpha: ALPHA, seed: 3 });
-        const r = seeded(11);
-        for (const m of lora.modules.values()) m.b.write(Array.from({ length: m.b.size }, () => (r() - 0.5) * 0.04));
-        const adapterDir = join(work, "adapter");
-        mkdirSync(adapterDir, { recursive: true });
-        await model.saveAdapter(adapterDir);
-        const optimizer = Optimizer.forLora(lora, OPTIM);
-        const state = gpu.pool.stats().liveBytes - base - weights;
-        const batch = makeBatch(config.vocabSize, opts.sequences, opts.tokens, 5);
-        const micros: PolicySample[][] = [];
-        for (let i = 0; i < batch.length; i += opts.micro) micros.push(batch.slice(i, i + opts.micro));
-        const masked = (b: PolicySample[]) => b.reduce((a, s) => a + s.lossMask.reduce((x, y) => x + y, 0), 0);
-        const totalMasked = masked(batch);
-        const u = {
-          ...common,
-          sequences: opts.sequences,
-          seqLen: opts.tokens,
-          micro: opts.micro,
-          loraRank: RANK,
-          loraParams: optimizer.parameterCount,
-        };
-        // Warm-up on a short batch: compiles every pipeline without paying for a full update.
-        await policyGradients(model.transformer, makeBatch(config.vocabSize, 1, 16, 9), PPO, optimizer.sink);
-        optimizer.zeroGrad();
-        await gpu.sync();
-        gpu.pool.peakBytes = gpu.pool.stats().liveBytes + gpu.pool.stats().freeBytes;
-        const liveBefore = gpu.pool.stats().liveBytes;
-        t0 = performance.now();
-        let loss = 0;
-        for (const m of micros) {
-          const weight = masked(m) / totalMasked;
-          loss += (await policyGradients(model.transformer, m, { ...PPO, weight }, optimizer.sink)).loss;
-        }
-        await optimizer.apply();
-        const updateMs = performance.now() - t0;
-        const peak = gpu.pool.peakBytes;
-        const tokens = opts.sequences * opts.tokens;
-        const flops = 2 * opts.sequences * forwardFlops(config, opts.tokens);
-        put({ ...u, metric: "update_load_time", value: loadMs, unit: "ms" });
-        put({ ...u, metric: "update_time", value: updateMs, unit: "ms", loss });
-        put({ ...u, metric: "update_tokens_per_s", value: tokens / (updateMs / 1000), unit: "tok/s" });
-        put({ ...u, metric: "update_effective_gflops", value: flops / (updateMs / 1e6) / 1e6, unit: "GFLOP/s" });
-        put({ ...u, metric: "update_peak_memory", value: peak / MiB, unit: "MiB" });
-        put({ ...u, metric: "update_memory_weights", value: weights / MiB, unit: "MiB" });
-        put({ ...u, metric: "update_memory_lora_and_adam", value: state / MiB, unit: "MiB" });
-        put({
-          ...u,
-          metric: "update_memory_activations",
-          value: (peak - liveBefore) / MiB,
-          unit: "MiB",
-          microTokens: opts.micro * opts.tokens,
-        });
-        optimizer.dispose();
-        model.dispose();
-        disposed = true;
         gpu.pool.trim();
-
-        if (!opts.skip.has("torch")) {
-          const torch = runTorch(dir, adapterDir, batch, opts.micro, opts.torchThreads);
-          if ("skipped" in torch) {
-            put({ ...u, metric: "torch_reference", value: 0, unit: "skipped", reason: torch.skipped });
-          } else {
-            const t = torch.result;
-            const tc = {
-              ...u,
-              torch: t.torch_version,
-              threads: t.threads,
-              blas: t.blas,
-              blasLibraries: t.blas_libraries,
-            };
-            const torchMs = t.step_ms[0];
-            put({ ...tc, metric: "torch_matmul512_gflops", value: t.matmul512_gflops, unit: "GFLOP/s" });
-            put({ ...tc, metric: "torch_update_time", value: torchMs, unit: "ms", loss: t.losses[0] });
-            put({ ...tc, metric: "torch_max_rss", value: t.max_rss_mib, unit: "MiB" });
-            put({ ...tc, metric: "update_ratio_fulgur_over_torch", value: torchMs / updateMs, unit: "x" });
-            const diff = Math.abs(loss - t.losses[0]);
-            put({
-              ...tc,
-              metric: "loss_abs_diff_vs_torch",
-              value: diff,
-              unit: "abs",
-              fulgur: loss,
-              torchLoss: t.losses[0],
-            });
-            if (!(diff < 1e-3 * Math.max(1, Math.abs(t.losses[0]))))
-              throw new Error(`scale bench ${name}: Fulgur loss ${loss} differs from PyTorch's ${t.losses[0]}`);
+        const base = gpu.pool.stats().liveBytes;
+        t0 = performance.now();
+        const model = await loadModel(dir, { gpu, dtype: opts.dtype, maxSlots: 1, maxSeqLen: 64 });
+        let disposed = false;
+        await gpu.sync();
+        const loadMs = performance.now() - t0;
+        const weights = gpu.pool.stats().liveBytes - base;
+        try {
+          const lora = model.createAdapter({ rank: RANK, alpha: ALPHA, seed: 3 });
+          const r = seeded(11);
+          for (const m of lora.modules.values()) m.b.write(Array.from({ length: m.b.size }, () => (r() - 0.5) * 0.04));
+          const adapterDir = join(work, "adapter");
+          mkdirSync(adapterDir, { recursive: true });
+          await model.saveAdapter(adapterDir);
+          const optimizer = Optimizer.forLora(lora, OPTIM);
+          const state = gpu.pool.stats().liveBytes - base - weights;
+          const batch = makeBatch(config.vocabSize, opts.sequences, opts.tokens, 5);
+          const micros: PolicySample[][] = [];
+          for (let i = 0; i < batch.length; i += opts.micro) micros.push(batch.slice(i, i + opts.micro));
+          const masked = (b: PolicySample[]) => b.reduce((a, s) => a + s.lossMask.reduce((x, y) => x + y, 0), 0);
+          const totalMasked = masked(batch);
+          const u = {
+            ...common,
+            sequences: opts.sequences,
+            seqLen: opts.tokens,
+            micro: opts.micro,
+            loraRank: RANK,
+            loraParams: optimizer.parameterCount,
+          };
+          // Warm-up on a short batch: compiles every pipeline without paying for a full update.
+          await policyGradients(model.transformer, makeBatch(config.vocabSize, 1, 16, 9), PPO, optimizer.sink);
+          optimizer.zeroGrad();
+          await gpu.sync();
+          gpu.pool.peakBytes = gpu.pool.stats().liveBytes + gpu.pool.stats().freeBytes;
+          const liveBefore = gpu.pool.stats().liveBytes;
+          t0 = performance.now();
+          let loss = 0;
+          for (const m of micros) {
+            const weight = masked(m) / totalMasked;
+            loss += (await policyGradients(model.transformer, m, { ...PPO, weight }, optimizer.sink)).loss;
           }
+          await optimizer.apply();
+          const updateMs = performance.now() - t0;
+          const peak = gpu.pool.peakBytes;
+          const tokens = opts.sequences * opts.tokens;
+          const flops = 2 * opts.sequences * forwardFlops(config, opts.tokens);
+          put({ ...u, metric: "update_load_time", value: loadMs, unit: "ms" });
+          put({ ...u, metric: "update_time", value: updateMs, unit: "ms", loss });
+          put({ ...u, metric: "update_tokens_per_s", value: tokens / (updateMs / 1000), unit: "tok/s" });
+          put({ ...u, metric: "update_effective_gflops", value: flops / updateMs / 1e6, unit: "GFLOP/s" });
+          put({ ...u, metric: "update_peak_memory", value: peak / MiB, unit: "MiB" });
+          put({ ...u, metric: "update_memory_weights", value: weights / MiB, unit: "MiB" });
+          put({ ...u, metric: "update_memory_lora_and_adam", value: state / MiB, unit: "MiB" });
+          put({
+            ...u,
+            metric: "update_memory_activations",
+            value: (peak - liveBefore) / MiB,
+            unit: "MiB",
+            microTokens: opts.micro * opts.tokens,
+          });
+          optimizer.dispose();
+          model.dispose();
+          disposed = true;
+          gpu.pool.trim();
+
+          if (!opts.skip.has("torch")) {
+            const torch = runTorch(dir, adapterDir, batch, opts.micro, opts.torchThreads);
+            if ("skipped" in torch) {
+              put({ ...u, metric: "torch_reference", value: 0, unit: "skipped", reason: torch.skipped });
+            } else {
+              const t = torch.result;
+              const tc = {
+                ...u,
+                torch: t.torch_version,
+                threads: t.threads,
+                blas: t.blas,
+                blasLibraries: t.blas_libraries,
+              };
+              const torchMs = t.step_ms[0];
+              put({ ...tc, metric: "torch_matmul512_gflops", value: t.matmul512_gflops, unit: "GFLOP/s" });
+              put({ ...tc, metric: "torch_update_time", value: torchMs, unit: "ms", loss: t.losses[0] });
+              put({ ...tc, metric: "torch_max_rss", value: t.max_rss_mib, unit: "MiB" });
+              put({ ...tc, metric: "update_ratio_fulgur_over_torch", value: torchMs / updateMs, unit: "x" });
+              const diff = Math.abs(loss - t.losses[0]);
+              put({
+                ...tc,
+                metric: "loss_abs_diff_vs_torch",
+                value: diff,
+                unit: "abs",
+                fulgur: loss,
+                torchLoss: t.losses[0],
+              });
+              if (!(diff < 1e-3 * Math.max(1, Math.abs(t.losses[0]))))
+                throw new Error(`scale bench ${name}: Fulgur loss ${loss} differs from PyTorch's ${t.losses[0]}`);
+            }
+          }
+        } finally {
+          if (!disposed) model.dispose();
         }
-      } finally {
-        if (!disposed) model.dispose();
+      } catch (err) {
+        // Reported, not fatal: the other models and phases still run (and gpu.sh keeps its budget).
+        put({ ...common, metric: "update_failed", value: 0, unit: "", reason: String(err).split("\n")[0] });
+        gpu.pool.trim();
       }
     }
   } finally {
