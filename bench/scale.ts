@@ -13,6 +13,7 @@
 //   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b] [--quick] [--sequences 8]
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
+//     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
 //     [--cache-dir dir | --no-cache]   (generated checkpoints are cached, default $TMPDIR/fulgur-scale-cache)
 
 import { spawnSync } from "node:child_process";
