@@ -4,7 +4,8 @@
 // shader cores, so the fraction that says how close they get is against the f32 (FMA) peak; the
 // f16 tensor-core peak is given beside it for context, since WebGPU does not reach matrix units.
 // Peaks come from FULGUR_PEAK_F32_GFLOPS / FULGUR_PEAK_F16_GFLOPS, else a small table of adapters
-// matched on Dawn's adapter strings, else (software adapters) an estimate from the CPU.
+// matched on Dawn's adapter strings, else (software adapters) an estimate from the CPU. Also the
+// decode GEMV's time at 8 rows over 1 row (bandwidth-bound: should be near 1).
 //   npx tsx bench/gemm-peak.ts [--n 4096] [--quick]
 
 import { readFileSync } from "node:fs";
@@ -136,6 +137,50 @@ export async function benchGemmPeak(gpu: Gpu, n: number): Promise<void> {
   c.dispose();
 }
 
+/**
+ * Decode GEMV cost by batch rows: one weight read serves up to 8 rows, so a bandwidth-bound
+ * kernel should cost about the same at 8 rows as at 1; the ratio says whether it does.
+ */
+export async function benchGemvRows(gpu: Gpu, n: number, k: number): Promise<void> {
+  const adapter = gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture}`.trim();
+  const w = gpu.zeros([n, k]);
+  const ms: Record<number, number> = {};
+  for (const m of [1, 8]) {
+    const x = gpu.zeros([m, k]);
+    const y = gpu.zeros([m, n]);
+    const opts = { transB: true, out: y };
+    await tuneMatmul(x, w, opts);
+    matmul(x, w, opts);
+    await gpu.sync();
+    const times: number[] = [];
+    for (let r = 0; r < 5; r++) times.push((await timeGpu(gpu, () => matmul(x, w, opts))).ms);
+    ms[m] = times.sort((a, b) => a - b)[2];
+    const variant = matmulVariants(x, w, opts)[0];
+    emit({
+      bench: "gemm-peak",
+      adapter,
+      metric: `gemv_time_rows_${m}`,
+      value: +ms[m].toFixed(3),
+      unit: "ms",
+      n,
+      k,
+      variant,
+    });
+    x.dispose();
+    y.dispose();
+  }
+  emit({
+    bench: "gemm-peak",
+    adapter,
+    metric: "gemv_rows8_over_rows1_time",
+    value: +(ms[8] / ms[1]).toFixed(2),
+    unit: "x",
+    n,
+    k,
+  });
+  w.dispose();
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const at = process.argv.indexOf("--n");
   const n = at >= 0 ? Number(process.argv[at + 1]) : process.argv.includes("--quick") ? 512 : 4096;
@@ -143,6 +188,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const gpu = await acquireGpu();
   try {
     await benchGemmPeak(gpu, n);
+    await benchGemvRows(gpu, 4864, 896);
   } finally {
     gpu.destroy();
   }
