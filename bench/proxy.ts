@@ -139,11 +139,16 @@ async function serveRole(args: string[]): Promise<void> {
     const upstream = await startUpstreamServer({ model: MODEL });
     url = upstream.baseURL;
     close = () => upstream.close();
-  } else if (role === "proxy" || role === "proxy-unrecorded") {
+  } else if (role === "proxy" || role === "proxy-async" || role === "proxy-unrecorded") {
     const backend = new UpstreamBackend({ baseURL: upstreamURL });
-    if (role === "proxy") {
+    if (role !== "proxy-unrecorded") {
       const store = await openStore(`file:${storeFile}`);
-      const { app, recorder } = createApp({ store, backend });
+      // "proxy": durable recording (answer after commit, the default); "proxy-async": the old mode.
+      const { app, recorder } = createApp({
+        store,
+        backend,
+        recorder: { mode: role === "proxy" ? "durable" : "async" },
+      });
       const server = await serveApp(withCpuRoute(app), "127.0.0.1", 0);
       url = server.url;
       close = async () => {
@@ -158,7 +163,7 @@ async function serveRole(args: string[]): Promise<void> {
       close = () => server.close();
     }
   } else {
-    throw new Error(`proxy bench: unknown role '${role}' (expected upstream, proxy or proxy-unrecorded)`);
+    throw new Error(`proxy bench: unknown role '${role}' (expected upstream, proxy, proxy-async or proxy-unrecorded)`);
   }
   process.once("SIGTERM", () => {
     close().then(
@@ -187,27 +192,34 @@ export async function benchProxyUpstream(options: { quick?: boolean } = {}): Pro
   const upstream = await spawnRole(["upstream"]);
   const proxy = await spawnRole(["proxy", upstream.url, storeFile]);
   const bare = await spawnRole(["proxy-unrecorded", upstream.url]);
+  // Same proxy, recording in the old async mode (answers before the commit), own store file.
+  const asyncProxy = await spawnRole(["proxy-async", upstream.url, join(dir, "async.db")]);
   try {
     const latencyAttempt = await claimedAttempt(store);
     const target = await claimedAttempt(store);
     const direct = sdk(upstream.url);
     const unrecorded = sdk(`${bare.url}/v1`);
     const viaProxy = sdk(`${proxy.url}/rollouts/${latencyAttempt.rolloutId}/attempts/${latencyAttempt.attemptId}/v1`);
+    const viaAsync = sdk(`${asyncProxy.url}/v1`);
     const request = { model: MODEL, messages: MESSAGES, max_tokens: 16, temperature: 0 };
     // Warm up connections, JIT and the store's statement cache on every path.
     for (let i = 0; i < 50; i++) {
       await direct.chat.completions.create(request);
       await unrecorded.chat.completions.create(request);
       await viaProxy.chat.completions.create(request);
+      await viaAsync.chat.completions.create(request);
     }
     const directMs: number[] = [];
     const unrecordedMs: number[] = [];
     const proxyMs: number[] = [];
+    const asyncMs: number[] = [];
     for (let i = 0; i < calls; i++) {
       directMs.push(await timed(() => direct.chat.completions.create(request)));
       unrecordedMs.push(await timed(() => unrecorded.chat.completions.create(request)));
       proxyMs.push(await timed(() => viaProxy.chat.completions.create(request)));
+      asyncMs.push(await timed(() => viaAsync.chat.completions.create(request)));
     }
+    const a = summary(asyncMs);
     const d = summary(directMs);
     const u = summary(unrecordedMs);
     const p = summary(proxyMs);
@@ -219,6 +231,15 @@ export async function benchProxyUpstream(options: { quick?: boolean } = {}): Pro
     emit({ ...common, metric: "added_latency_p99", value: p.p99 - d.p99, unit: "ms" });
     emit({ ...common, metric: "added_latency_no_recording_median", value: u.median - d.median, unit: "ms" });
     emit({ ...common, metric: "proxy_over_direct_median", value: p.median / d.median, unit: "x" });
+    emit({ ...common, metric: "proxy_async_recording_latency_median", value: a.median, unit: "ms", p99: a.p99 });
+    emit({
+      ...common,
+      metric: "durable_minus_async_latency_median",
+      value: p.median - a.median,
+      unit: "ms",
+      p99: p.p99 - a.p99,
+      note: "what waiting for the commit before answering costs a lone caller",
+    });
 
     // Throughput: many concurrent clients, each with its own SDK client (own connection pool).
     const tp = { bench: "proxy", backend: "upstream-stub", concurrency, calls: throughputCalls };
@@ -253,7 +274,8 @@ export async function benchProxyUpstream(options: { quick?: boolean } = {}): Pro
       goal: ">= 2000",
       note: "clock stops when the last call is in the store",
     });
-    emit({ ...tp, metric: "answered_calls_per_s", value: throughputCalls / (answeredMs / 1000), unit: "calls/s" });
+    const durableRate = throughputCalls / (answeredMs / 1000);
+    emit({ ...tp, metric: "answered_calls_per_s", value: durableRate, unit: "calls/s", recording: "durable" });
     emit({ ...tp, metric: "concurrent_latency_median", value: percentile(latencies, 50), unit: "ms" });
     emit({ ...tp, metric: "concurrent_latency_p99", value: percentile(latencies, 99), unit: "ms" });
     emit({
@@ -269,6 +291,30 @@ export async function benchProxyUpstream(options: { quick?: boolean } = {}): Pro
       value: 1000 / proxyCpuPerCall,
       unit: "calls/s",
       note: "ceiling for one core fully given to the proxy (Node is one thread)",
+    });
+
+    // The same load with async recording (answered before the commit: the old mode).
+    const tAsync = performance.now();
+    const asyncLatencies = await concurrentCalls(
+      Array.from({ length: concurrency }, () => sdk(`${asyncProxy.url}/v1`)),
+      throughputCalls,
+      ask,
+    );
+    const asyncRate = throughputCalls / ((performance.now() - tAsync) / 1000);
+    emit({ ...tp, metric: "answered_calls_per_s", value: asyncRate, unit: "calls/s", recording: "async" });
+    emit({
+      ...tp,
+      metric: "concurrent_latency_median",
+      value: percentile(asyncLatencies, 50),
+      unit: "ms",
+      recording: "async",
+    });
+    emit({ ...tp, metric: "durable_over_async_calls_per_s", value: durableRate / asyncRate, unit: "x" });
+    emit({
+      ...tp,
+      metric: "durable_minus_async_concurrent_latency_median",
+      value: percentile(latencies, 50) - percentile(asyncLatencies, 50),
+      unit: "ms",
     });
 
     // The same load through the proxy with recording off, and straight to the stub.
@@ -293,6 +339,7 @@ export async function benchProxyUpstream(options: { quick?: boolean } = {}): Pro
     const directRate = throughputCalls / ((performance.now() - t2) / 1000);
     emit({ ...tp, metric: "direct_calls_per_s", value: directRate, unit: "calls/s" });
   } finally {
+    await asyncProxy.stop();
     await bare.stop();
     await proxy.stop();
     await upstream.stop();

@@ -1,5 +1,6 @@
-// The calculator agent with the Vercel AI SDK (v5): generateText with a tool and a step limit, as
-// in the SDK's docs; only the provider's baseURL points at Fulgur (from ctx.llm).
+// The calculator agent with the Vercel AI SDK: generateText with a tool and a step limit, as in
+// the SDK's docs, on the OpenAI provider's default model (`openai(model)`, the Responses API);
+// only the provider's baseURL points at Fulgur (from ctx.llm).
 // Run it with: fulgur worker --server http://127.0.0.1:8000 --agent examples/ai-sdk-agent.ts
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, stepCountIs, tool } from "ai";
@@ -10,7 +11,7 @@ import { calculate, type MathTask, score } from "./calculator.ts";
 export async function agent(task: MathTask, ctx: AgentContext): Promise<number> {
   const openai = createOpenAI({ baseURL: ctx.llm.baseURL, apiKey: ctx.llm.apiKey });
   const { text } = await generateText({
-    model: openai.chat(ctx.llm.model),
+    model: openai(ctx.llm.model),
     system: "Answer with a number. Use the calculator tool for arithmetic.",
     prompt: task.question,
     tools: {

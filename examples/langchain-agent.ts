@@ -7,7 +7,7 @@ import { ChatOpenAI } from "@langchain/openai";
 import type { AgentContext } from "../src/runner/types.ts";
 import { calculate, type MathTask, score } from "./calculator.ts";
 
-// A JSON-schema tool: LangChain core 0.3's zod typings predate the zod 4 this project uses.
+// A JSON-schema tool (LangChain also takes a zod schema, as examples/langgraph-agent.ts does).
 const calculator = tool(async (input) => String(calculate((input as { expression: string }).expression)), {
   name: "calculator",
   description: "Evaluates an arithmetic expression with + - * / and parentheses",

@@ -6,15 +6,19 @@ import { basename, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Hono } from "hono";
 import { dashboardRoutes } from "./dashboard/routes.ts";
+import { type AttemptTokens, checkApiKey, withAttemptTokens } from "./http/auth.ts";
+import { guardApp, type Limits, resolveLimits } from "./http/guard.ts";
 import { type RunningServer, serveApp } from "./http/serve.ts";
 import { loadModel, type Model } from "./model/model.ts";
 import type { ChatBackend } from "./proxy/backend.ts";
-import { serviceUnavailable, unauthorized } from "./proxy/errors.ts";
+import { serviceUnavailable } from "./proxy/errors.ts";
+import type { RequestLimits } from "./proxy/limits.ts";
 import { LocalBackend } from "./proxy/local.ts";
-import { flushingBeforeFinish, StoreRecorder } from "./proxy/recorder.ts";
+import { flushingBeforeFinish, StoreRecorder, type StoreRecorderOptions } from "./proxy/recorder.ts";
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
 import { otlpRoutes } from "./runner/otlp.ts";
+import { fileGuard, storeFilePath } from "./store/file-guard.ts";
 import { openStore } from "./store/libsql.ts";
 import { storeRoutes } from "./store/routes.ts";
 import { startSweeper } from "./store/sweeper.ts";
@@ -26,50 +30,65 @@ export interface AppOptions {
   store: Store;
   /** What answers /v1/*; without one the proxy answers 503 (store and dashboard still work). */
   backend?: ChatBackend | null;
-  /** Bearer key required on every route except /health (and the dashboard page itself). */
+  /**
+   * Admin key required on every API route (/v1, /rollouts/…, /api/v1) except /health, the
+   * dashboard page and the OpenAPI document; also the secret attempt tokens are derived from.
+   * An empty string is refused.
+   */
   apiKey?: string;
   /** Serve any model name clients ask for (agents with a hard-coded model id). */
   acceptAnyModel?: boolean;
+  /** Largest OpenAI request body, bytes (default 8 MiB); same as `limits.proxyBodyBytes`. */
   maxBodyBytes?: number;
+  /** How calls are recorded (default: durable, see src/proxy/recorder.ts). */
+  recorder?: StoreRecorderOptions;
+  /** Per-request limits checked before generation (choices per request, nesting, token ids). */
+  requestLimits?: Partial<RequestLimits>;
+  limits?: Partial<Limits>;
 }
 
 export interface ComposedApp {
   app: Hono;
   recorder: StoreRecorder;
+  /** Issues attempt tokens (null when no API key is set, so no auth is needed). */
+  tokens: AttemptTokens | null;
 }
 
 /** Builds the app without listening (tests serve it on port 0). */
 export function createApp(options: AppOptions): ComposedApp {
+  const limits = resolveLimits(options);
   const app = new Hono();
-  const recorder = new StoreRecorder(options.store);
-  app.get("/health", (c) => c.json({ ok: true, name: "fulgur", version: VERSION }));
-  if (options.apiKey) {
-    const key = options.apiKey;
-    // The proxy's routes speak OpenAI's error shape; the store routes check the key themselves.
-    app.use("/v1/*", bearer(key));
-    app.use("/rollouts/*", bearer(key));
-  }
-  app.route("/", storeRoutes(flushingBeforeFinish(options.store, recorder), { apiKey: options.apiKey }));
+  const recorder = new StoreRecorder(options.store, options.recorder);
+  // Key check, body limits and JSON for whatever no route answers (see src/http/guard.ts).
+  const tokens = guardApp(app, { apiKey: checkApiKey(options.apiKey, "apiKey"), limits });
+  // Unhealthy (503) while call records cannot be written: LLM calls are refused with 503 then too.
+  app.get("/health", (c) => {
+    const recording = recorder.health();
+    return c.json({ ok: recording.ok, name: "fulgur", version: VERSION, recording }, recording.ok ? 200 : 503);
+  });
+  const flushing = flushingBeforeFinish(options.store, recorder);
+  app.route(
+    "/",
+    storeRoutes(tokens ? withAttemptTokens(flushing, tokens) : flushing, {
+      maxBodyBytes: limits.storeBodyBytes,
+      maxResponseBytes: limits.maxResponseBytes,
+    }),
+  );
   app.route("/", dashboardRoutes());
   // OpenTelemetry traces from agents already instrumented with OTel (OTLP/HTTP JSON, /v1/traces).
-  app.route("/", otlpRoutes(options.store));
+  app.route("/", otlpRoutes(options.store, { maxBodyBytes: limits.otlpBodyBytes }));
   const backend = options.backend ?? noBackend;
   app.route(
     "/",
-    proxyRoutes({ backend, recorder, acceptAnyModel: options.acceptAnyModel, maxBodyBytes: options.maxBodyBytes }),
+    proxyRoutes({
+      backend,
+      recorder,
+      acceptAnyModel: options.acceptAnyModel,
+      maxBodyBytes: limits.proxyBodyBytes,
+      limits: options.requestLimits,
+    }),
   );
-  return { app, recorder };
-}
-
-function bearer(key: string) {
-  return async (c: import("hono").Context, next: () => Promise<void>) => {
-    const given = (c.req.header("authorization") ?? "").replace(/^Bearer\s+/i, "");
-    if (given !== key) {
-      const err = unauthorized();
-      return c.json(err.toBody(), 401);
-    }
-    await next();
-  };
+  return { app, recorder, tokens };
 }
 
 const noBackend: ChatBackend = {
@@ -98,10 +117,18 @@ export interface ServerOptions {
   /** Upstream OpenAI-compatible base URL (instead of a local model). */
   upstreamUrl?: string;
   upstreamApiKey?: string;
+  /** Longest wait for the upstream's answer, and between chunks of its stream, ms (default 300 000). */
+  upstreamTimeoutMs?: number;
   apiKey?: string;
   acceptAnyModel?: boolean;
   maxSlots?: number;
   maxSeqLen?: number;
+  /** Store the model's linear weights int8 or int4 (docs/memory.md). */
+  quantize?: "int8" | "int4";
+  /** "durable" (default): a call is answered once its record is committed; "async": answered first. */
+  recordMode?: "durable" | "async";
+  /** Most sequences one request may generate (n, or prompts × n); default 128. */
+  maxChoices?: number;
   log?: (line: string) => void;
 }
 
@@ -127,12 +154,20 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     if (options.modelDir) {
       const dir = resolve(options.modelDir);
       log(`loading ${dir} onto the GPU`);
-      model = await loadModel(dir, { maxSlots: options.maxSlots, maxSeqLen: options.maxSeqLen });
+      model = await loadModel(dir, {
+        maxSlots: options.maxSlots,
+        maxSeqLen: options.maxSeqLen,
+        quantize: options.quantize,
+      });
       if (options.adapterDir) await model.loadAdapter(resolve(options.adapterDir));
       backend = new LocalBackend(model, { modelId: basename(dir) });
       log(`model ${basename(dir)} on ${model.gpu.info.description}`);
     } else if (options.upstreamUrl) {
-      backend = new UpstreamBackend({ baseURL: options.upstreamUrl, apiKey: options.upstreamApiKey });
+      backend = new UpstreamBackend({
+        baseURL: options.upstreamUrl,
+        apiKey: options.upstreamApiKey,
+        timeoutMs: options.upstreamTimeoutMs,
+      });
     }
   } catch (err) {
     await sweeper.stop();
@@ -140,24 +175,35 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     model?.dispose();
     throw err;
   }
-  const { app, recorder } = createApp({
+  const storeFile = storeFilePath(storeUrl);
+  const { app, recorder, tokens } = createApp({
     store,
     backend,
     apiKey: options.apiKey,
     acceptAnyModel: options.acceptAnyModel,
+    recorder: {
+      mode: options.recordMode,
+      guard: storeFile ? fileGuard(storeFile) : undefined,
+      deadLetterPath: storeFile ? `${storeFile}.dead-letter.jsonl` : null,
+    },
+    requestLimits: options.maxChoices ? { maxChoices: options.maxChoices } : undefined,
   });
   const server = await serveApp(app, options.host ?? "127.0.0.1", options.port ?? 8000);
   let closed: Promise<void> | null = null;
   return {
     ...server,
-    // In-process users (runners, trainers) finish attempts through this, so call records come first.
-    store: flushingBeforeFinish(store, recorder),
+    // In-process users (runners, trainers) finish attempts through this, so call records come
+    // first; with an API key, claims carry the attempt token the runner hands its agent.
+    store: tokens
+      ? withAttemptTokens(flushingBeforeFinish(store, recorder), tokens)
+      : flushingBeforeFinish(store, recorder),
     model,
     recorder,
     shutdown() {
       closed ??= (async () => {
         await server.close();
-        await recorder.flush();
+        // Records that cannot be written now are in the dead-letter file and were answered 503.
+        await recorder.flush().catch((err) => console.error(`[fulgur] ${String(err)}`));
         await sweeper.stop();
         await store.close();
         model?.dispose();
@@ -181,10 +227,14 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
       adapter: { type: "string", default: env.FULGUR_ADAPTER },
       upstream: { type: "string", default: env.FULGUR_UPSTREAM },
       "upstream-key": { type: "string", default: env.FULGUR_UPSTREAM_KEY },
+      "upstream-timeout-ms": { type: "string", default: env.FULGUR_UPSTREAM_TIMEOUT_MS },
       "api-key": { type: "string", default: env.FULGUR_API_KEY },
       "any-model": { type: "boolean", default: false },
       "max-slots": { type: "string" },
       "max-seq-len": { type: "string" },
+      quantize: { type: "string", default: env.FULGUR_QUANTIZE },
+      "max-choices": { type: "string", default: env.FULGUR_MAX_CHOICES },
+      "record-mode": { type: "string", default: env.FULGUR_RECORD_MODE ?? "durable" },
       help: { type: "boolean" },
     },
   });
@@ -192,6 +242,11 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     if (v === undefined) return undefined;
     const n = Number(v);
     if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got ${v}`);
+    return n;
+  };
+  const positive = (v: string | undefined, name: string) => {
+    const n = int(v, name);
+    if (n === 0) throw new Error(`--${name} must be a positive integer, got ${v}`);
     return n;
   };
   return {
@@ -204,11 +259,30 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     adapterDir: values.adapter,
     upstreamUrl: values.upstream,
     upstreamApiKey: values["upstream-key"],
-    apiKey: values["api-key"],
+    upstreamTimeoutMs: positive(values["upstream-timeout-ms"], "upstream-timeout-ms"),
+    // An empty key would silently turn authentication off: refuse it.
+    apiKey: checkApiKey(
+      values["api-key"],
+      argv.some((a) => a === "--api-key" || a.startsWith("--api-key=")) ? "--api-key" : "FULGUR_API_KEY",
+    ),
     acceptAnyModel: values["any-model"],
     maxSlots: int(values["max-slots"], "max-slots"),
     maxSeqLen: int(values["max-seq-len"], "max-seq-len"),
+    quantize: quantizeFlag(values.quantize),
+    maxChoices: int(values["max-choices"], "max-choices"),
+    recordMode: recordMode(values["record-mode"]),
   };
+}
+
+function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
+  if (v === undefined || v === "" || v === "none") return undefined;
+  if (v !== "int8" && v !== "int4") throw new Error(`--quantize must be int8, int4 or none, got ${v}`);
+  return v;
+}
+
+function recordMode(value: string | undefined): "durable" | "async" {
+  if (value === undefined || value === "durable" || value === "async") return value ?? "durable";
+  throw new Error(`--record-mode must be durable or async, got ${value}`);
 }
 
 export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server / npm run server -- [options])
@@ -216,13 +290,18 @@ export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server 
   --adapter DIR        PEFT LoRA adapter to load onto it (env FULGUR_ADAPTER)
   --upstream URL       forward to an OpenAI-compatible server instead (vLLM, Ollama, …)
   --upstream-key KEY   API key for the upstream
+  --upstream-timeout-ms MS  answer 504 when the upstream is silent this long (default 300000)
   --store URL          libSQL store: file:fulgur.db (default), :memory:, libsql://…, http://…
   --store-token TOKEN  auth token for a remote libSQL store
-  --api-key KEY        require "Authorization: Bearer KEY" on every route (env FULGUR_API_KEY)
+  --api-key KEY        require "Authorization: Bearer KEY" (or x-api-key) on every API route; agents
+                       get attempt-scoped tokens instead (env FULGUR_API_KEY; empty is refused)
   --any-model          accept any model name in requests
   --host HOST          bind address (default 127.0.0.1)   --port PORT (default 8000)
   --max-slots N        sequences decoded at once (default 16)
-  --max-seq-len N      longest prompt+completion served (default min(model, 2048))`;
+  --max-seq-len N      longest prompt+completion served (default min(model, 2048))
+  --quantize int8|int4 keep the linear weights int8 per output channel or int4 per 32 columns
+  --max-choices N      most sequences per request, n or prompts × n (default 128; more → 400)
+  --record-mode MODE   durable (default: answer once the call's record is committed) or async`;
 
 /** Runs the server until SIGINT/SIGTERM. */
 export async function runServer(argv: string[]): Promise<number> {

@@ -7,6 +7,10 @@
 //
 //   npx tsx bench/kernels/vocab.ts
 //
+// The LM head's training path, materialised logits (matmul → tokenLogprobs/entropy, and their
+// backward recomputing the logits, as head.ts did) vs vocabulary blocks (lmhead.ts), 512 tokens × 896 × 32000: ms per
+// forward and forward+backward, and the GPU memory each allocates (pool growth), with ratios.
+//
 // Bytes counted are the minimum each op must move: logits read once (tokenLogprobs, sampling);
 // param, grad, m, v read and param, m, v written (AdamW). Sampling reads its row once per pass
 // (3 passes plain, + up to 11 per threshold search), so its "GB/s" is effective, not raw.
@@ -14,7 +18,16 @@
 import { fileURLToPath } from "node:url";
 import { acquireGpu, type Gpu, type Tensor, timeGpu } from "../../src/gpu/index.ts";
 import { copy } from "../../src/gpu/kernels/copy.ts";
-import { defaultVocabTiling, tokenLogprobs, type VocabTiling } from "../../src/gpu/kernels/logprobs.ts";
+import { headBackwardByBlocks, headLogprobsByBlocks } from "../../src/gpu/kernels/lmhead.ts";
+import {
+  defaultVocabTiling,
+  entropy,
+  entropyBackward,
+  tokenLogprobs,
+  tokenLogprobsBackward,
+  type VocabTiling,
+} from "../../src/gpu/kernels/logprobs.ts";
+import { matmul } from "../../src/gpu/kernels/matmul.ts";
 import { adamw } from "../../src/gpu/kernels/optimizer.ts";
 import { type SampleOptions, type SamplingParams, sample } from "../../src/gpu/kernels/sampling.ts";
 import { emit } from "../lib.ts";
@@ -185,8 +198,102 @@ async function benchAdamW(gpu: Gpu): Promise<void> {
   }
 }
 
+/** Old (materialised logits) vs new (vocabulary blocks) LM head: time and memory, same run. */
+export async function benchHead(gpu: Gpu): Promise<void> {
+  // 512 tokens (a training micro-batch) × Qwen2.5-0.5B's hidden size; a 32000 vocabulary keeps
+  // the f32 head in one binding, which the materialised backward needs.
+  const rows = 512;
+  const dim = 896;
+  const vocab = 32000;
+  const hidden = gpu.tensor(
+    [rows, dim],
+    "f32",
+    logitsData(rows * dim).map((v) => v / 16),
+  );
+  const head = gpu.tensor(
+    [vocab, dim],
+    "f32",
+    logitsData(vocab * dim).map((v) => v / 64),
+  );
+  const targets = gpu.tensor(
+    [rows],
+    "u32",
+    new Uint32Array(rows).map((_, i) => (i * 7919) % vocab),
+  );
+  const dLp = gpu.tensor([rows], "f32", new Float32Array(rows).fill(1));
+  const dH = gpu.tensor([rows], "f32", new Float32Array(rows).fill(0.01));
+  const paths = {
+    // What head.ts did before the blocks: logits for the forward, released, and recomputed
+    // for the backward (so both paths run the logits GEMM twice in a training step).
+    materialised: (backward: boolean): Tensor[] => {
+      const logits = matmul(hidden, head, { transB: true });
+      const r = tokenLogprobs(logits, targets);
+      const h = entropy(logits);
+      logits.dispose();
+      const made = [r.logprobs, r.lse, h];
+      if (backward) {
+        const again = matmul(hidden, head, { transB: true });
+        const dLogits = tokenLogprobsBackward(dLp, again, targets, r.lse);
+        entropyBackward(dH, again, { out: dLogits, accumulate: true });
+        made.push(again, dLogits, matmul(dLogits, head));
+      }
+      return made;
+    },
+    blocks: (backward: boolean): Tensor[] => {
+      const r = headLogprobsByBlocks(hidden, head, targets, { entropy: true });
+      const made = [r.logprobs, r.lse, r.entropy as Tensor];
+      if (backward) {
+        made.push(
+          headBackwardByBlocks(hidden, head, targets, r.lse, dLp, {
+            entropy: { value: r.entropy as Tensor, grad: dH },
+          }),
+        );
+      }
+      return made;
+    },
+  };
+  const results: Record<string, { ms: number; trainMs: number; bytes: number }> = {};
+  // Blocks first: the pool keeps freed buffers, so the path measured second only shows growth.
+  for (const name of ["blocks", "materialised"] as const) {
+    await gpu.sync();
+    const before = gpu.pool.stats().peakBytes;
+    for (const t of paths[name](true)) t.dispose();
+    await gpu.sync();
+    const bytes = gpu.pool.stats().peakBytes - before;
+    const ms: number[] = [];
+    const trainMs: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      ms.push(await batchMs(gpu, 1, () => paths[name](false)));
+      trainMs.push(await batchMs(gpu, 1, () => paths[name](true)));
+    }
+    results[name] = { ms: median(ms), trainMs: median(trainMs), bytes };
+  }
+  const { blocks: b, materialised: m } = results;
+  const shape = [rows, dim, vocab];
+  const adapter = gpu.info.description;
+  for (const [metric, unit, nb, nm] of [
+    ["head_forward", "ms", b.ms, m.ms],
+    ["head_forward_backward", "ms", b.trainMs, m.trainMs],
+    ["head_peak_alloc", "MiB", b.bytes / 2 ** 20, m.bytes / 2 ** 20],
+  ] as const) {
+    emit({ bench: "vocab", metric, value: Number(nb.toFixed(3)), unit, variant: "blocks", shape, adapter });
+    emit({
+      bench: "vocab",
+      metric,
+      value: Number(nm.toFixed(3)),
+      unit,
+      variant: "materialised",
+      shape,
+      adapter,
+      ratio_blocks_to_materialised: Number((nb / nm).toFixed(3)),
+    });
+  }
+  for (const t of [hidden, head, targets, dLp, dH]) t.dispose();
+}
+
 /** Emits tokenLogprobs and AdamW GB/s and sampling ms/row, each with the copy kernel alongside. */
 export async function benchVocab(gpu: Gpu): Promise<void> {
+  await benchHead(gpu);
   await benchTokenLogprobs(gpu);
   await benchSampling(gpu);
   await benchAdamW(gpu);

@@ -1,7 +1,7 @@
-// Hugging Face Qwen2/Llama checkpoint → GGUF, following llama.cpp's convert_hf_to_gguf.py: the
-// architecture's hyperparameter keys, llama.cpp tensor names, Llama's q/k row permutation (its
-// rotary embedding pairs adjacent dims, HF's rotates halves; Qwen2 uses NEOX RoPE and is not
-// permuted), Llama 3 rope_freqs, and the byte-level BPE tokenizer ("gpt2" model, "qwen2" or
+// Hugging Face Qwen2/Qwen3/Llama/Mistral checkpoint → GGUF, following llama.cpp's
+// convert_hf_to_gguf.py: the architecture's hyperparameter keys, llama.cpp tensor names, Llama's
+// (and Mistral's) q/k row permutation (its rotary embedding pairs adjacent dims, HF's rotates
+// halves; Qwen2/Qwen3 use NEOX RoPE and are not permuted), Llama 3 rope_freqs, and the byte-level BPE tokenizer ("gpt2" model, "qwen2" or
 // "llama-bpe" pre-tokenizer) with token types, merges, special ids and the chat template.
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -27,6 +27,8 @@ const LAYER_RENAMES: [RegExp, string][] = [
   [/^model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)$/, "blk.$1.attn_k.$2"],
   [/^model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)$/, "blk.$1.attn_v.$2"],
   [/^model\.layers\.(\d+)\.self_attn\.o_proj\.(weight|bias)$/, "blk.$1.attn_output.$2"],
+  [/^model\.layers\.(\d+)\.self_attn\.q_norm\.weight$/, "blk.$1.attn_q_norm.weight"],
+  [/^model\.layers\.(\d+)\.self_attn\.k_norm\.weight$/, "blk.$1.attn_k_norm.weight"],
   [/^model\.layers\.(\d+)\.mlp\.gate_proj\.(weight|bias)$/, "blk.$1.ffn_gate.$2"],
   [/^model\.layers\.(\d+)\.mlp\.up_proj\.(weight|bias)$/, "blk.$1.ffn_up.$2"],
   [/^model\.layers\.(\d+)\.mlp\.down_proj\.(weight|bias)$/, "blk.$1.ffn_down.$2"],
@@ -93,9 +95,22 @@ const u32 = (value: number): GgufValue => ({ type: "u32", value });
 const f32 = (value: number): GgufValue => ({ type: "f32", value });
 const str = (value: string): GgufValue => ({ type: "string", value });
 
-/** The architecture name llama.cpp uses, which also prefixes its hyperparameter keys. */
-export function ggufArchitecture(config: ModelConfig): "qwen2" | "llama" {
-  return config.architecture === "Qwen2ForCausalLM" ? "qwen2" : "llama";
+/**
+ * The architecture name llama.cpp uses, which also prefixes its hyperparameter keys. Mistral is
+ * "llama" there (convert_hf_to_gguf.py registers MistralForCausalLM under LlamaModel).
+ */
+export function ggufArchitecture(config: ModelConfig): "qwen2" | "qwen3" | "llama" {
+  switch (config.architecture) {
+    case "Qwen2ForCausalLM":
+      return "qwen2";
+    case "Qwen3ForCausalLM":
+      return "qwen3";
+    case "LlamaForCausalLM":
+    case "MistralForCausalLM":
+      return "llama";
+    default:
+      throw new Error(`GGUF export does not support ${config.architecture}`);
+  }
 }
 
 /** Hyperparameter metadata (general.* and <arch>.*) in the converter's order. */

@@ -7,19 +7,18 @@
 
 import type { Gpu } from "./device.ts";
 import type { PipelineKey } from "./pipeline.ts";
+import { SHADER_PARAMS, type ShaderName, type ShaderParams } from "./shaders.gen.ts";
 import type { Tensor } from "./tensor.ts";
 
-/** A kernel parameter: plain numbers are u32; wrap floats and signed ints. */
-export type Param = number | { f32: number } | { i32: number };
-
-export const f32 = (x: number): Param => ({ f32: x });
-export const i32 = (x: number): Param => ({ i32: x });
-
-export interface Dispatch extends PipelineKey {
+export interface Dispatch<S extends ShaderName = ShaderName> extends PipelineKey<S> {
   /** Storage bindings @group(0) @binding(0..n-1), in order. */
   bindings: readonly Tensor[];
-  /** Uniform struct at @group(1) @binding(0), packed as 4-byte fields in order. */
-  params?: readonly Param[];
+  /**
+   * The shader's uniform `struct Params` at @group(1) @binding(0), by field name (the names and
+   * the u32/i32/f32 types come from the WGSL via shaders.gen.ts). Every field must be given;
+   * entry points that read no params may omit the whole object.
+   */
+  params?: ShaderParams[S];
   /** Workgroup counts; each dimension must be ≤ maxComputeWorkgroupsPerDimension. */
   workgroups: readonly [number, number?, number?];
 }
@@ -48,7 +47,7 @@ export class CommandBatch {
   }
 
   /** Records one compute dispatch. */
-  dispatch(d: Dispatch): void {
+  dispatch<S extends ShaderName>(d: Dispatch<S>): void {
     const [x, y = 1, z = 1] = d.workgroups;
     if (x === 0 || y === 0 || z === 0) return;
     const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
@@ -73,11 +72,12 @@ export class CommandBatch {
       })),
     });
     let uniform: GPUBindGroup | null = null;
-    if (d.params && d.params.length > 0) {
-      const { buffer, offset } = this.writeParams(d.params);
+    const fields = SHADER_PARAMS[d.shader];
+    if (d.params && fields.length > 0) {
+      const { buffer, offset, bytes } = this.writeParams(`${d.shader}.${d.entry}`, fields, d.params);
       uniform = device.createBindGroup({
         layout: pipeline.getBindGroupLayout(1),
-        entries: [{ binding: 0, resource: { buffer, offset, size: Math.max(16, d.params.length * 4) } }],
+        entries: [{ binding: 0, resource: { buffer, offset, size: bytes } }],
       });
     }
     const pass = this.computePass();
@@ -141,8 +141,19 @@ export class CommandBatch {
     if (err) throw err;
   }
 
-  private writeParams(params: readonly Param[]): { buffer: GPUBuffer; offset: number } {
-    const bytes = Math.max(16, params.length * 4);
+  /** Packs named params in the struct's field order (4 bytes each), checking names and ranges. */
+  private writeParams(
+    where: string,
+    fields: readonly (readonly [string, "u32" | "i32" | "f32"])[],
+    params: object,
+  ): { buffer: GPUBuffer; offset: number; bytes: number } {
+    const values = params as Record<string, unknown>;
+    for (const key of Object.keys(values)) {
+      if (!fields.some(([name]) => name === key)) {
+        throw new Error(`${where}: unknown param '${key}' (struct Params has ${fields.map(([n]) => n).join(", ")})`);
+      }
+    }
+    const bytes = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
     let arena = this.arenas[this.arenas.length - 1];
     if (!arena || arena.used + bytes > ARENA_BYTES) {
       const buffer =
@@ -153,15 +164,23 @@ export class CommandBatch {
     }
     const offset = arena.used;
     const view = new DataView(arena.data, offset, bytes);
-    params.forEach((p, i) => {
-      if (typeof p === "number") {
-        if (!Number.isInteger(p) || p < 0 || p > 0xffffffff) throw new Error(`u32 param ${i} out of range: ${p}`);
-        view.setUint32(i * 4, p, true);
-      } else if ("f32" in p) view.setFloat32(i * 4, p.f32, true);
-      else view.setInt32(i * 4, p.i32, true);
+    fields.forEach(([name, type], i) => {
+      const v = values[name];
+      if (typeof v !== "number") throw new Error(`${where}: param '${name}' (${type}) is missing or not a number`);
+      if (type === "f32") view.setFloat32(i * 4, v, true);
+      else if (type === "u32") {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+          throw new Error(`${where}: u32 param '${name}' out of range: ${v}`);
+        view.setUint32(i * 4, v, true);
+      } else {
+        if (!Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) {
+          throw new Error(`${where}: i32 param '${name}' out of range: ${v}`);
+        }
+        view.setInt32(i * 4, v, true);
+      }
     });
     arena.used += Math.ceil(bytes / SLOT) * SLOT;
-    return { buffer: arena.buffer, offset };
+    return { buffer: arena.buffer, offset, bytes };
   }
 
   private commandEncoder(): GPUCommandEncoder {

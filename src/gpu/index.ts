@@ -1,6 +1,6 @@
 // The GPU runtime's public surface.
 
-export { CommandBatch, type Dispatch, f32, i32, type Param } from "./batch.ts";
+export { CommandBatch, type Dispatch } from "./batch.ts";
 export {
   type AcquireOptions,
   type AdapterDescription,
@@ -10,7 +10,16 @@ export {
   NoAdapterError,
 } from "./device.ts";
 export { ceilDiv, grid1d } from "./grid.ts";
-export { type Constants, type Defines, PipelineCache, renderShader } from "./pipeline.ts";
+export {
+  type Constants,
+  type Defines,
+  PipelineCache,
+  type PipelineKey,
+  renderShader,
+  type ShaderEntries,
+  type ShaderName,
+  type ShaderParams,
+} from "./pipeline.ts";
 export { BufferPool, sizeClass } from "./pool.ts";
 export { type Shard, ShardedMatrix } from "./shard.ts";
 export { bf16ToF32, bytesFor, type DType, f16ToF32, f32ToF16, numel, readAll, Tensor } from "./tensor.ts";

@@ -5,21 +5,23 @@
 // anything that WGSL `override` can express is passed as a constant instead.
 
 import type { GpuFeatures } from "./device.ts";
-import { SHADERS } from "./shaders.gen.ts";
+import { SHADERS, type ShaderEntries, type ShaderName } from "./shaders.gen.ts";
+
+export type { ShaderEntries, ShaderName, ShaderParams } from "./shaders.gen.ts";
 
 export type Defines = Record<string, string | number | boolean>;
 export type Constants = Record<string, number>;
 
-export interface PipelineKey {
-  shader: string;
-  entry: string;
+export interface PipelineKey<S extends ShaderName = ShaderName> {
+  shader: S;
+  entry: ShaderEntries[S];
   defines?: Defines;
   constants?: Constants;
 }
 
 /** Fills `{{NAME}}` placeholders; unknown names are an error so typos cannot pass silently. */
-export function renderShader(name: string, defines: Defines = {}): string {
-  const source = SHADERS[name];
+export function renderShader(name: ShaderName, defines: Defines = {}): string {
+  const source = (SHADERS as Record<string, string | undefined>)[name];
   if (source === undefined) throw new Error(`unknown shader '${name}' (is shaders.gen.ts up to date?)`);
   return source.replace(/\{\{(\w+)\}\}/g, (_, key: string) => {
     const value = defines[key];
@@ -48,23 +50,31 @@ export class PipelineCache {
     const moduleId = `${key.shader}:${stable(key.defines)}`;
     let module = this.modules.get(moduleId);
     const device = this.device;
-    device.pushErrorScope("validation");
+    // Everything that can throw on our side happens before the error scope opens: a scope pushed
+    // and never popped would swallow every later validation error on this device.
+    let code: string | undefined;
     if (!module) {
-      const code = renderShader(key.shader, key.defines);
+      code = renderShader(key.shader, key.defines);
       if (/\benable f16\b/.test(code) && !this.features.shaderF16) {
         throw new Error(`shader '${key.shader}' needs shader-f16, which this adapter lacks`);
       }
-      module = device.createShaderModule({ code, label: key.shader });
-      this.modules.set(moduleId, module);
     }
-    pipeline = device.createComputePipeline({
-      label: `${key.shader}.${key.entry}`,
-      layout: "auto",
-      compute: { module, entryPoint: key.entry, constants: key.constants },
-    });
-    device.popErrorScope().then((err) => {
-      if (err && !this.error) this.error = new Error(`pipeline ${id}: ${err.message}`);
-    });
+    device.pushErrorScope("validation");
+    try {
+      if (!module) {
+        module = device.createShaderModule({ code: code as string, label: key.shader });
+        this.modules.set(moduleId, module);
+      }
+      pipeline = device.createComputePipeline({
+        label: `${key.shader}.${key.entry}`,
+        layout: "auto",
+        compute: { module, entryPoint: key.entry, constants: key.constants },
+      });
+    } finally {
+      device.popErrorScope().then((err) => {
+        if (err && !this.error) this.error = new Error(`pipeline ${id}: ${err.message}`);
+      });
+    }
     this.pipelines.set(id, pipeline);
     return pipeline;
   }

@@ -126,23 +126,28 @@ export class Engine implements StepRunner {
           seed: r.sampling.seed,
           step: r.sampleIndex,
         })),
-        { topLogprobs: topN },
+        { topLogprobs: topN, masks: sampled.some((r) => r.mask) ? sampled.map((r) => r.mask) : undefined },
       );
-      for (const x of [result.tokens, result.logprobs, result.topTokens, result.topLogprobs]) if (x) scope.track(x);
-      const wanted = [result.tokens, result.logprobs, result.topTokens, result.topLogprobs].filter(
-        (t): t is NonNullable<typeof t> => t !== undefined,
-      );
+      const outputs = [result.tokens, result.logprobs, result.unmaskedLogprobs, result.topTokens, result.topLogprobs];
+      for (const x of outputs) if (x) scope.track(x);
+      const wanted = outputs.filter((t): t is NonNullable<typeof t> => t !== undefined);
       // One round trip for everything the step returns.
-      const [ids, lps, topIds, topLps] = await readAll(wanted);
+      const read = await readAll(wanted);
+      const ids = read[0];
+      const lps = read[1];
+      const unmasked = result.unmaskedLogprobs ? read[2] : undefined;
+      const [topIds, topLps] = read.slice(result.unmaskedLogprobs ? 3 : 2);
       const bySampled = new Map<StepRow, StepOutput>();
       sampled.forEach((row, i) => {
         const out: StepOutput = { token: ids[i], logprob: lps[i] };
+        if (row.mask && unmasked) out.unmaskedLogprob = unmasked[i];
         const n = row.sampling.topLogprobs;
         if (n > 0 && topIds && topLps) {
           out.top = Array.from({ length: n }, (_, j) => ({
             token: topIds[i * topN + j],
             logprob: topLps[i * topN + j],
-          }));
+            // A masked row may have fewer allowed tokens than asked for: the filler slots go.
+          })).filter((alt) => alt.token < logits.shape[1]);
         }
         bySampled.set(row, out);
       });

@@ -1,12 +1,13 @@
-// The LM head: final hidden states → logits → per-token logprobs, and its backward. A real
-// vocabulary makes logits huge (512 tokens × 151936 × 4 B = 311 MB, over one binding), so rows
-// are processed in chunks that fit, and logits are recomputed in backward instead of kept.
+// The LM head: final hidden states → per-token logprobs (and entropy) for training, and its
+// backward, by vocabulary blocks (src/gpu/kernels/lmhead.ts): a real vocabulary makes logits
+// huge (512 tokens × 151936 × 4 B = 311 MB), so they are never materialised, and are recomputed
+// block by block in the backward. Full logits rows (serving's sampler, `Model.logits`) come from
+// headLogits over row chunks that fit one binding.
 
-import { entropy, entropyBackward, tokenLogprobs, tokenLogprobsBackward } from "../gpu/kernels/logprobs.ts";
+import { headBackwardByBlocks, headLogprobsByBlocks } from "../gpu/kernels/lmhead.ts";
 import { matmul } from "../gpu/kernels/matmul.ts";
 import type { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { wholeMatrix } from "./linear.ts";
 import type { Transformer } from "./transformer.ts";
 
 /** Rows of logits per chunk: what fits one binding, capped to bound memory. */
@@ -50,8 +51,9 @@ export function headLogits(model: Transformer, normed: Tensor, scope: Scope): Te
 }
 
 /**
- * log softmax(logits_t / T)[target_t] for every row, and each row's log-sum-exp (for backward).
- * `targets` is u32 [rows].
+ * log softmax(logits_t / T)[target_t] for every row, each row's log-sum-exp (for backward) and,
+ * with `withEntropy`, its entropy. Computed by vocabulary blocks of the head (lmhead.ts): no
+ * [rows, vocab] logits tensor exists, so memory stays linear in the rows. `targets` is u32 [rows].
  */
 export function headLogprobs(
   model: Transformer,
@@ -61,35 +63,19 @@ export function headLogprobs(
   scope: Scope,
   withEntropy = false,
 ): { logprobs: Tensor; lse: Tensor; entropy: Tensor | null } {
-  const rows = normed.shape[0];
-  const chunk = headChunkRows(model, rows);
-  if (chunk >= rows) {
-    // The common case (all rows' logits fit one binding): no chunk buffers to stitch together.
-    const logits = headLogits(model, normed, scope);
-    const r = tokenLogprobs(logits, targets, { temperature });
-    const ent = withEntropy ? scope.track(entropy(logits, { temperature })) : null;
-    return { logprobs: scope.track(r.logprobs), lse: scope.track(r.lse), entropy: ent };
-  }
-  const logprobs = scope.track(model.gpu.tensor([rows]));
-  const lse = scope.track(model.gpu.tensor([rows]));
-  const ent = withEntropy ? scope.track(model.gpu.tensor([rows])) : null;
-  for (let start = 0; start < rows; start += chunk) {
-    const n = Math.min(chunk, rows - start);
-    const logits = headLogits(model, sliceRows(normed, start, n, scope), scope);
-    const r = tokenLogprobs(logits, sliceRows(targets, start, n, scope), { temperature });
-    scope.track(r.logprobs);
-    scope.track(r.lse);
-    writeRows(logprobs.reshape([rows, 1]), start, r.logprobs);
-    writeRows(lse.reshape([rows, 1]), start, r.lse);
-    if (ent) writeRows(ent.reshape([rows, 1]), start, scope.track(entropy(logits, { temperature })));
-  }
-  return { logprobs, lse, entropy: ent };
+  const r = headLogprobsByBlocks(normed, model.weights.lmHead, targets, { temperature, entropy: withEntropy });
+  return {
+    logprobs: scope.track(r.logprobs),
+    lse: scope.track(r.lse),
+    entropy: r.entropy ? scope.track(r.entropy) : null,
+  };
 }
 
 /**
  * Gradient of Σ dLogprobs·logprobs (+ Σ dEntropy·entropy) w.r.t. the normed hidden states
- * (returned), recomputing each chunk's logits. With `dHead` (full training), also accumulates the
- * LM head's gradient.
+ * (returned), recomputing each vocabulary block's logits. With `dHead` (full training), also
+ * accumulates the LM head's gradient. `entropy` is the forward's (headLogprobs with entropy);
+ * without it a dEntropy costs one more forward pass over the head.
  */
 export function headBackward(
   model: Transformer,
@@ -101,31 +87,13 @@ export function headBackward(
   scope: Scope,
   dHead?: Tensor,
   dEntropy?: Tensor,
+  entropy?: Tensor,
 ): Tensor {
-  const rows = normed.shape[0];
-  const chunk = headChunkRows(model, rows);
-  const head = wholeMatrix(model.weights.lmHead, "LM head backward");
-  const dNormed = scope.track(model.gpu.tensor(normed.shape));
-  for (let start = 0; start < rows; start += chunk) {
-    const n = Math.min(chunk, rows - start);
-    const x = sliceRows(normed, start, n, scope);
-    const logits = headLogits(model, x, scope);
-    const dLogits = scope.track(
-      tokenLogprobsBackward(
-        sliceRows(dLogprobs.reshape([rows, 1]), start, n, scope).reshape([n]),
-        logits,
-        sliceRows(targets.reshape([rows, 1]), start, n, scope).reshape([n]),
-        sliceRows(lse.reshape([rows, 1]), start, n, scope).reshape([n]),
-        { temperature },
-      ),
-    );
-    if (dEntropy) {
-      const dH = sliceRows(dEntropy.reshape([rows, 1]), start, n, scope).reshape([n]);
-      entropyBackward(dH, logits, { temperature, out: dLogits, accumulate: true });
-    }
-    const dx = scope.track(matmul(dLogits, head));
-    writeRows(dNormed, start, dx);
-    if (dHead) matmul(dLogits, x, { transA: true, accumulate: true, out: dHead });
+  const head = model.weights.lmHead;
+  let ent: { value: Tensor; grad: Tensor } | undefined;
+  if (dEntropy) {
+    const value = entropy ?? headLogprobs(model, normed, targets, temperature, scope, true).entropy;
+    ent = { value: value as Tensor, grad: dEntropy };
   }
-  return dNormed;
+  return scope.track(headBackwardByBlocks(normed, head, targets, lse, dLogprobs, { temperature, entropy: ent, dHead }));
 }

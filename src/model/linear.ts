@@ -4,6 +4,7 @@
 // W (and b) are frozen unless full training asks for dW = dyᵀ·x and db = Σ dy.
 
 import { matmul } from "../gpu/kernels/matmul.ts";
+import { dequantize } from "../gpu/kernels/quant.ts";
 import type { Scope } from "../gpu/scope.ts";
 import type { ShardedMatrix } from "../gpu/shard.ts";
 import type { Tensor } from "../gpu/tensor.ts";
@@ -23,6 +24,17 @@ export function wholeMatrix(m: ShardedMatrix, what: string): Tensor {
   return m.shards[0].tensor;
 }
 
+/**
+ * The weight as the matmul takes it: dense as stored, or a quantised weight widened to f32 for this
+ * use (tracked by `scope`, so one layer's f32 copy lives only as long as its step needs it).
+ */
+function weightFor(lin: LinearWeights, scope: Scope, whole: boolean): Tensor | ShardedMatrix {
+  const w = lin.weight;
+  if ("kind" in w) return scope.track(dequantize(w));
+  if (whole) return wholeMatrix(w, lin.path);
+  return w.shards.length === 1 ? w.shards[0].tensor : w;
+}
+
 /** y = x·Wᵀ + b (+ LoRA). Returns y and u = x·Aᵀ (null without LoRA); both tracked by `scope`. */
 export function linearForward(
   x: Tensor,
@@ -30,7 +42,7 @@ export function linearForward(
   lora: LoraApplied | null,
   scope: Scope,
 ): { y: Tensor; u: Tensor | null } {
-  const w = lin.weight.shards.length === 1 ? lin.weight.shards[0].tensor : lin.weight;
+  const w = weightFor(lin, scope, false);
   const y = scope.track(matmul(x, w, { transB: true, bias: lin.bias ?? undefined }));
   if (!lora) return { y, u: null };
   const u = scope.track(matmul(x, lora.module.a, { transB: true }));
@@ -61,7 +73,7 @@ export function linearBackward(
   scope: Scope,
   dxInto?: Tensor,
 ): Tensor {
-  const w = wholeMatrix(lin.weight, lin.path);
+  const w = weightFor(lin, scope, true) as Tensor;
   const dx = dxInto ? matmul(dy, w, { accumulate: true, out: dxInto }) : scope.track(matmul(dy, w));
   if (lora) {
     if (!u) throw new Error(`${lin.path}: LoRA backward needs the saved x·Aᵀ`);

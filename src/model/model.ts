@@ -5,7 +5,7 @@
 import { acquireGpu, type Gpu } from "../gpu/device.ts";
 import { Scope } from "../gpu/scope.ts";
 import { packSequences, uploadBatch } from "./batch.ts";
-import type { ModelConfig } from "./config.ts";
+import { assertRunnable, type ModelConfig } from "./config.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import { headChunkRows, headLogits, sliceRows } from "./head.ts";
 import { loadCheckpoint } from "./loader.ts";
@@ -27,6 +27,8 @@ export interface LoadModelOptions extends EngineOptions {
   dtype?: "f32" | "f16" | "auto";
   /** Where load warnings go (default: console.warn). */
   onWarning?: (message: string) => void;
+  /** Frozen linear weights stored int8 per output channel or int4 per 32 columns (docs/memory.md). */
+  quantize?: "int8" | "int4";
   /** Progress while uploading tensors. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -43,9 +45,12 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   try {
     const checkpoint = await loadCheckpoint(dir);
     try {
+      // A context longer than a sliding window is refused now, not at the first request.
+      assertRunnable(checkpoint.config, options.maxSeqLen);
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
+        quantize: options.quantize,
         onWarning: options.onWarning,
         onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
       });

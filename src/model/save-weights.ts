@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type TensorToWrite, writeSafetensors } from "./safetensors-write.ts";
 import type { Transformer } from "./transformer.ts";
-import { PROJECTIONS } from "./weights.ts";
+import { denseWeight, PROJECTIONS } from "./weights.ts";
 
 /** Files of a HF model directory that describe (not store) the model: copied verbatim. */
 const SIDECAR_FILES = [
@@ -55,7 +55,7 @@ export async function saveFullWeights(model: Transformer, dir: string): Promise<
     if (layer.kNorm) await vector(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
     for (const p of PROJECTIONS) {
       const lin = layer.proj[p];
-      await matrix(`${lin.path}.weight`, lin.weight, lin.outFeatures, lin.inFeatures);
+      await matrix(`${lin.path}.weight`, denseWeight(lin, "saveFullWeights"), lin.outFeatures, lin.inFeatures);
       if (lin.bias) await vector(`${lin.path}.bias`, lin.bias);
     }
   }

@@ -27,6 +27,16 @@ export interface SamplingParams {
   ignoreEos?: boolean;
 }
 
+/**
+ * Restricts which tokens a generation may sample (structured output; src/model/grammar). Asked
+ * for a mask before each sampled token, told each token sampled.
+ */
+export interface TokenConstraint {
+  /** Allowed next tokens, bit-packed over the vocabulary (null: any); `tokensLeft` counts this one. */
+  allowed(tokensLeft: number): Uint32Array | null;
+  accept(token: number): void;
+}
+
 export type FinishReason = "stop" | "length" | "abort";
 
 export interface TokenChoice {
@@ -37,8 +47,13 @@ export interface TokenChoice {
 export interface Generation {
   /** Sampled token ids, exactly as the model produced them (stop tokens included). */
   tokens: number[];
-  /** log p(token) under softmax(logits / temperature) (temperature 1 when greedy). */
+  /**
+   * log p(token) under softmax(logits / temperature) (temperature 1 when greedy); with a
+   * constraint, under that distribution restricted to the allowed tokens.
+   */
   logprobs: number[];
+  /** With a constraint: the same logprobs without the mask (what the trainer recomputes). */
+  unmaskedLogprobs?: number[];
   /** Alternatives per position when `topLogprobs` was asked for. */
   topLogprobs?: TokenChoice[][];
   finishReason: FinishReason;
@@ -62,10 +77,14 @@ export interface StepRow {
   sampling: Required<Pick<SamplingParams, "temperature" | "topP" | "topK" | "topLogprobs">> & { seed: number };
   /** Index of the token being sampled within the generation (drives the seeded RNG). */
   sampleIndex: number;
+  /** Allowed tokens for this sample (constrained generations only). */
+  mask?: Uint32Array;
 }
 
 export interface StepOutput extends TokenChoice {
   top?: TokenChoice[];
+  /** The token's logprob without the mask (masked rows only). */
+  unmaskedLogprob?: number;
 }
 
 /** The GPU side: runs one packed forward step and samples for rows with `sample`. */
@@ -80,6 +99,14 @@ export interface StepRunner {
 }
 
 export interface SubmitOptions extends SamplingParams {
+  /** Structured output: restricts every sampled token. */
+  constraint?: TokenConstraint;
+  /**
+   * The request this sequence belongs to (any value compared by identity: an HTTP request's
+   * choices share one). Free slots go round-robin across groups, so one request's hundreds of
+   * choices cannot make a small request wait for all of them. Default: its own group.
+   */
+  group?: unknown;
   /** Streams each sampled token as it arrives. */
   onToken?: (token: TokenChoice, index: number) => void;
   signal?: AbortSignal;
@@ -94,7 +121,10 @@ interface Sequence {
   maxTokens: number;
   stopIds: Set<number>;
   slot: number;
+  group: unknown;
   submittedAt: number;
+  /** Removes the abort listener (set when a signal was given). */
+  detach?: () => void;
   resolve: (g: Generation) => void;
   reject: (e: Error) => void;
 }
@@ -147,13 +177,22 @@ export class Scheduler {
         maxTokens,
         stopIds: new Set([...(options.ignoreEos ? [] : this.eosIds), ...(options.stopTokenIds ?? [])]),
         slot: -1,
+        group: options.group,
         submittedAt: performance.now(),
         resolve,
         reject,
       };
       if (options.topLogprobs) seq.out.topLogprobs = [];
+      if (options.constraint) seq.out.unmaskedLogprobs = [];
       if (options.signal?.aborted) return reject(abortError());
-      options.signal?.addEventListener("abort", () => this.abort(seq), { once: true });
+      if (options.signal) {
+        // Detached when the sequence ends: a request's signal can outlive it (held by the HTTP
+        // layer), and the listener would keep the sequence, its tokens and callbacks alive.
+        const signal = options.signal;
+        const onAbort = () => this.abort(seq);
+        signal.addEventListener("abort", onAbort, { once: true });
+        seq.detach = () => signal.removeEventListener("abort", onAbort);
+      }
       this.waiting.push(seq);
       this.stats.sequences++;
       this.kick();
@@ -209,9 +248,27 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Fills free slots fairly: each goes to the waiting sequence whose request (group) holds the
+   * fewest slots, oldest first among equals — round-robin across requests instead of first come,
+   * first served across sequences.
+   */
   private admit(): void {
+    if (this.waiting.length === 0 || this.freeSlots.length === 0) return;
+    const held = new Map<unknown, number>();
+    for (const seq of this.running) held.set(groupOf(seq), (held.get(groupOf(seq)) ?? 0) + 1);
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
-      const seq = this.waiting.shift()!;
+      let best = 0;
+      let bestHeld = held.get(groupOf(this.waiting[0])) ?? 0;
+      for (let i = 1; i < this.waiting.length && bestHeld > 0; i++) {
+        const h = held.get(groupOf(this.waiting[i])) ?? 0;
+        if (h < bestHeld) {
+          best = i;
+          bestHeld = h;
+        }
+      }
+      const [seq] = this.waiting.splice(best, 1);
+      held.set(groupOf(seq), bestHeld + 1);
       seq.slot = this.freeSlots.pop()!;
       this.running.push(seq);
     }
@@ -239,7 +296,7 @@ export class Scheduler {
   }
 
   private row(seq: Sequence, tokens: number[], sample: boolean): StepRow {
-    return {
+    const row: StepRow = {
       slot: seq.slot,
       tokens,
       startPos: seq.fed,
@@ -247,6 +304,12 @@ export class Scheduler {
       sampling: seq.sampling,
       sampleIndex: seq.out.tokens.length,
     };
+    const constraint = seq.options.constraint;
+    if (sample && constraint) {
+      const left = Math.min(seq.maxTokens, this.runner.maxSeqLen - seq.prompt.length) - seq.out.tokens.length;
+      row.mask = constraint.allowed(left) ?? undefined;
+    }
+    return row;
   }
 
   private accept(seq: Sequence, out: StepOutput): void {
@@ -254,6 +317,13 @@ export class Scheduler {
     if (g.tokens.length === 0) g.timeToFirstTokenMs = performance.now() - seq.submittedAt;
     g.tokens.push(out.token);
     g.logprobs.push(out.logprob);
+    if (g.unmaskedLogprobs) g.unmaskedLogprobs.push(out.unmaskedLogprob ?? out.logprob);
+    try {
+      seq.options.constraint?.accept(out.token);
+    } catch (err) {
+      this.finish(seq, null, err as Error);
+      return;
+    }
     if (g.topLogprobs) g.topLogprobs.push(out.top ?? []);
     seq.options.onToken?.({ token: out.token, logprob: out.logprob }, g.tokens.length - 1);
     if (seq.stopIds.has(out.token)) {
@@ -286,6 +356,7 @@ export class Scheduler {
     const waitingAt = this.waiting.indexOf(seq);
     if (waitingAt >= 0) {
       this.waiting.splice(waitingAt, 1);
+      seq.detach?.();
       seq.reject(abortError());
       return;
     }
@@ -298,9 +369,15 @@ export class Scheduler {
     this.running.splice(at, 1);
     this.runner.release?.(seq.slot);
     this.freeSlots.push(seq.slot);
+    seq.detach?.();
     if (error) seq.reject(error);
     else seq.resolve(seq.out);
   }
+}
+
+/** A sequence submitted without a group is a group of its own. */
+function groupOf(seq: Sequence): unknown {
+  return seq.group ?? seq;
 }
 
 function validateRequest(prompt: number[], o: SamplingParams, maxTokens: number, maxSeqLen: number): string | null {

@@ -74,6 +74,10 @@ export class ModelTokenizer {
   readonly specialTokenIds: number[];
   /** Number of token ids the tokenizer can produce (max id + 1; the model's vocab may be padded larger). */
   readonly vocabSize: number;
+  /** tokenizer.json's `decoder` section (null when absent): how token strings map to bytes. */
+  readonly decoderConfig: Json | null;
+  /** Added tokens (special or not) by id, with their literal text. */
+  readonly addedTokens: ReadonlyMap<number, string>;
   private readonly tokenizer: Tokenizer;
   private readonly cleanUpSpaces: boolean;
 
@@ -92,6 +96,9 @@ export class ModelTokenizer {
     let maxId = -1;
     for (const id of vocab.values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
+    const decoder = (sources.tokenizer as Json).decoder;
+    this.decoderConfig = decoder && typeof decoder === "object" ? (decoder as Json) : null;
+    this.addedTokens = new Map([...this.tokenizer.get_added_tokens_decoder()].map(([id, t]) => [id, t.content]));
     this.specialTokenIds = [...this.tokenizer.get_added_tokens_decoder()]
       .filter(([, t]) => t.special)
       .map(([id]) => id)

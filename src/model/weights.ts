@@ -4,6 +4,7 @@
 // (151936 × 896 f32 = 544 MB) exceeds one storage binding.
 
 import type { Gpu } from "../gpu/device.ts";
+import { disposeQuantized, type QuantizedMatrix, uploadQuantized } from "../gpu/kernels/quant.ts";
 import { ShardedMatrix } from "../gpu/shard.ts";
 import type { DType, Tensor } from "../gpu/tensor.ts";
 import {
@@ -25,7 +26,8 @@ export interface LinearWeights {
   path: string;
   layer: number;
   projection: ProjectionName;
-  weight: ShardedMatrix;
+  /** Dense, or int8/int4 when loaded with `quantize` (frozen then). */
+  weight: ShardedMatrix | QuantizedMatrix;
   bias: Tensor | null;
   outFeatures: number;
   inFeatures: number;
@@ -61,6 +63,13 @@ export interface UploadOptions {
    * "f16" forces it (needs shader-f16). A tensor with values beyond ±65504 stays f32 (warned).
    */
   dtype?: "f32" | "f16" | "auto";
+  /**
+   * "int8": the linear projections' weights are stored int8 with one f32 scale per output
+   * channel (a quarter of f32's memory); "int4": int4 with one scale per 32 columns of a row (an
+   * eighth, plus scales). Widened to f32 right before each use; for a frozen base (LoRA
+   * training, serving). Embeddings, norms and the LM head keep `dtype`.
+   */
+  quantize?: "int8" | "int4";
   /** Called after each tensor (for progress bars). */
   onTensor?: (name: string, index: number, total: number) => void;
   /** Where load warnings go (default: console.warn). */
@@ -124,11 +133,12 @@ export async function uploadWeights(
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
     const proj = {} as Record<ProjectionName, LinearWeights>;
-    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, frozenType);
+    const weight = options.quantize ? quantized(gpu, options.quantize, get) : matrix;
+    for (const p of ATTENTION_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, frozenType);
     const qNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.q_norm.weight`) : null;
     const kNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.k_norm.weight`) : null;
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
-    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, matrix, vector, frozenType);
+    for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, frozenType);
     layers.push({ inputNorm, postNorm, qNorm, kNorm, proj });
   }
   const norm = await vector("model.norm.weight");
@@ -138,11 +148,25 @@ export async function uploadWeights(
   return { embed, layers, norm, lmHead, keptF32 };
 }
 
+/** A `matrix` loader that quantises instead. */
+function quantized(gpu: Gpu, kind: QuantizedMatrix["kind"], get: (name: string) => Promise<Float32Array>) {
+  return async (name: string, rows: number, cols: number): Promise<QuantizedMatrix> =>
+    uploadQuantized(gpu, kind, await get(name), rows, cols);
+}
+
+/** The dense matrix of a linear weight; int8 weights are frozen, so full training refuses them. */
+export function denseWeight(lin: LinearWeights, what: string): ShardedMatrix {
+  if ("kind" in lin.weight) {
+    throw new Error(`${what}: ${lin.path} is ${lin.weight.kind}-quantised (frozen); load without quantize`);
+  }
+  return lin.weight;
+}
+
 async function linear(
   config: ModelConfig,
   layer: number,
   projection: ProjectionName,
-  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix>,
+  matrix: (name: string, rows: number, cols: number, type: DType) => Promise<ShardedMatrix | QuantizedMatrix>,
   vector: (name: string) => Promise<Tensor>,
   frozenType: (name: string) => DType,
 ): Promise<LinearWeights> {
@@ -169,7 +193,9 @@ export function disposeWeights(weights: ModelWeights): void {
     layer.qNorm?.dispose();
     layer.kNorm?.dispose();
     for (const p of PROJECTIONS) {
-      layer.proj[p].weight.dispose();
+      const w = layer.proj[p].weight;
+      if ("kind" in w) disposeQuantized(w);
+      else w.dispose();
       layer.proj[p].bias?.dispose();
     }
   }

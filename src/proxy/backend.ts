@@ -113,7 +113,14 @@ export interface ChatChoiceOutcome {
   tokenIds: number[] | null;
   /** One entry per sampled token (parallel to `tokenIds`); null when unavailable. */
   logprobs: TokenLogprob[] | null;
+  /** Set when decoding was constrained: `logprobs` are then under the masked distribution. */
+  constrained?: ConstraintKind;
+  /** Constrained choices: each token's logprob without the mask (null when unavailable). */
+  unmaskedLogprobs?: number[] | null;
 }
+
+/** What constrained a choice's decoding (structured output). */
+export type ConstraintKind = "json_object" | "json_schema" | "tool_call";
 
 export interface UsageCounts {
   promptTokens: number;
@@ -158,6 +165,8 @@ export interface CompletionChoiceOutcome {
   finishReason: ChoiceFinishReason;
   tokenIds: number[] | null;
   logprobs: TokenLogprob[] | null;
+  constrained?: ConstraintKind;
+  unmaskedLogprobs?: number[] | null;
 }
 
 export interface CompletionOutcome {
@@ -262,5 +271,6 @@ export type RecordedCall = RecordedChatCall | RecordedCompletionCall;
 
 /** Where calls go once answered. Must not block the response: queue the write and return. */
 export interface Recorder {
-  record(call: RecordedCall): void;
+  /** Durable recorders resolve once the call is stored; the routes wait before answering. */
+  record(call: RecordedCall): void | Promise<void>;
 }

@@ -108,6 +108,11 @@ export function badGateway(message: string): ProxyError {
   return new ProxyError(502, message, { code: "upstream_unavailable" });
 }
 
+/** 504: the upstream server did not answer (or went silent mid-answer) within the time limit. */
+export function gatewayTimeout(message: string): ProxyError {
+  return new ProxyError(504, message, { type: "upstream_error", code: "upstream_timeout" });
+}
+
 /** 503: overloaded or not ready (model still loading). */
 export function serviceUnavailable(message: string): ProxyError {
   return new ProxyError(503, message, { code: "service_unavailable" });

@@ -2,8 +2,11 @@
 // tokenizes once, and submits every choice to the continuous-batching engine, so concurrent
 // agents' calls share GPU steps. Returns the exact sampled token ids and logprobs (nothing is
 // re-tokenised), parses Hermes/Qwen-style <tool_call> blocks, and streams deltas as tokens arrive.
+// Structured output (response_format, forced tool calls) is enforced while decoding: each choice
+// gets a grammar constraint whose token mask the GPU sampler applies (see constrain.ts).
 
 import type { ChatMessage, ToolSpec } from "../model/chat-template.ts";
+import { vocabularyOf } from "../model/grammar/constraint.ts";
 import type { Model } from "../model/model.ts";
 import type { Generation, TokenChoice } from "../model/scheduler.ts";
 import type {
@@ -21,25 +24,35 @@ import type {
   SamplingRequest,
   TokenLogprob,
 } from "./backend.ts";
+import { chatConstraint, formatConstraint, type RequestConstraint } from "./constrain.ts";
 import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import { checkTokenIds } from "./limits.ts";
+import type { ResponseFormatParam } from "./openai-types.ts";
 import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
 
 export interface LocalBackendOptions {
   /** The id served at /v1/models and accepted in requests. */
   modelId: string;
+  /**
+   * Group each request's sequences so the scheduler admits round-robin across requests (default
+   * true); false is first come, first served by sequence (for comparisons in bench/fairness.ts).
+   */
+  fairAdmission?: boolean;
 }
 
 const encoder = new TextEncoder();
 
 export class LocalBackend implements ChatBackend {
-  readonly constrainedJson = false;
+  readonly constrainedJson = true;
   private readonly model: Model;
   private readonly modelId: string;
+  private readonly fair: boolean;
   private readonly created = Math.floor(Date.now() / 1000);
 
   constructor(model: Model, options: LocalBackendOptions) {
     this.model = model;
     this.modelId = options.modelId;
+    this.fair = options.fairAdmission ?? true;
   }
 
   async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
@@ -49,24 +62,31 @@ export class LocalBackend implements ChatBackend {
   async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
     const tok = this.model.tokenizer;
     const tools = req.tools && req.toolChoice !== "none" ? (req.tools as unknown as ToolSpec[]) : null;
+    // vLLM's `chat_template_kwargs`: extra template variables, e.g. Qwen3's enable_thinking.
+    const kwargs = req.extra.chat_template_kwargs;
+    if (kwargs !== undefined && (typeof kwargs !== "object" || kwargs === null || Array.isArray(kwargs))) {
+      throw invalidRequest("chat_template_kwargs must be an object of chat template variables", "chat_template_kwargs");
+    }
     let promptText: string;
     try {
       promptText = tok.applyChatTemplate(req.messages as unknown as ChatMessage[], {
         tools,
         addGenerationPrompt: true,
+        extra: kwargs as Record<string, unknown> | undefined,
       });
     } catch (err) {
       throw invalidRequest(`the chat template rejected the messages: ${(err as Error).message}`, "messages");
     }
     const prompt = tok.encode(promptText, { addSpecialTokens: false });
+    const constraint = chatConstraint(() => this.vocabulary(), req);
     const adapterVersion = this.model.adapterVersion;
     const choices = await Promise.all(
       Array.from({ length: req.sampling.n }, (_, index) => {
         const stream = ctx.onDelta
           ? new DeltaStream(tok, req.sampling.stop, req.parseToolCalls, (d) => ctx.onDelta?.(index, d))
           : undefined;
-        return this.generate(prompt, req.sampling, index, ctx, "messages", stream).then((g) =>
-          this.chatChoice(index, g, req, stream),
+        return this.generate(prompt, req.sampling, index, ctx, "messages", stream, constraint).then((g) =>
+          this.chatChoice(index, g, req, stream, constraint),
         );
       }),
     );
@@ -89,7 +109,19 @@ export class LocalBackend implements ChatBackend {
 
   async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
     const tok = this.model.tokenizer;
-    const prompts = req.prompts.map((p) => (typeof p === "string" ? tok.encode(p) : p));
+    const vocab = this.model.config.vocabSize;
+    const prompts = req.prompts.map((p, i) => {
+      if (typeof p === "string") return tok.encode(p);
+      // An id past the embedding table would read outside it on the GPU.
+      checkTokenIds(p, vocab, req.prompts.length > 1 ? `prompt[${i}]` : "prompt");
+      return p;
+    });
+    // vLLM-style `response_format` on completions (OpenAI's legacy endpoint has none).
+    const constraint = formatConstraint(
+      () => this.vocabulary(),
+      completionFormat(req.extra.response_format),
+      "response_format",
+    );
     const adapterVersion = this.model.adapterVersion;
     const n = req.sampling.n;
     const results = await Promise.all(
@@ -101,7 +133,7 @@ export class LocalBackend implements ChatBackend {
                 ctx.onDelta?.(index, { text: d.content ?? "", logprobs: d.logprobs }),
               )
             : undefined;
-          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream).then((g) => {
+          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream, constraint).then((g) => {
             stream?.finish(g);
             const { text, stopped } = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
             const choice: CompletionChoiceOutcome = {
@@ -111,6 +143,7 @@ export class LocalBackend implements ChatBackend {
               finishReason: stopped ? "stop" : finish(g),
               tokenIds: g.tokens,
               logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+              ...constrainedFields(g, constraint),
             };
             return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
           });
@@ -142,6 +175,7 @@ export class LocalBackend implements ChatBackend {
     ctx: { signal: AbortSignal },
     param: string,
     stream?: DeltaStream,
+    constraint?: RequestConstraint | null,
   ): Promise<Generation> {
     const engine = this.model.engine;
     const room = engine.maxSeqLen - prompt.length;
@@ -158,8 +192,16 @@ export class LocalBackend implements ChatBackend {
       seed: s.seed === null ? undefined : (s.seed + index) >>> 0,
       topLogprobs: s.topLogprobs,
       signal: ctx.signal,
+      // One request's choices share a group: the scheduler admits round-robin across requests.
+      group: this.fair ? ctx : undefined,
       onToken: stream ? (t) => stream.push(t) : undefined,
+      constraint: constraint?.grammar.constraint(),
     });
+  }
+
+  /** The tokenizer's bytes and trie at the logits' width (built once, for constrained decoding). */
+  private vocabulary() {
+    return vocabularyOf(this.model.tokenizer, this.model.config.vocabSize);
   }
 
   private chatChoice(
@@ -167,6 +209,7 @@ export class LocalBackend implements ChatBackend {
     g: Generation,
     req: ChatRequest,
     stream: DeltaStream | undefined,
+    constraint: RequestConstraint | null,
   ): { choice: ChatChoiceOutcome; tokens: number; ttft: number } {
     const tok = this.model.tokenizer;
     stream?.finish(g);
@@ -180,9 +223,29 @@ export class LocalBackend implements ChatBackend {
       finishReason: parsed.toolCalls.length > 0 ? "tool_calls" : text.stopped ? "stop" : finish(g),
       tokenIds: g.tokens,
       logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+      ...constrainedFields(g, constraint),
     };
     return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
   }
+}
+
+/** What a constrained choice records: the constraint and the logprobs without the mask. */
+function constrainedFields(g: Generation, constraint: RequestConstraint | null | undefined) {
+  if (!constraint) return {};
+  return { constrained: constraint.kind, unmaskedLogprobs: g.unmaskedLogprobs ?? null };
+}
+
+/** A completions `response_format` (kept among the request's extra fields), checked like chat's. */
+function completionFormat(raw: unknown): ResponseFormatParam | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const f = raw as { type?: unknown; json_schema?: { schema?: unknown } };
+  if (typeof raw !== "object" || !["text", "json_object", "json_schema"].includes(f.type as string)) {
+    throw invalidRequest("`response_format.type` must be one of text, json_object, json_schema", "response_format");
+  }
+  if (f.type === "json_schema" && (typeof f.json_schema !== "object" || f.json_schema === null)) {
+    throw invalidRequest("`response_format.json_schema` must be an object with a `schema`", "response_format");
+  }
+  return raw as ResponseFormatParam;
 }
 
 /**

@@ -148,15 +148,24 @@ const stopSchema = z.union([z.string(), z.array(z.string()).max(4, "`stop` may h
 
 const positiveInt = z.number().int().min(1);
 
+/** Nucleus mass: 0 would keep no token at all (OpenAI documents 0–1; engines need > 0). */
+const topPSchema = z.number().gt(0, "`top_p` must be greater than 0 (1 keeps every token)").max(1);
+/** vLLM extension; 0 or -1 = off. Bounded so it fits the engine's 32-bit parameter. */
+const topKSchema = z
+  .number()
+  .int()
+  .min(-1)
+  .max(2 ** 31 - 1, "`top_k` must be at most 2147483647 (0 or -1 turns it off)");
+
 /** `POST /v1/chat/completions` body. Unknown top-level fields are kept (see `extraFields`). */
 const chatRequestShape = {
   model: z.string().min(1, "`model` must be a non-empty string"),
   messages: messagesSchema,
   n: z.number().int().min(1).max(128).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
-  top_p: z.number().min(0).max(1).nullish(),
+  top_p: topPSchema.nullish(),
   /** vLLM extension; 0 or -1 = off. */
-  top_k: z.number().int().min(-1).nullish(),
+  top_k: topKSchema.nullish(),
   max_tokens: positiveInt.nullish(),
   max_completion_tokens: positiveInt.nullish(),
   stop: stopSchema.nullish(),
@@ -230,8 +239,8 @@ const completionRequestShape = {
   ]),
   max_tokens: positiveInt.nullish(),
   temperature: z.number().min(0).max(2).nullish(),
-  top_p: z.number().min(0).max(1).nullish(),
-  top_k: z.number().int().min(-1).nullish(),
+  top_p: topPSchema.nullish(),
+  top_k: topKSchema.nullish(),
   n: z.number().int().min(1).max(128).nullish(),
   stop: stopSchema.nullish(),
   seed: z.number().int().nullish(),

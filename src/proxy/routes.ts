@@ -1,13 +1,15 @@
 // The OpenAI-compatible HTTP surface: `POST /v1/chat/completions`, `POST /v1/completions`,
-// `GET /v1/models`, served at the root and under `/rollouts/:rolloutId/attempts/:attemptId` so an
-// agent's base URL says which attempt its calls belong to (headers `x-fulgur-rollout-id` /
-// `x-fulgur-attempt-id` work too). Requests are validated before the backend sees them; every
-// call that reaches the backend is handed to the recorder exactly once, with its error if it
-// failed; calls rejected earlier are not recorded.
+// `POST /v1/responses` (+ `GET`/`DELETE /v1/responses/:id`), `GET /v1/models`, served at the
+// root and under `/rollouts/:rolloutId/attempts/:attemptId` so an agent's base URL says which
+// attempt its calls belong to (headers `x-fulgur-rollout-id` / `x-fulgur-attempt-id` work too).
+// Requests are validated before the backend sees them; every call that reaches the backend is
+// handed to the recorder exactly once, with its error if it failed; calls rejected earlier are
+// not recorded.
 
 import type { Context } from "hono";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import { attemptScopeOf } from "../http/auth.ts";
+import { bodyLimits } from "../http/limits.ts";
 import type {
   ChatBackend,
   ChatDelta,
@@ -24,13 +26,21 @@ import {
   openAIErrorHandler,
   openAINotFoundHandler,
   ProxyError,
-  payloadTooLarge,
   readJsonBody,
   toProxyError,
 } from "./errors.ts";
+import {
+  checkChatLimits,
+  checkCompletionLimits,
+  DEFAULT_LIMITS,
+  outcomeProblem,
+  type RequestLimits,
+} from "./limits.ts";
 import { parseChatRequest, parseCompletionRequest } from "./normalize.ts";
 import type { ModelList } from "./openai-types.ts";
 import { ChatChunker, chatCompletionBody, completionBody, completionChunk, newResponseId } from "./responses.ts";
+import { newItemId, parseResponsesRequest, ResponseStore, responseBody, responseSkeleton } from "./responses-api.ts";
+import { ResponseEventStream } from "./responses-sse.ts";
 import { sseResponse } from "./sse.ts";
 
 export interface ProxyRoutesOptions {
@@ -42,6 +52,10 @@ export interface ProxyRoutesOptions {
   acceptAnyModel?: boolean;
   /** Largest request body accepted, in bytes (default 8 MiB); larger → 413. */
   maxBodyBytes?: number;
+  /** Per-request limits (choices, nesting, model name); see src/proxy/limits.ts. */
+  limits?: Partial<RequestLimits>;
+  /** Where `store: true` responses are kept for `previous_response_id` (default: 4096 / 64 MiB in memory). */
+  responseStore?: ResponseStore;
 }
 
 export const ROLLOUT_HEADER = "x-fulgur-rollout-id";
@@ -53,8 +67,13 @@ interface Attribution {
   attemptId: string | null;
 }
 
-/** Path parameters win over headers; empty values count as absent. */
+/**
+ * Path parameters win over headers; empty values count as absent. A request made with an attempt
+ * token is that attempt's (the access check already refused any other attribution).
+ */
 function attributionOf(c: Context): Attribution {
+  const scope = attemptScopeOf(c);
+  if (scope) return { rolloutId: scope.rolloutId, attemptId: scope.attemptId };
   const pick = (param: string, header: string) => {
     const value = c.req.param(param) || c.req.header(header) || "";
     return value.trim() === "" ? null : value.trim();
@@ -73,6 +92,24 @@ function recordedError(err: unknown, clientGone: boolean): RecordedError {
   }
   const e = toProxyError(err);
   return { status: e.status, message: e.message, type: e.type, code: e.code };
+}
+
+/** 503 for a call that was generated but could not be recorded: the client must not count on it. */
+function notRecorded(err: unknown): ProxyError {
+  return new ProxyError(
+    503,
+    `The call was not recorded, so it is not answered: ${err instanceof Error ? err.message : String(err)}`,
+    { type: "server_error", code: "recording_failed" },
+  );
+}
+
+/** Records a failed call; the call's own error is what the client gets, even if recording fails too. */
+async function recordFailure(
+  record: (outcome: null, error: RecordedError) => Promise<void>,
+  err: unknown,
+  clientGone: boolean,
+): Promise<void> {
+  await record(null, recordedError(err, clientGone)).catch(() => {});
 }
 
 /**
@@ -95,6 +132,10 @@ function jsonOutputError(req: ChatRequest, outcome: ChatOutcome, backend: ChatBa
     }
   }
   return null;
+}
+
+function responseNotFound(id: string): ProxyError {
+  return new ProxyError(404, `No response found with id '${id}'.`, { param: "response_id", code: "not_found" });
 }
 
 /** A streaming backend run whose deltas are buffered until the SSE response is ready for them. */
@@ -159,7 +200,9 @@ async function startStreaming<Delta, Outcome>(
  */
 export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const { backend, recorder } = options;
+  const responseStore = options.responseStore ?? new ResponseStore();
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const limits: RequestLimits = { ...DEFAULT_LIMITS, ...options.limits };
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) {
     throw new Error(`proxyRoutes: maxBodyBytes must be a positive integer, got ${maxBodyBytes}`);
   }
@@ -175,11 +218,14 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     if (!served.includes(model)) throw modelNotFound(model, served);
   }
 
-  /** Returns a function that records the call once; later calls are ignored. */
+  /**
+   * Returns a function that records the call once (later calls are ignored) and resolves when
+   * the recorder has it durably; a recorder that cannot store it makes that a 503 for the client.
+   */
   function recordOnce(base: Omit<RecordedCall, "outcome" | "error" | "model" | "adapterVersion" | "timings">) {
     let done = false;
     const receivedAt = performance.now();
-    return (outcome: ChatOutcome | CompletionOutcome | null, error: RecordedError | null) => {
+    return async (outcome: ChatOutcome | CompletionOutcome | null, error: RecordedError | null): Promise<void> => {
       if (done) return;
       done = true;
       const call = {
@@ -191,10 +237,9 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         timings: outcome?.timings ?? { queueMs: null, ttftMs: null, totalMs: performance.now() - receivedAt },
       } as RecordedCall;
       try {
-        recorder.record(call);
+        await recorder.record(call);
       } catch (err) {
-        // A broken recorder must not fail the agent's call; it is a server-side bug to see in logs.
-        console.error("fulgur proxy: recorder.record threw", err);
+        throw notRecorded(err);
       }
     };
   }
@@ -203,7 +248,10 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   v1.onError(openAIErrorHandler);
   v1.use(
     "/v1/*",
-    bodyLimit({ maxSize: maxBodyBytes, onError: (c) => c.json(payloadTooLarge(maxBodyBytes).toBody(), 413) }),
+    bodyLimits({
+      maxBytes: maxBodyBytes,
+      answer: (c, f) => c.json(new ProxyError(f.status, f.message, { code: f.code }).toBody(), f.status),
+    }),
   );
 
   v1.get("/v1/models", async (c) => {
@@ -221,6 +269,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const receivedAt = performance.now();
     const startedAt = Date.now();
     const req = parseChatRequest(await readJsonBody(c));
+    checkChatLimits(req, limits);
     await checkModel(req.model);
     const id = newResponseId("chatcmpl");
     const created = Math.floor(startedAt / 1000);
@@ -231,12 +280,15 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       try {
         outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
       } catch (err) {
-        record(null, recordedError(err, c.req.raw.signal.aborted));
+        await recordFailure(record, err, c.req.raw.signal.aborted);
         throw err;
       }
-      const jsonError = jsonOutputError(req, outcome, backend);
-      record(outcome, jsonError ? recordedError(jsonError, false) : null);
-      if (jsonError) throw jsonError;
+      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
+      if (jsonError) {
+        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
+        throw jsonError;
+      }
+      await record(outcome, null);
       return c.json(chatCompletionBody(id, created, req, outcome));
     }
 
@@ -246,7 +298,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         backend.chat(req, { signal, onDelta, receivedAt }),
       );
     } catch (err) {
-      record(null, recordedError(err, c.req.raw.signal.aborted));
+      await recordFailure(record, err, c.req.raw.signal.aborted);
       throw err;
     }
     const chunker = new ChatChunker(id, created, req);
@@ -260,13 +312,19 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         for (const chunk of chunker.finish(outcome)) await writer.send(chunk);
-        await writer.done();
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
-        record(outcome, clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null);
+        // The terminator waits for the record: [DONE] means the call is stored.
+        await record(
+          outcome,
+          clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null,
+        );
+        await writer.done();
       },
-      (err) => record(null, recordedError(err, gated.signal.aborted)),
+      (err) => recordFailure(record, err, gated.signal.aborted),
     );
   });
 
@@ -274,6 +332,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const receivedAt = performance.now();
     const startedAt = Date.now();
     const req = parseCompletionRequest(await readJsonBody(c));
+    checkCompletionLimits(req, limits);
     await checkModel(req.model);
     const id = newResponseId("cmpl");
     const created = Math.floor(startedAt / 1000);
@@ -284,10 +343,15 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       try {
         outcome = await backend.completion(req, { signal: c.req.raw.signal, receivedAt });
       } catch (err) {
-        record(null, recordedError(err, c.req.raw.signal.aborted));
+        await recordFailure(record, err, c.req.raw.signal.aborted);
         throw err;
       }
-      record(outcome, null);
+      const problem = outcomeProblem(outcome);
+      if (problem) {
+        await record(null, recordedError(problem, false));
+        throw problem;
+      }
+      await record(outcome, null);
       return c.json(completionBody(id, created, req, outcome));
     }
 
@@ -297,7 +361,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         backend.completion(req, { signal, onDelta, receivedAt }),
       );
     } catch (err) {
-      record(null, recordedError(err, c.req.raw.signal.aborted));
+      await recordFailure(record, err, c.req.raw.signal.aborted);
       throw err;
     }
     return sseResponse(
@@ -311,6 +375,8 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         for (const choice of outcome.choices) {
           await writer.send(completionChunk(id, created, req, choice.index, null, choice.finishReason));
         }
@@ -318,11 +384,97 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
           const usage = completionBody(id, created, req, outcome).usage;
           await writer.send({ ...completionChunk(id, created, req, 0, null, null), choices: [], usage });
         }
+        await record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
         await writer.done();
-        record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
       },
-      (err) => record(null, recordedError(err, gated.signal.aborted)),
+      (err) => recordFailure(record, err, gated.signal.aborted),
     );
+  });
+
+  // The Responses API runs as a chat request (see responses-api.ts) and is recorded as one, under
+  // its `resp_…` id, so training sees the same transitions whichever API the agent used.
+  v1.post("/v1/responses", async (c) => {
+    const receivedAt = performance.now();
+    const startedAt = Date.now();
+    const rreq = parseResponsesRequest(await readJsonBody(c), responseStore);
+    const req = rreq.chat;
+    checkChatLimits(req, limits);
+    await checkModel(req.model);
+    const id = newItemId("resp");
+    const created = Math.floor(startedAt / 1000);
+    const record = recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
+    const keep = (body: ReturnType<typeof responseBody>) => {
+      if (rreq.store) responseStore.put(body, rreq.conversation);
+    };
+
+    if (!req.stream) {
+      let outcome: ChatOutcome;
+      try {
+        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
+      } catch (err) {
+        await recordFailure(record, err, c.req.raw.signal.aborted);
+        throw err;
+      }
+      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
+      if (jsonError) {
+        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
+        throw jsonError;
+      }
+      // Answered only once the call is stored (durable group commit).
+      await record(outcome, null);
+      const body = responseBody(id, created, rreq, outcome);
+      keep(body);
+      return c.json(body);
+    }
+
+    let gated: GatedRun<ChatDelta, ChatOutcome>;
+    try {
+      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
+        backend.chat(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      await recordFailure(record, err, c.req.raw.signal.aborted);
+      throw err;
+    }
+    const events = new ResponseEventStream(responseSkeleton(id, created, rreq), rreq);
+    return sseResponse(
+      c,
+      async (writer) => {
+        gated.follow(writer.signal);
+        let pending = Promise.resolve();
+        const send = (list: { type: string }[]) => {
+          for (const event of list) pending = pending.then(() => writer.send(event, event.type));
+        };
+        send(events.start());
+        gated.open((_index, delta) => send(events.delta(delta)));
+        const outcome = await gated.outcome;
+        await pending;
+        const clientGone = gated.signal.aborted;
+        const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
+        // response.completed is sent only once the call is stored.
+        await record(
+          outcome,
+          clientGone ? recordedError(null, true) : jsonError ? recordedError(jsonError, false) : null,
+        );
+        if (jsonError) throw jsonError;
+        const { events: last, response } = events.finish(outcome);
+        for (const event of last) await writer.send(event, event.type);
+        if (!clientGone) keep(response);
+      },
+      (err) => recordFailure(record, err, gated.signal.aborted),
+    );
+  });
+
+  v1.get("/v1/responses/:responseId", (c) => {
+    const body = responseStore.get(c.req.param("responseId"));
+    if (!body) throw responseNotFound(c.req.param("responseId"));
+    return c.json(body);
+  });
+
+  v1.delete("/v1/responses/:responseId", (c) => {
+    const responseId = c.req.param("responseId");
+    if (!responseStore.delete(responseId)) throw responseNotFound(responseId);
+    return c.json({ id: responseId, object: "response", deleted: true });
   });
 
   const app = new Hono();

@@ -3,14 +3,18 @@
 // headers are gone (the SDKs raise it as an APIError). Owns client-abort detection: the signal it
 // hands out fires when the client disconnects, so the backend stops generating.
 import type { Context } from "hono";
-import { stream as honoStream } from "hono/streaming";
 import { toProxyError } from "./errors.ts";
+
+const encoder = new TextEncoder();
 
 export interface SseWriter {
   /** Fires when the client disconnects (or the request is otherwise aborted). */
   readonly signal: AbortSignal;
-  /** Sends one `data:` event with `value` as JSON. A no-op once the client is gone. */
-  send(value: unknown): Promise<void>;
+  /**
+   * Sends one `data:` event with `value` as JSON, preceded by `event: <name>` when a name is given
+   * (the Responses API names its events). A no-op once the client is gone.
+   */
+  send(value: unknown, event?: string): Promise<void>;
   /** Sends the `[DONE]` terminator. */
   done(): Promise<void>;
 }
@@ -23,38 +27,82 @@ export interface SseWriter {
 export function sseResponse(
   c: Context,
   produce: (writer: SseWriter) => Promise<void>,
-  onError?: (err: unknown) => void,
+  onError?: (err: unknown) => void | Promise<void>,
 ): Response {
-  c.header("Content-Type", "text/event-stream; charset=utf-8");
-  c.header("Cache-Control", "no-cache");
-  c.header("Connection", "keep-alive");
-  c.header("X-Accel-Buffering", "no");
   const abort = new AbortController();
   const requestSignal = c.req.raw.signal;
   const onRequestAbort = () => abort.abort(new Error("client disconnected"));
   if (requestSignal.aborted) onRequestAbort();
   else requestSignal.addEventListener("abort", onRequestAbort, { once: true });
 
-  return honoStream(c, async (stream) => {
-    // The response body being cancelled is the other way a disconnect shows up.
-    stream.onAbort(onRequestAbort);
-    const write = async (text: string) => {
-      if (abort.signal.aborted || stream.aborted) return;
-      await stream.write(text);
-    };
-    const writer: SseWriter = {
-      signal: abort.signal,
-      send: (value) => write(`data: ${JSON.stringify(value)}\n\n`),
-      done: () => write("data: [DONE]\n\n"),
-    };
+  // A plain ReadableStream rather than hono's stream() helper: that helper keys the request's
+  // Context by its response stream in a module-level WeakMap, and on Node 20 a finished response
+  // stream can stay reachable from the runtime, which then pinned every streamed request's
+  // Context, request, response and generation state (~35 KB per call, never freed).
+  let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  let wantMore: (() => void) | null = null;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(ctl) {
+        controller = ctl;
+      },
+      pull() {
+        wantMore?.();
+        wantMore = null;
+      },
+      // The response body being cancelled is the other way a disconnect shows up.
+      cancel() {
+        controller = null;
+        onRequestAbort();
+        wantMore?.();
+        wantMore = null;
+      },
+    },
+    { highWaterMark: 16 },
+  );
+  const write = async (text: string) => {
+    const ctl = controller;
+    if (abort.signal.aborted || !ctl) return;
+    ctl.enqueue(encoder.encode(text));
+    // Backpressure: a slow reader makes the producer wait instead of queueing without bound.
+    if ((ctl.desiredSize ?? 1) <= 0) {
+      await new Promise<void>((resolve) => {
+        wantMore = resolve;
+        abort.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+    }
+  };
+  const writer: SseWriter = {
+    signal: abort.signal,
+    send: (value, event) => write(`${event ? `event: ${event}\n` : ""}data: ${JSON.stringify(value)}\n\n`),
+    done: () => write("data: [DONE]\n\n"),
+  };
+  void (async () => {
     try {
       await produce(writer);
     } catch (err) {
-      onError?.(err);
+      await Promise.resolve(onError?.(err)).catch(() => {});
       await write(`data: ${JSON.stringify(toProxyError(err).toBody())}\n\n`);
     } finally {
       requestSignal.removeEventListener("abort", onRequestAbort);
+      const ctl = controller as ReadableStreamDefaultController<Uint8Array> | null;
+      controller = null;
+      wantMore = null;
+      try {
+        ctl?.close();
+      } catch {
+        // already closed or errored by a cancel
+      }
     }
+  })();
+  return new Response(body, {
+    status: 200,
+    headers: {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-cache",
+      Connection: "keep-alive",
+      "X-Accel-Buffering": "no",
+    },
   });
 }
 

@@ -2,7 +2,9 @@
 // SGLang, a hosted API). It always asks for logprobs and, from vLLM, exact token ids
 // (`return_token_ids: true`), so calls recorded through it are usable as RL data when the
 // upstream can give them; fields an upstream does not return are recorded as null. Upstream
-// errors come back OpenAI-shaped (4xx passed through, 5xx and network failures → 502).
+// errors come back OpenAI-shaped (4xx passed through; 5xx, network failures and bodies that are
+// not the JSON expected → 502; silence past `timeoutMs`, before the answer or between two chunks
+// of it → 504), never as a hang or a 500.
 import type {
   BackendContext,
   ChatBackend,
@@ -18,7 +20,7 @@ import type {
   TokenLogprob,
   UsageCounts,
 } from "./backend.ts";
-import { badGateway, fromUpstreamError } from "./errors.ts";
+import { badGateway, fromUpstreamError, gatewayTimeout, ProxyError } from "./errors.ts";
 import type { ToolCallDelta, ToolCallOut } from "./openai-types.ts";
 import { readSseData } from "./sse.ts";
 import { parseToolCalls, StreamingToolCallParser, ToolCallAssembler } from "./tool-calls.ts";
@@ -52,12 +54,16 @@ export interface UpstreamOptions {
   extraBody?: Record<string, unknown>;
   /** Extra headers for every upstream request. */
   headers?: Record<string, string>;
-  /** Per-request time limit in ms (default: none). */
+  /**
+   * Longest silence from the upstream, ms: waiting for its answer, and between two chunks of the
+   * body (so a long stream that keeps flowing is fine). Past it: 504. Default 300 000.
+   */
   timeoutMs?: number;
   fetch?: typeof fetch;
 }
 
 const MODEL_CACHE_MS = 60_000;
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 300_000;
 
 function dropUndefined(body: Record<string, unknown>): Record<string, unknown> {
   for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
@@ -84,6 +90,7 @@ export class UpstreamBackend implements ChatBackend {
   private readonly options: UpstreamOptions;
   private readonly baseURL: string;
   private readonly fetchImpl: typeof fetch;
+  private readonly timeoutMs: number;
   private modelCache: { at: number; models: { id: string; ownedBy: string; created: number }[] } | null = null;
 
   constructor(options: UpstreamOptions) {
@@ -96,6 +103,10 @@ export class UpstreamBackend implements ChatBackend {
     this.baseURL = options.baseURL.replace(/\/+$/, "");
     this.constrainedJson = options.constrainedJson ?? true;
     this.fetchImpl = options.fetch ?? fetch;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
+    if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) {
+      throw new Error(`UpstreamBackend: timeoutMs must be a positive number of ms, got ${options.timeoutMs}`);
+    }
   }
 
   async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
@@ -104,8 +115,13 @@ export class UpstreamBackend implements ChatBackend {
     }
     if (this.modelCache && performance.now() - this.modelCache.at < MODEL_CACHE_MS) return this.modelCache.models;
     const res = await this.send("GET", "/models", undefined, AbortSignal.timeout(10_000));
-    const body = (await res.json()) as { data?: { id: string; owned_by?: string; created?: number }[] };
-    const models = (body.data ?? []).map((m) => ({
+    const body = (await this.readJson(res, "GET /models")) as {
+      data?: { id: string; owned_by?: string; created?: number }[];
+    };
+    if (!Array.isArray(body.data) || !body.data.every((m) => typeof m?.id === "string")) {
+      throw badGateway(`Upstream ${this.baseURL}/models answered JSON that is not a model list.`);
+    }
+    const models = body.data.map((m) => ({
       id: m.id,
       ownedBy: m.owned_by ?? "upstream",
       created: m.created ?? 0,
@@ -115,6 +131,29 @@ export class UpstreamBackend implements ChatBackend {
   }
 
   async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
+    return this.readable(() => this.forwardChat(req, ctx), ctx.signal);
+  }
+
+  async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
+    return this.readable(() => this.forwardCompletion(req, ctx), ctx.signal);
+  }
+
+  /**
+   * Runs one forwarded call; whatever it throws that is not already an HTTP error came from an
+   * answer of an unexpected shape (`choices: [null]`, a chunk that is a number): a 502, not a 500.
+   */
+  private async readable<T>(run: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof ProxyError || signal.aborted) throw err;
+      throw badGateway(
+        `Upstream ${this.baseURL} answered something that is not a valid completion: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  private async forwardChat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
     const streaming = ctx.onDelta !== undefined;
     const body = dropUndefined({
       ...this.commonBody(req.model, req.sampling, req.extra, streaming),
@@ -127,11 +166,17 @@ export class UpstreamBackend implements ChatBackend {
       top_logprobs: req.sampling.topLogprobs > 0 ? req.sampling.topLogprobs : undefined,
     });
     const res = await this.send("POST", "/chat/completions", body, ctx.signal);
-    if (!streaming) return this.chatFromJson(req, (await res.json()) as UpstreamResponse<UpstreamChatChoice>, ctx);
+    if (!streaming) {
+      const json = await this.readJson(res, "POST /chat/completions", true);
+      return this.chatFromJson(req, json as UpstreamResponse<UpstreamChatChoice>, ctx);
+    }
     return this.chatFromStream(req, res, ctx);
   }
 
-  async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
+  private async forwardCompletion(
+    req: CompletionRequest,
+    ctx: BackendContext<CompletionDelta>,
+  ): Promise<CompletionOutcome> {
     const streaming = ctx.onDelta !== undefined;
     const wanted = req.sampling.logprobs ? req.sampling.topLogprobs : this.options.requestLogprobs === false ? null : 0;
     const body = dropUndefined({
@@ -186,7 +231,7 @@ export class UpstreamBackend implements ChatBackend {
         for (const choice of chunk.choices ?? []) absorb(choice, true);
       }
     } else {
-      const json = (await res.json()) as UpstreamResponse<UpstreamCompletionChoice>;
+      const json = (await this.readJson(res, "POST /completions", true)) as UpstreamResponse<UpstreamCompletionChoice>;
       model = json.model ?? model;
       usage = json.usage ? toUsage(json.usage) : null;
       for (const choice of json.choices ?? []) absorb(choice, false);
@@ -238,37 +283,141 @@ export class UpstreamBackend implements ChatBackend {
     };
   }
 
+  /** The body as a JSON object; anything else (an HTML error page, a truncated body) is a 502. */
+  private async readJson(res: Response, what: string, completion = false): Promise<Record<string, unknown>> {
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      if (err instanceof ProxyError) throw err;
+      throw badGateway(`Upstream ${this.baseURL} (${what}) broke off its answer: ${(err as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw badGateway(
+        `Upstream ${this.baseURL} (${what}) answered with a body that is not JSON: ${JSON.stringify(text.slice(0, 200))}`,
+      );
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw badGateway(`Upstream ${this.baseURL} (${what}) answered JSON that is not an object.`);
+    }
+    if (completion && !Array.isArray((parsed as { choices?: unknown }).choices)) {
+      throw badGateway(
+        `Upstream ${this.baseURL} (${what}) answered JSON without a \`choices\` list: ${text.slice(0, 200)}`,
+      );
+    }
+    return parsed as Record<string, unknown>;
+  }
+
+  /**
+   * One upstream request under the silence limit: a timer armed while waiting for the answer and
+   * re-armed by every chunk of its body; when it fires the request is aborted and the read fails
+   * with a 504. The client's own disconnect (`signal`) aborts it too.
+   */
   private async send(method: string, path: string, body: unknown, signal: AbortSignal): Promise<Response> {
     const url = `${this.baseURL}${path}`;
     const headers: Record<string, string> = { accept: "application/json", ...this.options.headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.options.apiKey) headers.authorization = `Bearer ${this.options.apiKey}`;
-    const signals = [signal];
-    if (this.options.timeoutMs) signals.push(AbortSignal.timeout(this.options.timeoutMs));
+    const timeoutMs = this.timeoutMs;
+    const abort = new AbortController();
+    let timedOut = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const disarm = () => clearTimeout(timer);
+    const arm = () => {
+      disarm();
+      timer = setTimeout(() => {
+        timedOut = true;
+        abort.abort(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      (timer as { unref?: () => void }).unref?.();
+    };
+    const late = () =>
+      gatewayTimeout(`Upstream ${url} did not answer within ${timeoutMs} ms (its timeout; --upstream-timeout-ms).`);
+    const onClientAbort = () => abort.abort(signal.reason);
+    if (signal.aborted) onClientAbort();
+    else signal.addEventListener("abort", onClientAbort, { once: true });
+    const done = () => {
+      disarm();
+      signal.removeEventListener("abort", onClientAbort);
+    };
+    arm();
     let res: Response;
     try {
       res = await this.fetchImpl(url, {
         method,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: signals.length === 1 ? signal : AbortSignal.any(signals),
+        signal: abort.signal,
       });
     } catch (err) {
+      done();
+      // The caller's own deadline (listModels' 10 s) is an upstream timeout too, not a 500.
+      if (timedOut || (signal.aborted && (signal.reason as Error | undefined)?.name === "TimeoutError")) throw late();
       if (signal.aborted) throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const why = [cause?.code, cause?.message].filter(Boolean).join(" ") || (err as Error).message;
-      if ((err as Error).name === "TimeoutError") {
-        throw badGateway(`Upstream ${url} did not answer within ${this.options.timeoutMs} ms.`);
-      }
       throw badGateway(`Upstream ${url} is unreachable: ${why}`);
     }
-    if (!res.ok) throw fromUpstreamError(res.status, await res.text(), url);
-    return res;
+    if (!res.ok) {
+      let text = "";
+      try {
+        text = await res.text();
+      } catch {
+        if (timedOut) {
+          done();
+          throw late();
+        }
+      }
+      done();
+      throw fromUpstreamError(res.status, text, url);
+    }
+    const upstreamBody = res.body;
+    if (!upstreamBody) {
+      done();
+      return res;
+    }
+    arm();
+    const reader = upstreamBody.getReader();
+    const guarded = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const chunk = await reader.read();
+          if (chunk.done) {
+            done();
+            controller.close();
+            return;
+          }
+          arm();
+          controller.enqueue(chunk.value);
+        } catch (err) {
+          done();
+          controller.error(timedOut ? late() : err);
+        }
+      },
+      cancel(reason) {
+        done();
+        return reader.cancel(reason);
+      },
+    });
+    return new Response(guarded, { status: res.status, headers: res.headers });
   }
 
   private async *chunks<Choice>(res: Response): AsyncGenerator<UpstreamResponse<Choice>> {
     if (!res.body) throw badGateway("Upstream answered a streaming request without a body.");
-    for await (const data of readSseData(res.body)) {
+    const events = readSseData(res.body)[Symbol.asyncIterator]();
+    for (;;) {
+      let next: IteratorResult<string>;
+      try {
+        next = await events.next();
+      } catch (err) {
+        if (err instanceof ProxyError) throw err;
+        throw badGateway(`Upstream ${this.baseURL} broke off its stream: ${(err as Error).message}`);
+      }
+      if (next.done) return;
+      const data = next.value;
       let chunk: UpstreamResponse<Choice> & { error?: unknown };
       try {
         chunk = JSON.parse(data);

@@ -2,15 +2,20 @@
 // OpenTelemetry SDK and stores its spans under the attempt named by the resource or span attribute
 // `fulgur.attempt_id` (and optionally `fulgur.rollout_id`), so agents already instrumented with
 // OpenTelemetry send their traces unchanged. Answers like a collector: 200 with `partialSuccess`
-// naming spans it could not attribute, 400 for malformed payloads, 415 for protobuf.
-import { gunzipSync } from "node:zlib";
+// naming spans it could not attribute, 400 for malformed payloads (also values nested deeper than
+// MAX_VALUE_DEPTH), 413 past the body limit (counted after gzip inflation), 415 for protobuf, 403
+// when an attempt token sends spans of another attempt.
 import { Hono } from "hono";
+import { attemptScopeOf } from "../http/auth.ts";
+import { bodyLimits } from "../http/limits.ts";
 import { NotFoundError, StoreValidationError } from "../store/errors.ts";
 import type { JsonValue, SpanInput, SpanKind, Store } from "../store/types.ts";
 
 export const ROLLOUT_ID_ATTRIBUTE = "fulgur.rollout_id";
 export const ATTEMPT_ID_ATTRIBUTE = "fulgur.attempt_id";
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Deepest AnyValue nesting (arrays/kvlists) accepted; real attributes are a few levels deep. */
+export const MAX_VALUE_DEPTH = 64;
 const OTEL_SPAN_KINDS = ["unspecified", "internal", "server", "client", "producer", "consumer"];
 
 /** Malformed OTLP payload; answered with HTTP 400. */
@@ -34,8 +39,12 @@ function arrayAt(parent: Record<string, unknown>, key: string, where: string): u
 }
 
 /** Decodes an OTLP AnyValue (`{ stringValue }`, `{ intValue: "42" }`, arrays, kvlists, bytes). */
-export function anyValueToJson(value: unknown, where: string): JsonValue {
+export function anyValueToJson(value: unknown, where: string, depth = 0): JsonValue {
   if (value === undefined || value === null) return null;
+  if (depth > MAX_VALUE_DEPTH) {
+    // Refused before recursing further: 20,000 levels would overflow the stack (a 500).
+    throw new OtlpFormatError(`${where.slice(0, 200)}…: values nested deeper than ${MAX_VALUE_DEPTH} levels`);
+  }
   if (!isObject(value)) throw new OtlpFormatError(`${where} must be an AnyValue object`);
   if ("stringValue" in value) return String(value.stringValue);
   if ("boolValue" in value) return Boolean(value.boolValue);
@@ -53,25 +62,25 @@ export function anyValueToJson(value: unknown, where: string): JsonValue {
   if ("arrayValue" in value) {
     const arr = isObject(value.arrayValue) ? value.arrayValue : {};
     return arrayAt(arr, "values", `${where}.arrayValue`).map((v, i) =>
-      anyValueToJson(v, `${where}.arrayValue.values[${i}]`),
+      anyValueToJson(v, `${where}.arrayValue.values[${i}]`, depth + 1),
     );
   }
   if ("kvlistValue" in value) {
     const kv = isObject(value.kvlistValue) ? value.kvlistValue : {};
-    return attributesToJson(arrayAt(kv, "values", `${where}.kvlistValue`), `${where}.kvlistValue.values`);
+    return attributesToJson(arrayAt(kv, "values", `${where}.kvlistValue`), `${where}.kvlistValue.values`, depth + 1);
   }
   if ("bytesValue" in value) return String(value.bytesValue);
   return null;
 }
 
 /** Decodes an OTLP attribute list into a plain object. */
-export function attributesToJson(list: unknown[], where: string): Record<string, JsonValue> {
+export function attributesToJson(list: unknown[], where: string, depth = 0): Record<string, JsonValue> {
   const out: Record<string, JsonValue> = {};
   list.forEach((item, i) => {
     if (!isObject(item) || typeof item.key !== "string") {
       throw new OtlpFormatError(`${where}[${i}] must be { key: string, value: AnyValue }`);
     }
-    out[item.key] = anyValueToJson((item as unknown as OtlpKeyValue).value, `${where}[${i}].value`);
+    out[item.key] = anyValueToJson((item as unknown as OtlpKeyValue).value, `${where}[${i}].value`, depth);
   });
   return out;
 }
@@ -214,8 +223,17 @@ export function convertTraces(body: unknown): ConvertedTraces {
  * `app.route("/", otlpRoutes(store))`. Spans are written per attempt in the order sent; spans of
  * unknown attempts or with no attribution are reported as rejected, as a collector does.
  */
-export function otlpRoutes(store: Store): Hono {
+export function otlpRoutes(store: Store, options: { maxBodyBytes?: number } = {}): Hono {
   const app = new Hono();
+  const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
+  app.use(
+    "/v1/traces",
+    bodyLimits({
+      maxBytes: maxBodyBytes,
+      answer: (c, failure) =>
+        c.json({ code: failure.status === 413 ? 8 : 3, message: failure.message }, failure.status),
+    }),
+  );
   app.post("/v1/traces", async (c) => {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "application/json") {
@@ -227,12 +245,10 @@ export function otlpRoutes(store: Store): Hono {
         415,
       );
     }
-    let bytes = Buffer.from(await c.req.arrayBuffer());
-    if (bytes.length > MAX_BODY_BYTES) return c.json({ code: 3, message: "request body exceeds 16 MiB" }, 413);
+    // The body-limit middleware has already inflated gzip/deflate and counted every byte.
     let body: unknown;
     try {
-      if ((c.req.header("content-encoding") ?? "").toLowerCase() === "gzip") bytes = gunzipSync(bytes);
-      body = JSON.parse(bytes.toString("utf8"));
+      body = JSON.parse(await c.req.text());
     } catch (error) {
       return c.json({ code: 3, message: `body is not valid (gzipped) JSON: ${(error as Error).message}` }, 400);
     }
@@ -242,6 +258,16 @@ export function otlpRoutes(store: Store): Hono {
     } catch (error) {
       if (error instanceof OtlpFormatError) return c.json({ code: 3, message: error.message }, 400);
       throw error;
+    }
+    const scope = attemptScopeOf(c);
+    if (scope) {
+      for (const [attemptId, spans] of converted.byAttempt) {
+        const foreign =
+          attemptId !== scope.attemptId || spans.some((s) => s.rolloutId && s.rolloutId !== scope.rolloutId);
+        if (foreign) {
+          return c.json({ code: 7, message: `this token may only send spans of attempt ${scope.attemptId}` }, 403);
+        }
+      }
     }
     let rejected = converted.unattributed;
     const problems: string[] = [];

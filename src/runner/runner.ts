@@ -15,6 +15,10 @@ export interface RunnerOptions {
   /** Where the OpenAI proxy is; ctx.llm.baseURL = `${serverUrl}/rollouts/${r}/attempts/${a}/v1`. */
   serverUrl: string;
   model: string;
+  /**
+   * ctx.llm.apiKey when the claim carries no attempt token (a server without an API key);
+   * otherwise agents get the claim's token, never this key.
+   */
   apiKey?: string;
   /** Agents run at once (default 4). */
   concurrency?: number;
@@ -207,7 +211,7 @@ export class Runner {
     }
   }
 
-  async #runAttempt({ rollout, attempt }: Claim): Promise<void> {
+  async #runAttempt({ rollout, attempt, token }: Claim): Promise<void> {
     const started = Date.now();
     const controller = new AbortController();
     const attemptId = attempt.id;
@@ -248,7 +252,9 @@ export class Runner {
         mode: rollout.mode,
         llm: {
           baseURL: `${this.#serverUrl}/rollouts/${rollout.id}/attempts/${attemptId}/v1`,
-          apiKey: this.#apiKey,
+          // The attempt's own token when the server issued one: the agent never holds the
+          // worker's key, so it cannot touch other rollouts or call admin routes.
+          apiKey: token ?? this.#apiKey,
           model: this.#model,
         },
         signal: controller.signal,

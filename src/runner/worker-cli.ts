@@ -4,6 +4,7 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { checkApiKey } from "../http/auth.ts";
 import { HttpStore } from "../store/http-client.ts";
 import { Runner } from "./runner.ts";
 import type { Agent, RunnerEvent } from "./types.ts";
@@ -12,7 +13,7 @@ export const WORKER_USAGE = `Usage: fulgur worker --server URL --agent PATH [opt
   --server URL        the Fulgur server (store API and OpenAI proxy), e.g. http://trainer:8000
   --agent PATH        module whose default export (or named export \`agent\`) is the agent function
   --concurrency N     agents run at once (default 4)
-  --api-key KEY       the server's API key (env FULGUR_API_KEY)
+  --api-key KEY       the server's API key (env FULGUR_API_KEY); agents get attempt tokens, not it
   --worker-id ID      name recorded on attempts (default host-pid)
   --mode MODE         only run rollouts of this mode: train, val or test (default any)
   --model NAME        model name agents get in ctx.llm.model (default: the server's first /v1/models id)
@@ -97,7 +98,11 @@ export async function runWorker(argv: string[]): Promise<number> {
     throw new Error(`--mode must be one of ${MODES.join(", ")}, got ${mode}`);
   }
   const server = values.server.replace(/\/+$/, "");
-  const apiKey = values["api-key"];
+  // An empty key would send "Bearer " and fail every call with a confusing 401: refuse it here.
+  const apiKey = checkApiKey(
+    values["api-key"],
+    argv.some((a) => a.startsWith("--api-key")) ? "--api-key" : "FULGUR_API_KEY",
+  );
   const agent = await loadAgent(values.agent);
   const model = values.model ?? (await defaultModel(server, apiKey));
   const store = new HttpStore(server, { apiKey });

@@ -9,6 +9,7 @@ export type StoreErrorType =
   | "not_found_error"
   | "conflict_error"
   | "authentication_error"
+  | "permission_error"
   | "server_error";
 
 /** Base class of every error the store raises on purpose. */
@@ -64,6 +65,13 @@ export class AuthenticationError extends StoreError {
   }
 }
 
+/** Authenticated, but the credential may not do this, e.g. an attempt token reading rollouts (HTTP 403). */
+export class PermissionError extends StoreError {
+  constructor(message: string) {
+    super(message, { status: 403, type: "permission_error", code: "permission_denied" });
+  }
+}
+
 /** Formats a zod path as a parameter name: ["config","maxAttempts"] → "config.maxAttempts", [3,"x"] → "[3].x". */
 export function formatParam(path: readonly PropertyKey[], prefix = ""): string | null {
   let out = prefix;
@@ -105,6 +113,8 @@ export function errorFromBody(
       return new ConflictError(message, code, param);
     case "authentication_error":
       return new AuthenticationError(message);
+    case "permission_error":
+      return new PermissionError(message);
     default:
       return new StoreError(message, { status, type: "server_error", code, param });
   }

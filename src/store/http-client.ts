@@ -2,7 +2,8 @@
 // and trainers on other machines use exactly the same calls as in-process code. Error bodies are
 // turned back into the same typed errors the libSQL store throws. Inputs are checked here with the
 // store's own schemas before sending: JSON cannot carry NaN or typed arrays faithfully, so a value
-// the libSQL store would reject must not be silently changed on the way instead.
+// the libSQL store would reject must not be silently changed on the way instead. Lists are read
+// page by page (the server caps each page by bytes) and returned whole, as the libSQL store does.
 import { errorFromBody, StoreError, StoreValidationError } from "./errors.ts";
 import {
   claimSchema,
@@ -123,6 +124,21 @@ export class HttpStore implements Store {
     return parsed as T;
   }
 
+  /** A list endpoint, every page of it: the server caps each page by bytes and hands a cursor. */
+  async #list<T>(path: string, query: Query = {}): Promise<T[]> {
+    const out: T[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await this.#request<{ data: T[]; next?: string | null }>("GET", path, undefined, {
+        ...query,
+        cursor,
+      });
+      for (const row of page.data) out.push(row);
+      if (!page.next) return out;
+      cursor = page.next;
+    }
+  }
+
   #id(value: string, param: string): string {
     return encodeURIComponent(validateId(value, param));
   }
@@ -184,7 +200,7 @@ export class HttpStore implements Store {
 
   async listRollouts(query: ListRolloutsQuery = {}): Promise<Rollout[]> {
     const status = query.status === undefined ? undefined : Array.isArray(query.status) ? query.status : [query.status];
-    return (await this.#request<{ data: Rollout[] }>("GET", "/rollouts", undefined, { ...query, status })).data;
+    return this.#list<Rollout>("/rollouts", { ...query, status });
   }
 
   async getAttempt(attemptId: string): Promise<Attempt> {
@@ -192,21 +208,19 @@ export class HttpStore implements Store {
   }
 
   async listAttempts(rolloutId: string): Promise<Attempt[]> {
-    return (await this.#request<{ data: Attempt[] }>("GET", `/rollouts/${this.#id(rolloutId, "rolloutId")}/attempts`))
-      .data;
+    return this.#list<Attempt>(`/rollouts/${this.#id(rolloutId, "rolloutId")}/attempts`);
   }
 
   async getSpans(query: SpanQuery): Promise<Span[]> {
-    return (await this.#request<{ data: Span[] }>("GET", "/spans", undefined, { ...query })).data;
+    return this.#list<Span>("/spans", { ...query });
   }
 
   async getTransitions(query: TransitionQuery): Promise<Transition[]> {
-    const { data } = await this.#request<{ data: WireTransition[] }>("GET", "/transitions", undefined, { ...query });
-    return data.map(transitionFromWire);
+    return (await this.#list<WireTransition>("/transitions", { ...query })).map(transitionFromWire);
   }
 
   async getRewards(query: RewardQuery): Promise<Reward[]> {
-    return (await this.#request<{ data: Reward[] }>("GET", "/rewards", undefined, { ...query })).data;
+    return this.#list<Reward>("/rewards", { ...query });
   }
 
   async waitForRollouts(ids: string[], options: WaitOptions): Promise<Rollout[]> {
@@ -244,7 +258,7 @@ export class HttpStore implements Store {
   }
 
   async listTrainingSteps(query: TrainingStepQuery = {}): Promise<TrainingStep[]> {
-    return (await this.#request<{ data: TrainingStep[] }>("GET", "/training-steps", undefined, { ...query })).data;
+    return this.#list<TrainingStep>("/training-steps", { ...query });
   }
 
   async sweep(): Promise<SweepResult> {

@@ -178,7 +178,13 @@ export const listRolloutsSchema = z.strictObject({
 });
 export type ListRolloutsQuery = z.input<typeof listRolloutsSchema>;
 
-export const spanQuerySchema = z.strictObject({ rolloutId: id.optional(), attemptId: id.optional() });
+export const spanQuerySchema = z.strictObject({
+  rolloutId: id.optional(),
+  attemptId: id.optional(),
+  /** A window of the (ordered) result, for paging; default: all of it. */
+  limit: z.int().min(1).max(100_000).optional(),
+  offset: z.int().nonnegative().optional(),
+});
 export type SpanQuery = z.input<typeof spanQuerySchema>;
 
 export const transitionQuerySchema = z

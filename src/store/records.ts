@@ -212,7 +212,10 @@ export async function getSpans(ctx: StoreContext, query: SpanQuery): Promise<Spa
     .from(spans)
     .innerJoin(attempts, eq(attempts.id, spans.attemptId))
     .where(scope(parsed, spans, "span"))
-    .orderBy(asc(attempts.attemptNo), asc(spans.seq));
+    .orderBy(asc(attempts.attemptNo), asc(spans.seq))
+    // SQLite's LIMIT -1 is "no limit".
+    .limit(parsed.limit ?? -1)
+    .offset(parsed.offset ?? 0);
   return rows.map((r) => toSpan(r.span));
 }
 
@@ -238,6 +241,8 @@ export async function getRewards(ctx: StoreContext, query: RewardQuery): Promise
     .select()
     .from(rewards)
     .where(scope(parsed, rewards, "reward"))
-    .orderBy(sql`rowid`);
+    .orderBy(sql`rowid`)
+    .limit(parsed.limit ?? -1)
+    .offset(parsed.offset ?? 0);
   return rows.map(toReward);
 }

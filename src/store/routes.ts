@@ -1,12 +1,17 @@
 // The Store over HTTP: a Hono sub-app serving every Store method under /api/v1 as JSON. Inputs
 // are validated by the store's own zod schemas; failures become OpenAI-style error bodies
-// ({"error":{"message","type","param","code"}}) with 400/401/404/409 statuses. HttpStore
+// ({"error":{"message","type","param","code"}}) with 400/401/403/404/405/409/413 statuses. HttpStore
 // (http-client.ts) is the matching client. Routes are registered from the table in openapi.ts.
-import { timingSafeEqual } from "node:crypto";
+// Request bodies are size-limited while they stream in; list responses come in pages of at most
+// `maxResponseBytes` with a `next` cursor. Requests made with an attempt token (see http/auth.ts)
+// may only post spans and rewards of their own attempt.
 import { type Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { AuthenticationError, NotFoundError, StoreError, StoreValidationError } from "./errors.ts";
+import { attemptScopeOf, presentedKey, sameSecret } from "../http/auth.ts";
+import { bodyLimits } from "../http/limits.ts";
+import { AuthenticationError, NotFoundError, PermissionError, StoreError, StoreValidationError } from "./errors.ts";
 import { openApiDocument, ROUTES } from "./openapi.ts";
+import { type Page, pageOf } from "./pages.ts";
 import type { Store } from "./types.ts";
 import { transitionInputFromWire, transitionToWire } from "./wire.ts";
 
@@ -15,6 +20,10 @@ export interface StoreRoutesOptions {
   apiKey?: string;
   /** Longest a single /rollouts/wait request holds the connection, ms (default 20 s); clients re-poll. */
   maxWaitMs?: number;
+  /** Largest request body, bytes after decompression (default 16 MiB); larger → 413. */
+  maxBodyBytes?: number;
+  /** Largest list page, bytes (default 8 MiB); the rest follows with `?cursor=<next>`. */
+  maxResponseBytes?: number;
 }
 
 type Handler = (c: Context) => Promise<Response> | Response;
@@ -63,19 +72,34 @@ function arrayField(body: Record<string, unknown>, field: string): unknown[] {
   return value;
 }
 
-function sameSecret(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+/** With an attempt token, every posted span/reward must belong to that attempt (else 403, nothing stored). */
+function checkScope(c: Context, items: unknown[], what: string): void {
+  const scope = attemptScopeOf(c);
+  if (!scope) return;
+  for (const item of items) {
+    const { attemptId, rolloutId } = (item ?? {}) as { attemptId?: unknown; rolloutId?: unknown };
+    if (attemptId !== scope.attemptId || (rolloutId != null && rolloutId !== scope.rolloutId)) {
+      throw new PermissionError(`Permission denied: this token may only write ${what} of attempt ${scope.attemptId}.`);
+    }
+  }
 }
 
 /** Builds the Hono app serving `store` under /api/v1 (mount with `app.route("/", storeRoutes(store))`). */
 export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hono {
   const maxWaitMs = options.maxWaitMs ?? 20_000;
+  const maxResponseBytes = options.maxResponseBytes ?? 8 * 1024 * 1024;
   const app = new Hono();
+  /** A list as one page of JSON: `{"data": [...], "next": cursor | null}`. */
+  const page = async (c: Context, fetchRows: Page) =>
+    c.body(await pageOf(fetchRows, stringQuery(c, "cursor"), maxResponseBytes), 200, {
+      "content-type": "application/json",
+    });
+  const errorBody = (c: Context, status: number, message: string, code: string) =>
+    c.json({ error: { message, type: "invalid_request_error", param: null, code } }, status as ContentfulStatusCode);
 
   app.onError((error, c) => {
     if (error instanceof StoreError) return c.json(error.toJSON(), error.status as ContentfulStatusCode);
+    console.error(`fulgur store: unexpected error on ${c.req.method} ${c.req.path}`, error);
     const message = error instanceof Error ? error.message : String(error);
     return c.json({ error: { message, type: "server_error", param: null, code: "internal_error" } }, 500);
   });
@@ -84,13 +108,19 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     const apiKey = options.apiKey;
     app.use("/api/v1/*", async (c, next) => {
       if (c.req.path === "/api/v1/openapi.json") return next();
-      const header = c.req.header("authorization") ?? "";
-      const given = header.startsWith("Bearer ") ? header.slice(7) : "";
-      if (!sameSecret(given, apiKey))
+      const given = presentedKey(c);
+      if (given === null || !sameSecret(given, apiKey))
         throw new AuthenticationError("missing or invalid API key (Authorization: Bearer …)");
       return next();
     });
   }
+  app.use(
+    "/api/v1/*",
+    bodyLimits({
+      maxBytes: options.maxBodyBytes ?? 16 * 1024 * 1024,
+      answer: (c, failure) => errorBody(c, failure.status, failure.message, failure.code),
+    }),
+  );
 
   const handlers: Record<string, Handler> = {
     "post /api/v1/rollouts": async (c) => c.json(await store.enqueueRollout((await jsonBody(c)) as never), 201),
@@ -104,11 +134,17 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
         status: statuses.length === 0 ? undefined : statuses,
         mode: stringQuery(c, "mode"),
         groupId: stringQuery(c, "groupId"),
-        limit: intQuery(c, "limit"),
-        offset: intQuery(c, "offset"),
         order: stringQuery(c, "order"),
       });
-      return c.json({ data: await store.listRollouts(query as never) });
+      const limit = intQuery(c, "limit");
+      const offset = intQuery(c, "offset");
+      return page(c, {
+        limit,
+        offset,
+        defaultLimit: 1000,
+        maxLimit: 10_000,
+        fetch: (off, n) => store.listRollouts({ ...query, offset: off, limit: n } as never),
+      });
     },
     "post /api/v1/rollouts/claim": async (c) =>
       c.json({ data: await store.claimRollout((await jsonBody(c)) as never) }),
@@ -120,19 +156,27 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     },
     "get /api/v1/rollouts/:id": async (c) => c.json(await store.getRollout(c.req.param("id") ?? "")),
     "post /api/v1/rollouts/:id/cancel": async (c) => c.json(await store.cancelRollout(c.req.param("id") ?? "")),
-    "get /api/v1/rollouts/:id/attempts": async (c) =>
-      c.json({ data: await store.listAttempts(c.req.param("id") ?? "") }),
+    "get /api/v1/rollouts/:id/attempts": async (c) => {
+      const all = await store.listAttempts(c.req.param("id") ?? "");
+      return page(c, { fetch: async (off, n) => all.slice(off, off + n) });
+    },
     "get /api/v1/attempts/:id": async (c) => c.json(await store.getAttempt(c.req.param("id") ?? "")),
     "post /api/v1/attempts/:id/heartbeat": async (c) => c.json(await store.heartbeat(c.req.param("id") ?? "")),
     "post /api/v1/attempts/:id/finish": async (c) =>
       c.json(await store.finishAttempt(c.req.param("id") ?? "", (await jsonBody(c)) as never)),
     "post /api/v1/spans": async (c) => {
       const spans = arrayField(await jsonBody(c), "spans");
+      checkScope(c, spans, "spans");
       return c.json({ data: await store.addSpans(spans as never) }, 201);
     },
     "get /api/v1/spans": async (c) => {
       const query = defined({ rolloutId: stringQuery(c, "rolloutId"), attemptId: stringQuery(c, "attemptId") });
-      return c.json({ data: await store.getSpans(query) });
+      return page(c, {
+        limit: intQuery(c, "limit"),
+        offset: intQuery(c, "offset"),
+        maxLimit: 100_000,
+        fetch: (off, n) => store.getSpans({ ...query, offset: off, limit: n }),
+      });
     },
     "post /api/v1/transitions": async (c) => {
       const transitions = arrayField(await jsonBody(c), "transitions").map(transitionInputFromWire);
@@ -143,18 +187,29 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
         rolloutId: stringQuery(c, "rolloutId"),
         attemptId: stringQuery(c, "attemptId"),
         unattributed: boolQuery(c, "unattributed"),
+      });
+      return page(c, {
         limit: intQuery(c, "limit"),
         offset: intQuery(c, "offset"),
+        defaultLimit: 10_000,
+        maxLimit: 100_000,
+        fetch: async (off, n) =>
+          (await store.getTransitions({ ...query, offset: off, limit: n })).map(transitionToWire),
       });
-      return c.json({ data: (await store.getTransitions(query)).map(transitionToWire) });
     },
     "post /api/v1/rewards": async (c) => {
       const rewards = arrayField(await jsonBody(c), "rewards");
+      checkScope(c, rewards, "rewards");
       return c.json({ data: await store.addRewards(rewards as never) }, 201);
     },
     "get /api/v1/rewards": async (c) => {
       const query = defined({ rolloutId: stringQuery(c, "rolloutId"), attemptId: stringQuery(c, "attemptId") });
-      return c.json({ data: await store.getRewards(query) });
+      return page(c, {
+        limit: intQuery(c, "limit"),
+        offset: intQuery(c, "offset"),
+        maxLimit: 100_000,
+        fetch: (off, n) => store.getRewards({ ...query, offset: off, limit: n }),
+      });
     },
     "post /api/v1/resources/:name": async (c) => {
       const body = await jsonBody(c);
@@ -165,7 +220,8 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     "post /api/v1/training-steps": async (c) => c.json(await store.addTrainingStep((await jsonBody(c)) as never), 201),
     "get /api/v1/training-steps": async (c) => {
       const query = defined({ sinceStep: intQuery(c, "sinceStep"), limit: intQuery(c, "limit") });
-      return c.json({ data: await store.listTrainingSteps(query) });
+      const all = await store.listTrainingSteps(query);
+      return page(c, { fetch: async (off, n) => all.slice(off, off + n) });
     },
     "post /api/v1/sweep": async (c) => c.json(await store.sweep()),
     "get /api/v1/openapi.json": (c) => c.json(openApiDocument()),
@@ -176,13 +232,34 @@ export function storeRoutes(store: Store, options: StoreRoutesOptions = {}): Hon
     if (!handler) throw new Error(`store route ${route.method} ${route.path} is documented but has no handler`);
     app.on(route.method.toUpperCase(), route.path, handler);
   }
-  // Unknown paths under the store's own prefixes get the JSON error body. A catch-all route rather
-  // than app.notFound, which a parent app mounting this one never consults; limited to these
-  // prefixes so it cannot shadow other /api/v1 routes the parent registers after this app.
+  // Unknown paths under the store's own prefixes get the JSON error body (405 with Allow for a
+  // known path asked with another method). A catch-all route rather than app.notFound, which a
+  // parent app mounting this one never consults; limited to these prefixes so it cannot shadow
+  // other /api/v1 routes the parent registers after this app.
+  const patterns = ROUTES.map((route) => ({
+    method: route.method.toUpperCase(),
+    regex: new RegExp(`^${route.path.replace(/:[^/]+/g, "[^/]+")}$`),
+  }));
   const prefixes = new Set(ROUTES.map((route) => route.path.split("/")[3]));
   for (const prefix of prefixes) {
     for (const path of [`/api/v1/${prefix}`, `/api/v1/${prefix}/*`]) {
       app.all(path, (c) => {
+        const allowed = [...new Set(patterns.filter((p) => p.regex.test(c.req.path)).map((p) => p.method))];
+        if (allowed.length > 0) {
+          if (allowed.includes("GET")) allowed.push("HEAD");
+          return c.json(
+            {
+              error: {
+                message: `Method ${c.req.method} is not allowed on ${c.req.path}; use ${allowed.join(", ")}.`,
+                type: "invalid_request_error",
+                param: null,
+                code: "method_not_allowed",
+              },
+            },
+            405,
+            { Allow: allowed.join(", ") },
+          );
+        }
         throw new NotFoundError(`no route ${c.req.method} ${c.req.path}`, "route_not_found");
       });
     }

@@ -125,6 +125,11 @@ export interface Attempt {
 export interface Claim {
   rollout: Rollout;
   attempt: Attempt;
+  /**
+   * The attempt-scoped token for the agent (LLM calls, spans and rewards of this attempt only),
+   * present when the claim went through a server that requires an API key.
+   */
+  token?: string;
 }
 
 export interface SpanStatus {

@@ -130,6 +130,7 @@ export async function policyGradients(
         scope,
         dHead,
         dEntropy,
+        entropy ?? undefined,
       );
       backward(model, batch, fwd, dNormed, sink);
       await gpu.sync();

@@ -8,7 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import type { GradientSink } from "../model/backward.ts";
 import type { LoraAdapter } from "../model/lora.ts";
 import type { Transformer } from "../model/transformer.ts";
-import { PROJECTIONS } from "../model/weights.ts";
+import { denseWeight, PROJECTIONS } from "../model/weights.ts";
 
 export interface OptimizerConfig {
   lr: number;
@@ -97,7 +97,7 @@ export class Optimizer {
       if (layer.kNorm) add(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
       for (const p of PROJECTIONS) {
         const lin = layer.proj[p];
-        single(`${lin.path}.weight`, lin.weight);
+        single(`${lin.path}.weight`, denseWeight(lin, "full training"));
         if (lin.bias) add(`${lin.path}.bias`, lin.bias);
       }
     });

@@ -105,7 +105,7 @@ function toSample(
   return {
     tokens: [...prompt, ...response],
     lossMask: [...prompt.map(() => 0), ...response.map(() => 1)],
-    oldLogprobs: [...prompt.map(() => 0), ...Array.from(t.responseLogprobs)],
+    oldLogprobs: [...prompt.map(() => 0), ...samplingLogprobs(t)],
     advantage,
     temperature,
     rolloutId,
@@ -143,4 +143,25 @@ export function packByTokens<T extends { tokens: number[] }>(items: T[], tokenBu
   }
   if (current.length > 0) out.push(current);
   return out;
+}
+
+/**
+ * The sampling-time logprobs the PPO ratio divides by. Constrained decoding (structured output)
+ * records logprobs under the masked distribution, while the trainer recomputes them unmasked;
+ * such transitions also carry the unmasked ones (metadata.unmaskedLogprobs), which are used so the
+ * ratio compares like with like and starts at 1 (see docs/trainer.md).
+ */
+export function samplingLogprobs(t: Transition): number[] {
+  const recorded = Array.from(t.responseLogprobs ?? []);
+  const unmasked = t.metadata?.unmaskedLogprobs;
+  if (
+    t.metadata?.logprobs === "masked" &&
+    Array.isArray(unmasked) &&
+    unmasked.length === recorded.length &&
+    unmasked.every((x) => typeof x === "number")
+  ) {
+    // Rounded to f32 like responseLogprobs, so both paths see the same precision.
+    return (unmasked as number[]).map((x) => Math.fround(x));
+  }
+  return recorded;
 }

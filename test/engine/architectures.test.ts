@@ -241,7 +241,7 @@ describe("MistralForCausalLM with a sliding window", () => {
   it("runs up to the window and refuses longer sequences with a clear error", async () => {
     const dir = join(root, "mistral-window");
     await writeTinyModel(dir, { ...small, architecture: "MistralForCausalLM", slidingWindow: 16, seed: 25 });
-    await expect(loadModel(dir, { gpu: gpu(), maxSeqLen: 64 }).then((m) => m.engine)).rejects.toThrow(
+    await expect(loadModel(dir, { gpu: gpu(), maxSeqLen: 64 })).rejects.toThrow(
       /sliding-window attention \(window 16\).*64 asked for/,
     );
     const model = await loadModel(dir, { gpu: gpu(), maxSlots: 2 });

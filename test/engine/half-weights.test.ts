@@ -16,7 +16,7 @@ import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { type TensorToWrite, writeSafetensors } from "../../src/model/safetensors-write.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
-import { F16_MAX } from "../../src/model/weights.ts";
+import { denseWeight, F16_MAX } from "../../src/model/weights.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { rng } from "../helpers/random.ts";
 import { loadReferenceModel, referenceForward } from "../reference/transformer.ts";
@@ -78,14 +78,14 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
     const auto = await loadModel(dir, { gpu: g });
     const full = await loadModel(dir, { gpu: g, dtype: "f32" });
     try {
-      const q = auto.transformer.weights.layers[0].proj.q_proj.weight;
+      const q = denseWeight(auto.transformer.weights.layers[0].proj.q_proj, "test");
       expect(q.dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
       expect(auto.transformer.weights.lmHead.dtype).toBe(q.dtype);
-      expect(full.transformer.weights.layers[0].proj.q_proj.weight.dtype).toBe("f32");
+      expect(denseWeight(full.transformer.weights.layers[0].proj.q_proj, "test").dtype).toBe("f32");
       expect(auto.transformer.weights.keptF32).toEqual([]);
       // Exactness on the device: what the GPU holds is the checkpoint's value wherever
       // |w| ≥ 2^-14 (f16 normal), within 2^-25 below it.
-      const onGpu = await auto.transformer.weights.layers[1].proj.down_proj.weight.read();
+      const onGpu = await denseWeight(auto.transformer.weights.layers[1].proj.down_proj, "test").read();
       const stored = ref.weights.get("model.layers.1.mlp.down_proj.weight")!;
       let inexact = 0;
       for (let i = 0; i < stored.length; i++) {
@@ -151,8 +151,8 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
       expect(w.keptF32).toEqual([big]);
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatch(/up_proj\.weight holds values beyond f16's ±65504 .*keeping it in f32/);
-      expect(w.layers[0].proj.up_proj.weight.dtype).toBe("f32");
-      expect(w.layers[0].proj.gate_proj.weight.dtype).toBe("f16");
+      expect(denseWeight(w.layers[0].proj.up_proj, "test").dtype).toBe("f32");
+      expect(denseWeight(w.layers[0].proj.gate_proj, "test").dtype).toBe("f16");
       const ck2 = await loadCheckpoint(dir);
       const ref = await loadReferenceModel(ck2);
       await ck2.close();

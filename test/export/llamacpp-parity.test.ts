@@ -1,5 +1,5 @@
-// Second opinion from llama.cpp: the tiny engine model (Qwen2, and the same shape as Llama to
-// exercise the q/k RoPE permutation) with a peaked untied lm_head (at HF's 0.02 init every logit is
+// Second opinion from llama.cpp: the tiny engine model (Qwen2; the same shape as Llama and Mistral
+// to exercise the q/k RoPE permutation; Qwen3 for its per-head q/k norms) with a peaked untied lm_head (at HF's 0.02 init every logit is
 // ≈ 0 and even a wrong RoPE layout moves log-probs by < 0.01), a random LoRA adapter merged in,
 // exported to GGUF F32
 // and run by node-llama-cpp's prebuilt CPU build. Its next-token distributions on a held-out text
@@ -34,93 +34,96 @@ afterAll(async () => {
   await llama?.dispose();
 });
 
-describe.each(["Qwen2ForCausalLM", "LlamaForCausalLM"] as const)("llama.cpp parity: tiny %s", (architecture) => {
-  it("agrees on next-token distributions and greedy continuations after merge + GGUF export", async () => {
-    const dir = join(root, architecture);
-    const tiny = await writeTinyModel(dir, {
-      ...ENGINE_MODELS.tiny,
-      architecture,
-      tie: false,
-      lmHeadStd: 1,
-      perturbNorms: true,
-    });
-    const adapterDir = join(root, `${architecture}-adapter`);
-    const tensors = new Map<string, LoraTensor>();
-    let seed = 7;
-    for (let l = 0; l < tiny.config.numLayers; l++) {
-      for (const m of ALL_PROJECTIONS) {
-        const [out, inp] = projectionShape(tiny.config, m);
-        tensors.set(peftKey(l, m, "A"), { shape: [4, inp], data: normal(4 * inp, seed++, 0.1) });
-        tensors.set(peftKey(l, m, "B"), { shape: [out, 4], data: normal(out * 4, seed++, 0.1) });
+describe.each(["Qwen2ForCausalLM", "LlamaForCausalLM", "Qwen3ForCausalLM", "MistralForCausalLM"] as const)(
+  "llama.cpp parity: tiny %s",
+  (architecture) => {
+    it("agrees on next-token distributions and greedy continuations after merge + GGUF export", async () => {
+      const dir = join(root, architecture);
+      const tiny = await writeTinyModel(dir, {
+        ...ENGINE_MODELS.tiny,
+        architecture,
+        tie: false,
+        lmHeadStd: 1,
+        perturbNorms: true,
+      });
+      const adapterDir = join(root, `${architecture}-adapter`);
+      const tensors = new Map<string, LoraTensor>();
+      let seed = 7;
+      for (let l = 0; l < tiny.config.numLayers; l++) {
+        for (const m of ALL_PROJECTIONS) {
+          const [out, inp] = projectionShape(tiny.config, m);
+          tensors.set(peftKey(l, m, "A"), { shape: [4, inp], data: normal(4 * inp, seed++, 0.1) });
+          tensors.set(peftKey(l, m, "B"), { shape: [out, 4], data: normal(out * 4, seed++, 0.1) });
+        }
       }
-    }
-    const loraConfig = {
-      r: 4,
-      loraAlpha: 8,
-      targetModules: [...ALL_PROJECTIONS],
-      loraDropout: 0,
-      baseModelNameOrPath: null,
-      useRslora: false,
-      layersToTransform: null,
-    };
-    await writePeftAdapter(adapterDir, loraConfig, tensors, { model: tiny.config });
-    const gguf = join(root, `${architecture}.gguf`);
-    const code = await runExport([
-      "--model",
-      dir,
-      "--adapter",
-      adapterDir,
-      "--merge",
-      "--format",
-      "gguf",
-      "--out",
-      gguf,
-    ]);
-    expect(code).toBe(0);
+      const loraConfig = {
+        r: 4,
+        loraAlpha: 8,
+        targetModules: [...ALL_PROJECTIONS],
+        loraDropout: 0,
+        baseModelNameOrPath: null,
+        useRslora: false,
+        layersToTransform: null,
+      };
+      await writePeftAdapter(adapterDir, loraConfig, tensors, { model: tiny.config });
+      const gguf = join(root, `${architecture}.gguf`);
+      const code = await runExport([
+        "--model",
+        dir,
+        "--adapter",
+        adapterDir,
+        "--merge",
+        "--format",
+        "gguf",
+        "--out",
+        gguf,
+      ]);
+      expect(code).toBe(0);
 
-    const model = await loadModel(dir, { gpu: getGpu() });
-    const cpp = await openGguf(llama, gguf, { contextSize: 512, kvCache: "f32" });
-    try {
-      await model.loadAdapter(adapterDir);
-      const tokens = model.tokenizer.encode(HELD_OUT_TEXT);
-      // Both engines must see the same ids: llama.cpp's tokenizer from the GGUF metadata.
-      expect(Array.from(cpp.model.tokenize(HELD_OUT_TEXT))).toEqual(tokens);
-      const vocab = model.config.vocabSize;
-      const ours = await model.logits(tokens);
-      const theirs = await llamaCppLogits(cpp.sequences[0], tokens, vocab);
-      const agreement = compareDistributions(ours, theirs, vocab);
-      console.log(JSON.stringify({ architecture, ...agreement }));
-      expect(agreement.top1Agree / agreement.positions).toBeGreaterThanOrEqual(0.99);
-      // With f32 KV and no flash attention both engines sit within ~2e-5 of an f64 reference
-      // (measured); 1e-3 leaves room for summation order while a wrong RoPE layout (0.4 here,
-      // measured with the permutation removed) or a missed merge fails it.
-      expect(agreement.maxAbsLogprobDiff).toBeLessThan(1e-3);
-
-      const prompt = tokens.slice(0, 24);
-      const [generated] = await model.generate([prompt], { temperature: 0, maxTokens: 16, ignoreEos: true });
-      expect(await llamaCppGreedy(cpp.sequences[0], prompt, 16)).toEqual(generated.tokens);
-
-      // The F16 file loads too; its weights are rounded to 11 significant bits, so only a loose
-      // agreement is expected (measured top-1 192-193 of 193, |Δ log p| ≤ 0.056 on logits of
-      // size ~10; a wrong RoPE layout gives 0.4).
-      const gguf16 = join(root, `${architecture}-f16.gguf`);
-      const args = ["--model", dir, "--adapter", adapterDir, "--merge", "--format", "gguf", "--dtype", "f16"];
-      expect(await runExport([...args, "--out", gguf16])).toBe(0);
-      const cpp16 = await openGguf(llama, gguf16, { contextSize: 512, kvCache: "f32" });
+      const model = await loadModel(dir, { gpu: getGpu() });
+      const cpp = await openGguf(llama, gguf, { contextSize: 512, kvCache: "f32" });
       try {
-        const half = compareDistributions(ours, await llamaCppLogits(cpp16.sequences[0], tokens, vocab), vocab);
-        console.log(JSON.stringify({ architecture, dtype: "f16", ...half }));
-        expect(half.top1Agree / half.positions).toBeGreaterThanOrEqual(0.95);
-        expect(half.maxAbsLogprobDiff).toBeLessThan(0.15);
+        await model.loadAdapter(adapterDir);
+        const tokens = model.tokenizer.encode(HELD_OUT_TEXT);
+        // Both engines must see the same ids: llama.cpp's tokenizer from the GGUF metadata.
+        expect(Array.from(cpp.model.tokenize(HELD_OUT_TEXT))).toEqual(tokens);
+        const vocab = model.config.vocabSize;
+        const ours = await model.logits(tokens);
+        const theirs = await llamaCppLogits(cpp.sequences[0], tokens, vocab);
+        const agreement = compareDistributions(ours, theirs, vocab);
+        console.log(JSON.stringify({ architecture, ...agreement }));
+        expect(agreement.top1Agree / agreement.positions).toBeGreaterThanOrEqual(0.99);
+        // With f32 KV and no flash attention both engines sit within ~2e-5 of an f64 reference
+        // (measured); 1e-3 leaves room for summation order while a wrong RoPE layout (0.4 here,
+        // measured with the permutation removed) or a missed merge fails it.
+        expect(agreement.maxAbsLogprobDiff).toBeLessThan(1e-3);
+
+        const prompt = tokens.slice(0, 24);
+        const [generated] = await model.generate([prompt], { temperature: 0, maxTokens: 16, ignoreEos: true });
+        expect(await llamaCppGreedy(cpp.sequences[0], prompt, 16)).toEqual(generated.tokens);
+
+        // The F16 file loads too; its weights are rounded to 11 significant bits, so only a loose
+        // agreement is expected (measured top-1 192-193 of 193, |Δ log p| ≤ 0.056 on logits of
+        // size ~10; a wrong RoPE layout gives 0.4).
+        const gguf16 = join(root, `${architecture}-f16.gguf`);
+        const args = ["--model", dir, "--adapter", adapterDir, "--merge", "--format", "gguf", "--dtype", "f16"];
+        expect(await runExport([...args, "--out", gguf16])).toBe(0);
+        const cpp16 = await openGguf(llama, gguf16, { contextSize: 512, kvCache: "f32" });
+        try {
+          const half = compareDistributions(ours, await llamaCppLogits(cpp16.sequences[0], tokens, vocab), vocab);
+          console.log(JSON.stringify({ architecture, dtype: "f16", ...half }));
+          expect(half.top1Agree / half.positions).toBeGreaterThanOrEqual(0.95);
+          expect(half.maxAbsLogprobDiff).toBeLessThan(0.15);
+        } finally {
+          await cpp16.dispose();
+        }
       } finally {
-        await cpp16.dispose();
+        model.dispose();
+        await cpp.dispose();
       }
-    } finally {
-      model.dispose();
-      await cpp.dispose();
-    }
-  });
-});
+    });
+  },
+);
 
 describe("llama.cpp parity: the built-in model (whole-number tokens → llama-bpe pre-tokenizer)", () => {
   it("tokenizes a demo conversation identically and agrees on next-token distributions", async () => {

@@ -2,7 +2,7 @@
 // params, sharding, timing, and the errors users see.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { renderShaderBundle } from "../../scripts/gen-shaders.ts";
+import { parseEntries, parseParams, renderShaderBundle } from "../../scripts/gen-shaders.ts";
 import {
   acquireGpu,
   f16ToF32,
@@ -10,6 +10,7 @@ import {
   grid1d,
   readAll,
   renderShader,
+  type ShaderName,
   ShardedMatrix,
   sizeClass,
   timeGpu,
@@ -192,7 +193,7 @@ describe("command batching and kernels", () => {
       shader: "copy",
       entry: "copy_vec4",
       bindings: [a, b],
-      params: [n / 4, 0],
+      params: { n4: n / 4, value: 0 },
       workgroups: [3, 2],
     });
     expect(Array.from(await b.read())).toEqual(Array.from(await a.read()));
@@ -233,16 +234,66 @@ describe("command batching and kernels", () => {
 
   it("reports unknown shaders, missing defines and bad launches", async () => {
     const g = gpu();
-    expect(() => renderShader("nope")).toThrow(/unknown shader 'nope'/);
+    expect(() => renderShader("nope" as ShaderName)).toThrow(/unknown shader 'nope'/);
     const a = g.tensor([4]);
     expect(() =>
-      g.commands.dispatch({ shader: "copy", entry: "copy_vec4", bindings: [a, a], params: [1, 0], workgroups: [1e6] }),
+      g.commands.dispatch({
+        shader: "copy",
+        entry: "copy_vec4",
+        bindings: [a, a],
+        params: { n4: 1, value: 0 },
+        workgroups: [1e6],
+      }),
     ).toThrow(/exceed/);
-    expect(() =>
-      g.commands.dispatch({ shader: "copy", entry: "copy_vec4", bindings: [a, a], params: [-1], workgroups: [1] }),
-    ).toThrow(/out of range/);
+    const b = g.tensor([4]);
+    const launch = (params: unknown) => () =>
+      g.commands.dispatch({
+        shader: "copy",
+        entry: "copy_vec4",
+        bindings: [a, b],
+        params: params as { n4: number; value: number },
+        workgroups: [1],
+      });
+    expect(launch({ n4: -1, value: 0 })).toThrow(/u32 param 'n4' out of range: -1/);
+    expect(launch({ n4: 1.5, value: 0 })).toThrow(/u32 param 'n4' out of range/);
+    expect(launch({ n4: 1 })).toThrow(/param 'value' \(f32\) is missing/);
+    expect(launch({ n4: 1, value: 0, n: 1 })).toThrow(/unknown param 'n' \(struct Params has n4, value\)/);
     expect(() => copy(a, g.tensor([8]))).toThrow(/sizes differ/);
     await g.sync();
+  });
+
+  it("packs named params in the WGSL struct's order and types", async () => {
+    const g = gpu();
+    // scale_vec4 reads p.value as f32: a named f32 field must arrive as a float, not bits of a u32.
+    const x = g.tensor([8], "f32", [1, 2, 3, 4, 5, 6, 7, 8]);
+    const y = g.tensor([8]);
+    g.commands.dispatch({
+      shader: "copy",
+      entry: "scale_vec4",
+      bindings: [x, y],
+      params: { value: -0.5, n4: 2 },
+      workgroups: [1],
+    });
+    expect(Array.from(await y.read())).toEqual([-0.5, -1, -1.5, -2, -2.5, -3, -3.5, -4]);
+  });
+
+  it("keeps later validation errors visible after a pipeline fails before compiling", async () => {
+    // Regression: PipelineCache.get pushed a validation error scope and then threw (missing
+    // define, shader-f16 absent) before popping it; the leaked scope swallowed every later
+    // validation error, so sync() stayed silent about a real misuse.
+    const g = await acquireGpu({ disableFeatures: ["shaderF16"] });
+    try {
+      expect(() => g.pipelines.get({ shader: "logprobs", entry: "partials" })).toThrow(/needs define/);
+      const f16 = { TM: 4, TN4: 1, TRANS_A: false, TRANS_B: false, B_TYPE: "f16", ENABLE_F16: "enable f16;" };
+      expect(() => g.pipelines.get({ shader: "matmul", entry: "matmul_reg1", defines: f16 })).toThrow(
+        /needs shader-f16/,
+      );
+      const a = g.tensor([4]);
+      copy(a, a.reshape([4])); // the same buffer bound read-only and read-write
+      await expect(g.sync()).rejects.toThrow(/WebGPU error: .*writable usage/);
+    } finally {
+      g.destroy();
+    }
   });
 
   it("times GPU work with timestamp queries where available", async () => {
@@ -276,6 +327,19 @@ describe("sharded matrices", () => {
 });
 
 describe("shader bundle", () => {
+  it("parses each shader's Params struct and entry points", () => {
+    const src = "struct Params { n: u32, // count\n  alpha: f32, k: i32 }\n@compute @workgroup_size(64)\nfn go() {}";
+    expect(parseParams("t", src)).toEqual([
+      { name: "n", type: "u32" },
+      { name: "alpha", type: "f32" },
+      { name: "k", type: "i32" },
+    ]);
+    expect(parseEntries(src)).toEqual(["go"]);
+    expect(parseParams("t", "fn f() {}")).toEqual([]);
+    // A vec4 field has 16-byte alignment the flat packer would get wrong: refused at generation.
+    expect(() => parseParams("t", "struct Params { n: u32, v: vec4<f32> }")).toThrow(/'v: vec4<f32>'/);
+  });
+
   it("src/gpu/shaders.gen.ts is up to date (run `npm run gen:shaders`)", () => {
     const onDisk = readFileSync(new URL("../../src/gpu/shaders.gen.ts", import.meta.url), "utf8");
     expect(onDisk).toBe(renderShaderBundle());

@@ -190,10 +190,19 @@ describe("real model configs (test/fixtures/configs)", () => {
     });
   }
 
-  it("counts exactly what the checkpoints hold for two models with known totals", () => {
-    // Gemma 3 1B: 999,885,952 (its safetensors header); Llama 3.2 1B: 1,235,814,400.
-    expect(parameterCount(parseModelConfig(readConfig("gemma-3-1b-it.json")))).toBe(999_885_952);
-    expect(parameterCount(parseModelConfig(readConfig("llama-3.2-1b-instruct.json")))).toBe(1_235_814_400);
+  it("counts exactly the totals published for these checkpoints (tied heads once)", () => {
+    const exact: Record<string, number> = {
+      "gemma-3-1b-it.json": 999_885_952,
+      "llama-3.2-1b-instruct.json": 1_235_814_400,
+      "llama-3.2-3b-instruct.json": 3_212_749_824,
+      "qwen2.5-0.5b-instruct.json": 494_032_768,
+      "qwen2.5-1.5b-instruct.json": 1_543_714_304,
+      "qwen2.5-3b-instruct.json": 3_085_938_688,
+      "qwen3-0.6b.json": 596_049_920,
+      "smollm2-1.7b-instruct.json": 1_711_376_384,
+    };
+    for (const [file, n] of Object.entries(exact))
+      expect(parameterCount(parseModelConfig(readConfig(file))), file).toBe(n);
   });
 
   it("Qwen3: explicit head_dim (not hidden/heads), q/k norms, no biases, tied head", () => {

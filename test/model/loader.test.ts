@@ -1,8 +1,9 @@
 // loadCheckpoint: config + safetensors together, validation that reports every problem at once.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { tensorNames } from "../../src/model/config.ts";
 import { loadCheckpoint } from "../../src/model/loader.ts";
@@ -126,6 +127,15 @@ describe("loadCheckpoint", () => {
   it("says what it expected when the directory has no config.json", async () => {
     await expect(loadCheckpoint(mkdtempSync(join(root, "empty-")))).rejects.toThrow(
       /no config.json .*Hugging Face model directory/,
+    );
+  });
+
+  it("refuses a Gemma 3 checkpoint up front, naming what the engine lacks", async () => {
+    const dir = mkdtempSync(join(root, "gemma-"));
+    const fixture = fileURLToPath(new URL("../fixtures/configs/gemma-3-1b-it.json", import.meta.url));
+    writeFileSync(join(dir, "config.json"), readFileSync(fixture, "utf8"));
+    await expect(loadCheckpoint(dir)).rejects.toThrow(
+      /Gemma3ForCausalLM \(Gemma 3\) is not supported yet: .*GELU-tanh.*window 512, every 6th layer global/,
     );
   });
 });

@@ -1,6 +1,8 @@
 // Plain-TypeScript reference for sampling.wgsl, in f64 with a full sort: the kept set under
 // top-k/top-p, the tempered distribution over it, the counter-based uniform, the token that
 // inverse-CDF sampling picks (in the kernel's invocation-major order), and top-N alternatives.
+// A token mask (structured output) is applied first by `refMaskRow`: disallowed logits become
+// −∞, so every function below works over the allowed set.
 
 export interface RefSamplingParams {
   temperature: number;
@@ -22,7 +24,17 @@ export function refUniform(seed: number, step: number): number {
   return (pcgHash((seed + pcgHash(step)) >>> 0) >>> 8) / 16777216;
 }
 
-/** log softmax of row / T (T = 1 when T = 0). */
+/** Whether token c is allowed by a bit-packed mask (bit c % 32 of word ⌊c / 32⌋). */
+export function refAllowed(mask: Uint32Array, c: number): boolean {
+  return ((mask[c >>> 5] >>> (c & 31)) & 1) === 1;
+}
+
+/** The row with every disallowed logit set to −∞ (the mask applied before sampling). */
+export function refMaskRow(row: ArrayLike<number>, mask: Uint32Array): Float64Array {
+  return Float64Array.from(row, (x, c) => (refAllowed(mask, c) ? x : Number.NEGATIVE_INFINITY));
+}
+
+/** log softmax of row / T (T = 1 when T = 0); −∞ entries get −∞. */
 export function refRowLogprobs(row: ArrayLike<number>, temperature: number): Float64Array {
   const t = temperature === 0 ? 1 : temperature;
   let m = Number.NEGATIVE_INFINITY;
@@ -68,7 +80,8 @@ export function refKeptSet(row: ArrayLike<number>, params: RefSamplingParams): S
     }
   }
   const kept = new Set<number>();
-  for (let i = 0; i < n; i++) if (row[i] >= cutoff) kept.add(i);
+  // Masked (−∞) tokens are never kept, even when the cut-off falls on them.
+  for (let i = 0; i < n; i++) if (row[i] >= cutoff && row[i] > Number.NEGATIVE_INFINITY) kept.add(i);
   return kept;
 }
 
@@ -112,7 +125,15 @@ export function refTopLogprobs(
   n: number,
 ): { tokens: number[]; logprobs: number[] } {
   const logp = refRowLogprobs(row, temperature);
-  const order = Array.from({ length: row.length }, (_, i) => i).sort((a, b) => logp[b] - logp[a] || a - b);
+  const order = Array.from({ length: row.length }, (_, i) => i)
+    .filter((i) => logp[i] > Number.NEGATIVE_INFINITY)
+    .sort((a, b) => logp[b] - logp[a] || a - b);
   const tokens = order.slice(0, n);
-  return { tokens, logprobs: tokens.map((i) => logp[i]) };
+  const logprobs = tokens.map((i) => logp[i]);
+  // Fewer allowed tokens than n: the kernel's filler slots.
+  while (tokens.length < n) {
+    tokens.push(0xffffffff);
+    logprobs.push(-3.4028234e38);
+  }
+  return { tokens, logprobs };
 }

@@ -110,7 +110,8 @@ describe("store HTTP API", () => {
     const noRoute = await call("GET", "/api/v1/rollouts/ro-1/nothing-here");
     expect(noRoute).toMatchObject({ status: 404, body: { error: { code: "route_not_found" } } });
     const wrongMethod = await call("DELETE", "/api/v1/rollouts");
-    expect(wrongMethod).toMatchObject({ status: 404, body: { error: { code: "route_not_found" } } });
+    // A known path asked with another method is 405 (issue 15), not 404.
+    expect(wrongMethod).toMatchObject({ status: 405, body: { error: { code: "method_not_allowed" } } });
   });
 
   it("answers a state conflict with 409", async () => {

@@ -3,11 +3,11 @@
 // and helpers (packing sequence lengths into `seqStart`) shared with the KV-cache kernels.
 
 import { adapterKind } from "../autotune.ts";
-import { f32 } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Defines } from "../pipeline.ts";
 import type { Tensor } from "../tensor.ts";
+import { requireShape, vectorDefines } from "./launch.ts";
 
 /** Heads and sizes of one attention layer. */
 export interface AttentionOptions {
@@ -68,9 +68,7 @@ export function resolveHeads(opts: AttentionOptions, what: string): { scale: num
  * of the loads, which is what costs on lavapipe), scalar storage otherwise.
  */
 export function headDimDefines(headDim: number): Defines {
-  return headDim % 4 === 0
-    ? { V: "vec4<f32>", HDV: headDim / 4, VSUM: "dot(x, vec4<f32>(1.0))" }
-    : { V: "f32", HDV: headDim, VSUM: "x" };
+  return headDim % 4 === 0 ? { ...vectorDefines(4), HDV: headDim / 4 } : { ...vectorDefines(1), HDV: headDim };
 }
 
 /** Resolved kernel variant for one call. */
@@ -114,20 +112,12 @@ export function variantDefines(headDim: number, variant: AttentionVariant): Defi
   return { ...headDimDefines(headDim), HPI: variant.headsPerInvocation };
 }
 
-/** Throws unless `t` is an f32 (or `dtype`) tensor of exactly `shape`. */
-export function expectShape(t: Tensor, shape: readonly number[], name: string, what: string, dtype = "f32"): void {
-  if (t.dtype !== dtype) throw new Error(`${what}: ${name} must be ${dtype}, got ${t.dtype}`);
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new Error(`${what}: ${name} has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}]`);
-  }
-}
-
 function tokensOf(q: Tensor, opts: AttentionOptions, what: string): number {
   if (q.shape.length !== 3)
     throw new Error(`${what}: q must be [tokens, nHeads, headDim], got [${q.shape.join(", ")}]`);
   const tokens = q.shape[0];
   if (tokens < 1) throw new Error(`${what}: q has no tokens`);
-  expectShape(q, [tokens, opts.nHeads, opts.headDim], "q", what);
+  requireShape(q, [tokens, opts.nHeads, opts.headDim], what, "q", "f32");
   return tokens;
 }
 
@@ -185,21 +175,21 @@ export function attention(
   const { scale, group } = resolveHeads(opts, what);
   const tokens = tokensOf(q, opts, what);
   const { nHeads, nKvHeads, headDim } = opts;
-  expectShape(k, [tokens, nKvHeads, headDim], "k", what);
-  expectShape(v, [tokens, nKvHeads, headDim], "v", what);
-  expectShape(seqStart, [tokens], "seqStart", what, "u32");
+  requireShape(k, [tokens, nKvHeads, headDim], what, "k", "f32");
+  requireShape(v, [tokens, nKvHeads, headDim], what, "v", "f32");
+  requireShape(seqStart, [tokens], what, "seqStart", "u32");
   const gpu = q.gpu;
   const out = into?.out ?? gpu.tensor([tokens, nHeads, headDim]);
   const lse = into?.lse ?? gpu.tensor([nHeads, tokens]);
-  expectShape(out, [tokens, nHeads, headDim], "out", what);
-  expectShape(lse, [nHeads, tokens], "lse", what);
+  requireShape(out, [tokens, nHeads, headDim], what, "out", "f32");
+  requireShape(lse, [nHeads, tokens], what, "lse", "f32");
   const variant = attentionVariant(gpu, opts, what);
   gpu.commands.dispatch({
     shader: "attention",
     entry: "attn_fwd",
     defines: variantDefines(headDim, variant),
     bindings: [q, k, v, seqStart, out, lse],
-    params: [tokens, nHeads, nKvHeads, group, f32(scale)],
+    params: { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale },
     workgroups: grid1d(gpu, (tokens * nHeads) / variant.headsPerInvocation, WG),
   });
   return { out, lse };
@@ -223,16 +213,16 @@ export function attentionBackward(
   const { scale, group } = resolveHeads(opts, what);
   const tokens = tokensOf(q, opts, what);
   const { nHeads, nKvHeads, headDim } = opts;
-  expectShape(k, [tokens, nKvHeads, headDim], "k", what);
-  expectShape(v, [tokens, nKvHeads, headDim], "v", what);
-  expectShape(dOut, [tokens, nHeads, headDim], "dOut", what);
-  expectShape(out, [tokens, nHeads, headDim], "out", what);
-  expectShape(lse, [nHeads, tokens], "lse", what);
-  expectShape(seqStart, [tokens], "seqStart", what, "u32");
+  requireShape(k, [tokens, nKvHeads, headDim], what, "k", "f32");
+  requireShape(v, [tokens, nKvHeads, headDim], what, "v", "f32");
+  requireShape(dOut, [tokens, nHeads, headDim], what, "dOut", "f32");
+  requireShape(out, [tokens, nHeads, headDim], what, "out", "f32");
+  requireShape(lse, [nHeads, tokens], what, "lse", "f32");
+  requireShape(seqStart, [tokens], what, "seqStart", "u32");
   const gpu: Gpu = q.gpu;
   const variant = attentionVariant(gpu, opts, what);
   const defines = variantDefines(headDim, variant);
-  const params = [tokens, nHeads, nKvHeads, group, f32(scale)];
+  const params = { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale };
   const stats = gpu.tensor([nHeads, tokens, 2]);
   gpu.commands.dispatch({
     shader: "attention",

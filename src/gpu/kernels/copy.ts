@@ -1,6 +1,5 @@
 // Launchers for copy.wgsl: vec4 copy and scale (bandwidth yardstick and smoke test).
 
-import { f32 } from "../batch.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
 
@@ -18,7 +17,7 @@ export function copy(src: Tensor, dst: Tensor): void {
     shader: "copy",
     entry: "copy_vec4",
     bindings: [src, dst],
-    params: [n4, f32(0)],
+    params: { n4, value: 0 },
     workgroups: grid1d(src.gpu, n4, 256),
   });
 }
@@ -30,7 +29,7 @@ export function scale(src: Tensor, dst: Tensor, value: number): void {
     shader: "copy",
     entry: "scale_vec4",
     bindings: [src, dst],
-    params: [n4, f32(value)],
+    params: { n4, value },
     workgroups: grid1d(src.gpu, n4, 256),
   });
 }

@@ -1,66 +1,12 @@
-// Launchers for elementwise.wgsl (residual add, gradient accumulation, product, scale, fill) and
-// the small validation helpers the per-token kernels share (dtype checks, vec4 defines, buffer
-// aliasing). Every op runs as one vec4 dispatch over the bulk of the tensor plus, for sizes that
+// Launchers for elementwise.wgsl (residual add, gradient accumulation, product, scale, fill).
+// Every op runs as one vec4 dispatch over the bulk of the tensor plus, for sizes that
 // are not a multiple of 4, one scalar dispatch over the last 1-3 elements.
 
-import { f32, type Param } from "../batch.ts";
-import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
+import { requireF32, sameBuffer, sameMemory, vectorDefines } from "./launch.ts";
 
 const WG = 256;
-
-/** Throws unless `t` holds f32 data. */
-export function requireF32(t: Tensor, op: string, name: string): void {
-  if (t.dtype !== "f32") throw new Error(`${op}: ${name} must be f32, got ${t.dtype}`);
-}
-
-/** Throws unless `t` holds u32 data. */
-export function requireU32(t: Tensor, op: string, name: string): void {
-  if (t.dtype !== "u32") throw new Error(`${op}: ${name} must be u32, got ${t.dtype}`);
-}
-
-/** Throws unless `t` has exactly `shape`. */
-export function requireShape(t: Tensor, shape: readonly number[], op: string, name: string): void {
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new Error(`${op}: ${name} has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}]`);
-  }
-}
-
-/** Throws unless `t` is 2-D; returns [rows, cols]. */
-export function require2d(t: Tensor, op: string, name: string): [number, number] {
-  if (t.shape.length !== 2) throw new Error(`${op}: ${name} must be 2-D [rows, cols], got [${t.shape.join(", ")}]`);
-  return [t.shape[0], t.shape[1]];
-}
-
-/** True when two tensors live in the same GPU buffer (WebGPU sees them as one resource). */
-export function sameBuffer(a: Tensor, b: Tensor): boolean {
-  return a.buffer === b.buffer;
-}
-
-/** True when two tensors are exactly the same memory (same buffer, offset and size). */
-export function sameMemory(a: Tensor, b: Tensor): boolean {
-  return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
-}
-
-/** Defines selecting the storage vector type: vec4 when `width` is 4, scalar otherwise. */
-export function vectorDefines(width: 1 | 4): { V: string; HSUM: string } {
-  return width === 4 ? { V: "vec4<f32>", HSUM: "v.x + v.y + v.z + v.w" } : { V: "f32", HSUM: "v" };
-}
-
-/**
- * Workgroups for a row-wise launch: x covers `cols` invocations in groups of `size`, and the row
- * index is `wid.y + wid.z · nwg.y`, folded into z past the per-dimension cap. Avoids integer
- * division by a runtime row length, which lavapipe scalarises.
- */
-export function rowsGrid(gpu: Gpu, cols: number, size: number, rows: number): [number, number, number] {
-  const max = gpu.limits.maxComputeWorkgroupsPerDimension;
-  const x = Math.ceil(cols / size);
-  if (x > max) throw new Error(`rows of ${cols} invocations need ${x} workgroups, over the cap of ${max}`);
-  if (rows <= max) return [x, rows, 1];
-  const z = Math.ceil(rows / max);
-  return [x, Math.ceil(rows / z), z];
-}
 
 type Entry = "add" | "add_inplace" | "mul" | "mul_inplace" | "scale" | "scale_inplace" | "fill";
 
@@ -72,14 +18,13 @@ function launch(entry: Entry, bindings: Tensor[], size: number, alpha: number): 
   const gpu = bindings[0].gpu;
   const n4 = Math.floor(size / 4);
   const tail = size - n4 * 4;
-  const params = (n: number, offset: number): Param[] => [n, offset, f32(alpha)];
   if (n4 > 0) {
     gpu.commands.dispatch({
       shader: "elementwise",
       entry,
       defines: vectorDefines(4),
       bindings: bindings.map((t) => (tail === 0 ? t : t.view([n4 * 4], 0))),
-      params: params(n4, 0),
+      params: { n: n4, offset: 0, alpha },
       workgroups: grid1d(gpu, n4, WG),
     });
   }
@@ -89,7 +34,7 @@ function launch(entry: Entry, bindings: Tensor[], size: number, alpha: number): 
       entry,
       defines: vectorDefines(1),
       bindings,
-      params: params(tail, n4 * 4),
+      params: { n: tail, offset: n4 * 4, alpha },
       workgroups: [1],
     });
   }

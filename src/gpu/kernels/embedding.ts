@@ -5,7 +5,7 @@
 import type { Gpu } from "../device.ts";
 import { type Shard, ShardedMatrix } from "../shard.ts";
 import type { Tensor } from "../tensor.ts";
-import { require2d, requireF32, requireShape, requireU32, rowsGrid, sameBuffer, vectorDefines } from "./elementwise.ts";
+import { require2d, requireF32, requireShape, requireU32, rowsGrid, sameBuffer, vectorDefines } from "./launch.ts";
 
 const WG = 64;
 
@@ -65,7 +65,16 @@ export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: {
       entry: "embedding_gather",
       defines: vectorDefines(width),
       bindings: [shard.tensor, ids, out],
-      params: [tokens, cols, shard.rowStart, shard.rows, vocab, 0, 0, 0],
+      params: {
+        count: tokens,
+        cols,
+        row_start: shard.rowStart,
+        rows: shard.rows,
+        vocab,
+        tokens: 0,
+        unique: 0,
+        seg_first: 0,
+      },
       workgroups: rowsGrid(gpu, cols, WG, tokens),
     });
   }
@@ -149,7 +158,16 @@ export function embeddingBackward(dy: Tensor, ids: ArrayLike<number>, dTable: Te
       entry: "embedding_scatter",
       defines: vectorDefines(width),
       bindings: [dy, plan, shard.tensor],
-      params: [segments, cols, shard.rowStart, shard.rows, vocab, tokens, unique, segFirst],
+      params: {
+        count: segments,
+        cols,
+        row_start: shard.rowStart,
+        rows: shard.rows,
+        vocab,
+        tokens,
+        unique,
+        seg_first: segFirst,
+      },
       workgroups: rowsGrid(gpu, cols, WG, segments),
     });
   }

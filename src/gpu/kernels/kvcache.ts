@@ -3,11 +3,11 @@
 // attention of query rows over their slot's cached prefix — prefill (T = prompt length) and
 // decode (T = one row per running sequence) alike, split across invocations for long contexts.
 
-import { f32 } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import { BYTES_PER_ELEMENT, type Tensor } from "../tensor.ts";
-import { type AttentionOptions, attentionVariant, expectShape, resolveHeads, variantDefines } from "./attention.ts";
+import { type AttentionOptions, attentionVariant, resolveHeads, variantDefines } from "./attention.ts";
+import { requireShape } from "./launch.ts";
 
 export interface KvCacheShape {
   maxSlots: number;
@@ -71,8 +71,8 @@ function cacheShapeOf(kCache: Tensor, vCache: Tensor, what: string): KvCacheShap
     throw new Error(`${what}: kCache must be [maxSlots, maxLen, nKvHeads, headDim], got [${kCache.shape.join(", ")}]`);
   }
   const [maxSlots, maxLen, nKvHeads, headDim] = kCache.shape;
-  expectShape(kCache, kCache.shape, "kCache", what);
-  expectShape(vCache, kCache.shape, "vCache", what);
+  requireShape(kCache, kCache.shape, what, "kCache", "f32");
+  requireShape(vCache, kCache.shape, what, "vCache", "f32");
   const shape = { maxSlots, maxLen, nKvHeads, headDim };
   checkCacheFits(kCache.gpu, shape, what);
   return shape;
@@ -88,10 +88,10 @@ export function kvWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, sl
   if (k.shape.length !== 3)
     throw new Error(`${what}: k must be [tokens, nKvHeads, headDim], got [${k.shape.join(", ")}]`);
   const tokens = k.shape[0];
-  expectShape(k, [tokens, c.nKvHeads, c.headDim], "k", what);
-  expectShape(v, [tokens, c.nKvHeads, c.headDim], "v", what);
-  expectShape(slot, [tokens], "slot", what, "u32");
-  expectShape(pos, [tokens], "pos", what, "u32");
+  requireShape(k, [tokens, c.nKvHeads, c.headDim], what, "k", "f32");
+  requireShape(v, [tokens, c.nKvHeads, c.headDim], what, "v", "f32");
+  requireShape(slot, [tokens], what, "slot", "u32");
+  requireShape(pos, [tokens], what, "pos", "u32");
   const defines = variantDefines(c.headDim, { headsPerInvocation: 1 });
   const hdv = Number(defines.HDV);
   const gpu = k.gpu;
@@ -100,7 +100,17 @@ export function kvWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, sl
     entry: "kv_write",
     defines,
     bindings: [k, v, slot, pos, kCache, vCache],
-    params: [tokens, 0, c.nKvHeads, 0, c.maxSlots, c.maxLen, 0, 0, f32(0)],
+    params: {
+      tokens,
+      n_heads: 0,
+      n_kv: c.nKvHeads,
+      group: 0,
+      max_slots: c.maxSlots,
+      max_len: c.maxLen,
+      chunk: 0,
+      splits: 0,
+      scale: 0,
+    },
     workgroups: grid1d(gpu, tokens * c.nKvHeads * hdv, WG),
   });
 }
@@ -143,9 +153,9 @@ export function cachedAttention(
   if (q.shape.length !== 3)
     throw new Error(`${what}: q must be [tokens, nHeads, headDim], got [${q.shape.join(", ")}]`);
   const tokens = q.shape[0];
-  expectShape(q, [tokens, nHeads, headDim], "q", what);
-  expectShape(slot, [tokens], "slot", what, "u32");
-  expectShape(pos, [tokens], "pos", what, "u32");
+  requireShape(q, [tokens, nHeads, headDim], what, "q", "f32");
+  requireShape(slot, [tokens], what, "slot", "u32");
+  requireShape(pos, [tokens], what, "pos", "u32");
   const context = opts.maxContext ?? c.maxLen;
   if (!Number.isInteger(context) || context < 1 || context > c.maxLen) {
     throw new Error(`${what}: maxContext must be an integer in 1..${c.maxLen} (the cache length), got ${context}`);
@@ -157,7 +167,17 @@ export function cachedAttention(
   const hdv = Number(defines.HDV);
   const rowHeads = tokens * nHeads;
   const { splits, chunk } = splitPlan(rowHeads / hpi, context, opts.splitSize);
-  const params = [tokens, nHeads, nKvHeads, group, c.maxSlots, c.maxLen, chunk, splits, f32(scale)];
+  const params = {
+    tokens,
+    n_heads: nHeads,
+    n_kv: nKvHeads,
+    group,
+    max_slots: c.maxSlots,
+    max_len: c.maxLen,
+    chunk,
+    splits,
+    scale,
+  };
   const out = gpu.tensor([tokens, nHeads, headDim]);
   if (splits === 1) {
     gpu.commands.dispatch({

@@ -6,11 +6,11 @@
 // row is 594 KiB, so ~220 rows fit lavapipe's 128 MiB binding).
 
 import { adapterKind } from "../autotune.ts";
-import { f32, type Param } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
-import type { Defines } from "../pipeline.ts";
+import type { Defines, ShaderParams } from "../pipeline.ts";
 import type { Tensor } from "../tensor.ts";
+import { requireShape, vectorDefines } from "./launch.ts";
 
 const SHADER = "logprobs";
 /**
@@ -31,23 +31,6 @@ export function defaultVocabTiling(gpu: Gpu): VocabTiling {
   return adapterKind(gpu) === "software" ? { workgroupSize: 64, items: 32 } : { workgroupSize: 256, items: 8 };
 }
 
-/**
- * Defines that let one WGSL source run on f32 or vec4<f32> elements: `VT`/`UT` element types,
- * horizontal `HMAX`/`HSUM` over a value `v`, per-lane column offsets `LANES`, and the width `V`.
- */
-export function vectorDefines(width: 1 | 4): Defines {
-  return width === 4
-    ? {
-        VT: "vec4<f32>",
-        UT: "vec4<u32>",
-        HMAX: "max(max(v.x, v.y), max(v.z, v.w))",
-        HSUM: "dot(v, vec4<f32>(1.0))",
-        LANES: "vec4<u32>(0u, 1u, 2u, 3u)",
-        V: 4,
-      }
-    : { VT: "f32", UT: "u32", HMAX: "v", HSUM: "v", LANES: "0u", V: 1 };
-}
-
 export interface TemperatureOptions {
   /** Softmax temperature T > 0: the distribution is softmax(logits / T). Default 1. */
   temperature?: number;
@@ -60,6 +43,11 @@ export interface BackwardOptions extends TemperatureOptions {
   out?: Tensor;
   /** Add into `out` instead of overwriting it (to sum several losses' gradients). */
   accumulate?: boolean;
+  /**
+   * The logits are columns [col0, col0 + cols) of the full vocabulary (one block of the LM head,
+   * see lmhead.ts); targets are full-vocabulary ids. Default 0.
+   */
+  col0?: number;
 }
 
 interface RowLayout {
@@ -104,14 +92,23 @@ function layoutOf(fn: string, logits: Tensor, options: TemperatureOptions): RowL
   return { gpu, logits, rows, vocab, width, tiles, invT: 1 / t, defines };
 }
 
-function params(l: RowLayout): Param[] {
-  return [l.rows, l.vocab / l.width, l.tiles, f32(l.invT)];
+function params(
+  l: RowLayout,
+  block: { tiles: number; tile0: number; col0: number } = noBlock(l),
+): ShaderParams["logprobs"] {
+  return {
+    rows: l.rows,
+    vocab_v: l.vocab / l.width,
+    tiles: block.tiles,
+    inv_t: l.invT,
+    tile0: block.tile0,
+    col0: block.col0,
+  };
 }
 
-function checkRows(fn: string, name: string, t: Tensor, rows: number, dtype: "f32" | "u32"): void {
-  if (t.dtype !== dtype || t.size !== rows) {
-    throw new Error(`${fn}: ${name} must be ${dtype} [${rows}], got ${t.dtype} [${t.shape.join(", ")}]`);
-  }
+/** A whole row: its own tiles, from column 0. */
+function noBlock(l: RowLayout): { tiles: number; tile0: number; col0: number } {
+  return { tiles: l.tiles, tile0: 0, col0: 0 };
 }
 
 function checkOut(fn: string, l: RowLayout, out: Tensor | undefined, accumulate: boolean | undefined): Tensor {
@@ -185,7 +182,7 @@ export function tokenLogprobs(
   options: TemperatureOptions = {},
 ): { logprobs: Tensor; lse: Tensor } {
   const l = layoutOf("tokenLogprobs", logits, options);
-  checkRows("tokenLogprobs", "targets", targets, l.rows, "u32");
+  requireShape(targets, [l.rows], "tokenLogprobs", "targets", "u32");
   const partials = recordPartials(l, false);
   const logprobs = l.gpu.tensor([l.rows]);
   const lse = l.gpu.tensor([l.rows]);
@@ -222,9 +219,9 @@ export function tokenLogprobsBackward(
 ): Tensor {
   const fn = "tokenLogprobsBackward";
   const l = layoutOf(fn, logits, options);
-  checkRows(fn, "dLogprobs", dLogprobs, l.rows, "f32");
-  checkRows(fn, "targets", targets, l.rows, "u32");
-  checkRows(fn, "lse", lse, l.rows, "f32");
+  requireShape(dLogprobs, [l.rows], fn, "dLogprobs", "f32");
+  requireShape(targets, [l.rows], fn, "targets", "u32");
+  requireShape(lse, [l.rows], fn, "lse", "f32");
   const out = checkOut(fn, l, options.out, options.accumulate);
   l.gpu.commands.dispatch({
     shader: SHADER,
@@ -232,7 +229,7 @@ export function tokenLogprobsBackward(
     defines: l.defines,
     constants: { ACCUMULATE: options.accumulate ? 1 : 0 },
     bindings: [logits, targets, lse, dLogprobs, out],
-    params: params(l),
+    params: params(l, { tiles: l.tiles, tile0: 0, col0: checkCol0(fn, options.col0) }),
     workgroups: [l.tiles, l.rows],
   });
   return out;
@@ -245,7 +242,7 @@ export function tokenLogprobsBackward(
 export function entropyBackward(dEntropy: Tensor, logits: Tensor, options: BackwardOptions = {}): Tensor {
   const fn = "entropyBackward";
   const l = layoutOf(fn, logits, options);
-  checkRows(fn, "dEntropy", dEntropy, l.rows, "f32");
+  requireShape(dEntropy, [l.rows], fn, "dEntropy", "f32");
   const out = checkOut(fn, l, options.out, options.accumulate);
   const { lse, entropy } = recordStats(l, true);
   l.gpu.commands.dispatch({
@@ -260,4 +257,133 @@ export function entropyBackward(dEntropy: Tensor, logits: Tensor, options: Backw
   lse.dispose();
   entropy.dispose();
   return out;
+}
+
+function checkCol0(fn: string, col0: number | undefined): number {
+  const c = col0 ?? 0;
+  if (!Number.isInteger(c) || c < 0) throw new Error(`${fn}: col0 must be an integer ≥ 0, got ${col0}`);
+  return c;
+}
+
+/**
+ * Gradient of entropy w.r.t. the logits given the rows' full-vocabulary statistics (`lse`,
+ * `entropy`, from tokenLogprobs/entropy or combineBlocks) instead of recomputing them: what a
+ * column block of the LM head needs, since its logits are only part of each row.
+ */
+export function entropyBackwardWithStats(
+  dEntropy: Tensor,
+  logits: Tensor,
+  lse: Tensor,
+  entropyValues: Tensor,
+  options: BackwardOptions = {},
+): Tensor {
+  const fn = "entropyBackwardWithStats";
+  const l = layoutOf(fn, logits, options);
+  requireShape(dEntropy, [l.rows], fn, "dEntropy", "f32");
+  requireShape(lse, [l.rows], fn, "lse", "f32");
+  requireShape(entropyValues, [l.rows], fn, "entropy", "f32");
+  const out = checkOut(fn, l, options.out, options.accumulate);
+  l.gpu.commands.dispatch({
+    shader: SHADER,
+    entry: "entropy_backward",
+    defines: l.defines,
+    constants: { ACCUMULATE: options.accumulate ? 1 : 0 },
+    bindings: [logits, lse, entropyValues, dEntropy, out],
+    params: params(l),
+    workgroups: [l.tiles, l.rows],
+  });
+  return out;
+}
+
+/** Triples one column block of `cols` logits per row adds to a partials buffer (see blockPartials). */
+export function blockTiles(gpu: Gpu, cols: number, tiling: VocabTiling = defaultVocabTiling(gpu)): number {
+  const width = cols % 4 === 0 ? 4 : 1;
+  return Math.ceil(cols / width / (tiling.workgroupSize * tiling.items));
+}
+
+/**
+ * One column block [col0, col0 + cols) of every row's logits, `logits` [rows, cols]: writes its
+ * (max, Σexp, Σexp·(z − max)) triples into `partials` [rows, tiles, 4] at slots tile0… (the
+ * block's blockTiles), and the tempered logit of each row's target into `targetZ` [rows] when
+ * the target falls in this block. Blocks that cover the vocabulary once, then combineBlocks,
+ * give tokenLogprobs and entropy without any [rows, vocab] tensor.
+ */
+export function blockPartials(
+  logits: Tensor,
+  targets: Tensor,
+  partials: Tensor,
+  targetZ: Tensor,
+  block: { col0: number; tile0: number },
+  options: TemperatureOptions & { entropy?: boolean } = {},
+): void {
+  const fn = "blockPartials";
+  const l = layoutOf(fn, logits, options);
+  requireShape(targets, [l.rows], fn, "targets", "u32");
+  requireShape(targetZ, [l.rows], fn, "targetZ", "f32");
+  if (
+    partials.dtype !== "f32" ||
+    partials.shape.length !== 3 ||
+    partials.shape[0] !== l.rows ||
+    partials.shape[2] !== 4
+  ) {
+    throw new Error(
+      `${fn}: partials must be f32 [${l.rows}, tiles, 4], got ${partials.dtype} [${partials.shape.join(", ")}]`,
+    );
+  }
+  const tiles = partials.shape[1];
+  if (!Number.isInteger(block.tile0) || block.tile0 < 0 || block.tile0 + l.tiles > tiles) {
+    throw new Error(
+      `${fn}: tiles ${block.tile0}..${block.tile0 + l.tiles} of this block exceed the ${tiles} in partials`,
+    );
+  }
+  const where = { tiles, tile0: block.tile0, col0: checkCol0(fn, block.col0) };
+  l.gpu.commands.dispatch({
+    shader: SHADER,
+    entry: "partials",
+    defines: l.defines,
+    constants: { WITH_T: options.entropy === false ? 0 : 1 },
+    bindings: [logits, partials],
+    params: params(l, where),
+    workgroups: [l.tiles, l.rows],
+  });
+  l.gpu.commands.dispatch({
+    shader: SHADER,
+    entry: "gather_target",
+    defines: l.defines,
+    bindings: [logits, targets, targetZ],
+    params: params(l, where),
+    workgroups: grid1d(l.gpu, l.rows, 64),
+  });
+}
+
+/**
+ * Folds a partials buffer that blockPartials filled for every block of the vocabulary: per row
+ * the target's logprob, the lse (for the backward) and the entropy (meaningful when the blocks
+ * were recorded with `entropy`).
+ */
+export function combineBlocks(
+  partials: Tensor,
+  targetZ: Tensor,
+  options: TemperatureOptions = {},
+): { logprobs: Tensor; lse: Tensor; entropy: Tensor } {
+  const fn = "combineBlocks";
+  const [rows, tiles] = partials.shape;
+  requireShape(partials, [rows, tiles, 4], fn, "partials", "f32");
+  requireShape(targetZ, [rows], fn, "targetZ", "f32");
+  const t = options.temperature ?? 1;
+  if (!Number.isFinite(t) || t <= 0) throw new Error(`${fn}: temperature must be a finite number > 0, got ${t}`);
+  const gpu = partials.gpu;
+  const logprobs = gpu.tensor([rows]);
+  const lse = gpu.tensor([rows]);
+  const ent = gpu.tensor([rows]);
+  const tiling = options.tiling ?? defaultVocabTiling(gpu);
+  gpu.commands.dispatch({
+    shader: SHADER,
+    entry: "combine_head",
+    defines: { ...vectorDefines(1), ITEMS: tiling.items, WG: tiling.workgroupSize },
+    bindings: [partials, targetZ, ent, logprobs, lse],
+    params: { rows, vocab_v: 0, tiles, inv_t: 1 / t, tile0: 0, col0: 0 },
+    workgroups: grid1d(gpu, rows, 64),
+  });
+  return { logprobs, lse, entropy: ent };
 }

@@ -15,7 +15,6 @@ import {
   type TuneResult,
   tune,
 } from "../autotune.ts";
-import { f32, type Param } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import { ShardedMatrix } from "../shard.ts";
@@ -241,16 +240,43 @@ function record(
     gpu.commands.dispatch({
       shader: "gemv",
       entry: "gemv",
-      defines: { MR: g.m, LANES: v.lanes, ROWS: v.rows, B_TYPE: g.bDtype, ENABLE_F16: enable },
+      defines: { MR: g.m, K_LANES: v.lanes, ROWS: v.rows, B_TYPE: g.bDtype, ENABLE_F16: enable },
       bindings: [a, l.b, bias, c],
-      params: [l.n, l.k / 4, g.lda / 4, l.k / 4, g.n, l.offA / 4, 0, l.offC, f32(alpha), flags, l.offBias],
+      params: {
+        n: l.n,
+        k4: l.k / 4,
+        ldx4: g.lda / 4,
+        ldw4: l.k / 4,
+        ldy: g.n,
+        off_x4: l.offA / 4,
+        off_w4: 0,
+        off_y: l.offC,
+        alpha,
+        flags,
+        off_bias: l.offBias,
+      },
       workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
     });
     return;
   }
   const ldb = g.transB ? l.k : l.n;
-  const params: Param[] = [g.m, l.n, l.k, g.lda, ldb, g.n, l.offA, 0, l.offC, g.batchA, g.batchB, g.m * g.n];
-  params.push(f32(alpha), flags, l.offBias);
+  const params = {
+    m: g.m,
+    n: l.n,
+    k: l.k,
+    lda: g.lda,
+    ldb,
+    ldc: g.n,
+    off_a: l.offA,
+    off_b: 0,
+    off_c: l.offC,
+    batch_a: g.batchA,
+    batch_b: g.batchB,
+    batch_c: g.m * g.n,
+    alpha,
+    flags,
+    off_bias: l.offBias,
+  };
   gpu.commands.dispatch({
     shader: v.subgroups ? "matmul_sg" : "matmul",
     entry: v.entry,

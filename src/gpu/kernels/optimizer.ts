@@ -7,15 +7,16 @@
 // all recorded into the same command batch (bench/kernels/vocab.ts measures what that costs
 // against one dispatch over the same number of elements).
 
-import { f32, type Param } from "../batch.ts";
 import { grid1d } from "../grid.ts";
-import type { Defines } from "../pipeline.ts";
+import type { Defines, ShaderEntries } from "../pipeline.ts";
 import type { Tensor } from "../tensor.ts";
-import { vectorDefines } from "./logprobs.ts";
+import { vectorDefines } from "./launch.ts";
 
 const WORKGROUP = 256;
 /** Vectors each invocation folds in the reduction passes (a workgroup covers 256·ITEMS vectors). */
 const ITEMS = 16;
+
+type GradnormEntry = ShaderEntries["gradnorm"];
 
 export interface AdamWParam {
   param: Tensor;
@@ -95,7 +96,15 @@ export function adamw(params: readonly AdamWParam[], options: AdamWOptions): voi
       entry: "adamw",
       defines,
       bindings: [param, grad, m, v],
-      params: [n, f32(beta1), f32(beta2), f32(eps), f32(1 - lr * weightDecay), f32(lr / bc1), f32(1 / Math.sqrt(bc2))],
+      params: {
+        n,
+        beta1,
+        beta2,
+        eps,
+        decay: 1 - lr * weightDecay,
+        step_size: lr / bc1,
+        inv_sqrt_bc2: 1 / Math.sqrt(bc2),
+      },
       workgroups: grid1d(param.gpu, n, WORKGROUP),
     });
   });
@@ -105,7 +114,7 @@ export function adamw(params: readonly AdamWParam[], options: AdamWOptions): voi
  * Records per-tensor partial reductions (`entry`) into one shared partials buffer, then folds
  * them with `finalEntry` into `out`.
  */
-function reduceAll(grads: readonly Tensor[], entry: string, finalEntry: string, out: Tensor): Tensor {
+function reduceAll(grads: readonly Tensor[], entry: GradnormEntry, finalEntry: GradnormEntry, out: Tensor): Tensor {
   const gpu = grads[0].gpu;
   const plans = grads.map((g) => {
     const w = widthOf(g);
@@ -120,7 +129,7 @@ function reduceAll(grads: readonly Tensor[], entry: string, finalEntry: string, 
       entry,
       defines: p.defines,
       bindings: [p.g, partials],
-      params: [p.n, slot, p.groups, f32(0)],
+      params: { n: p.n, slot, groups: p.groups, value: 0 },
       workgroups: grid1d(gpu, p.groups, 1),
     });
     slot += p.groups;
@@ -130,7 +139,7 @@ function reduceAll(grads: readonly Tensor[], entry: string, finalEntry: string, 
     entry: finalEntry,
     defines: { ...vectorDefines(1), ITEMS },
     bindings: [partials, out],
-    params: [total, 0, 1, f32(0)],
+    params: { n: total, slot: 0, groups: 1, value: 0 },
     workgroups: [1],
   });
   partials.dispose();
@@ -149,7 +158,7 @@ export function nonFiniteCount(grads: readonly Tensor[]): Tensor {
   return reduceAll(grads, "nonfinite_partials", "count_partials", grads[0].gpu.tensor([1], "u32"));
 }
 
-function scaleEach(grads: readonly Tensor[], entry: string, params: (n: number) => Param[], factor?: Tensor): void {
+function scaleEach(grads: readonly Tensor[], entry: GradnormEntry, value: number, factor?: Tensor): void {
   for (const g of grads) {
     const { n, defines } = widthOf(g);
     g.gpu.commands.dispatch({
@@ -157,7 +166,7 @@ function scaleEach(grads: readonly Tensor[], entry: string, params: (n: number) 
       entry,
       defines,
       bindings: factor ? [g, factor] : [g],
-      params: params(n),
+      params: { n, slot: 0, groups: 0, value },
       workgroups: grid1d(g.gpu, n, WORKGROUP),
     });
   }
@@ -172,7 +181,7 @@ export function clipGradNorm(grads: readonly Tensor[], maxNorm: number): Tensor 
   checkFinite("clipGradNorm", "maxNorm", maxNorm, 0);
   const gpu = grads[0].gpu;
   const sq = gradNormSquared(grads);
-  scaleEach(grads, "clip_by_norm", (n) => [n, 0, 0, f32(maxNorm)], sq);
+  scaleEach(grads, "clip_by_norm", maxNorm, sq);
   const norm = gpu.tensor([1]);
   gpu.commands.dispatch({
     shader: "gradnorm",
@@ -193,13 +202,13 @@ export function scaleGrads(grads: readonly Tensor[], factor: number | Tensor): v
   checkGrads("scaleGrads", grads);
   if (typeof factor === "number") {
     checkFinite("scaleGrads", "factor", factor);
-    scaleEach(grads, "scale_by_value", (n) => [n, 0, 0, f32(factor)]);
+    scaleEach(grads, "scale_by_value", factor);
     return;
   }
   if (factor.dtype !== "f32" || factor.size !== 1) {
     throw new Error(`scaleGrads: a tensor factor must be f32 [1], got ${factor.dtype} [${factor.shape.join(", ")}]`);
   }
-  scaleEach(grads, "scale_by_tensor", (n) => [n, 0, 0, f32(0)], factor);
+  scaleEach(grads, "scale_by_tensor", 0, factor);
 }
 
 /** Sets every gradient to zero (a buffer clear, no shader). */

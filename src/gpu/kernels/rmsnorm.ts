@@ -1,10 +1,9 @@
 // Launchers for rmsnorm.wgsl: RMSNorm forward (saving 1/rms per row for the backward) and
 // backward (input gradient per row, weight gradient reduced over rows in two deterministic stages).
 
-import { f32 } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import type { Tensor } from "../tensor.ts";
-import { require2d, requireF32, requireShape, sameBuffer, vectorDefines } from "./elementwise.ts";
+import { require2d, requireF32, requireShape, sameBuffer, vectorDefines } from "./launch.ts";
 
 /** Rows of dy·x·rstd each dweight invocation sums before the chunks are added up. */
 const DWEIGHT_CHUNK_ROWS = 64;
@@ -118,7 +117,7 @@ export function rmsnorm(
     entry: "rmsnorm_forward",
     defines: v.defines,
     bindings: [x, weight, y, rstd],
-    params: [rows, dim / v.width, f32(1 / dim), f32(eps), 0, 0],
+    params: { rows, cols: dim / v.width, inv_dim: 1 / dim, eps, chunk_rows: 0, accumulate: 0 },
     workgroups: rowGrid(gpu, rows),
   });
   return { y, rstd };
@@ -139,7 +138,7 @@ function dispatchInputGrad(
     entry: "rmsnorm_backward_input",
     defines: v.defines,
     bindings: [dy, x, weight, rstd, dx],
-    params: [rows, cols, f32(1 / (cols * v.width)), f32(0), 0, 0],
+    params: { rows, cols, inv_dim: 1 / (cols * v.width), eps: 0, chunk_rows: 0, accumulate: 0 },
     workgroups: rowGrid(x.gpu, rows),
   });
 }
@@ -228,7 +227,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight",
       defines: v.defines,
       bindings: [dy, x, rstd, dweight],
-      params: [rows, cols, f32(0), f32(0), DWEIGHT_CHUNK_ROWS, accumulate],
+      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate },
       workgroups: [colGroups, 1],
     });
   } else {
@@ -238,7 +237,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight",
       defines: v.defines,
       bindings: [dy, x, rstd, partial],
-      params: [rows, cols, f32(0), f32(0), DWEIGHT_CHUNK_ROWS, 0],
+      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate: 0 },
       workgroups: [colGroups, chunks],
     });
     gpu.commands.dispatch({
@@ -246,7 +245,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight_sum",
       defines: v.defines,
       bindings: [partial, dweight],
-      params: [chunks, cols, f32(0), f32(0), 0, accumulate],
+      params: { rows: chunks, cols, inv_dim: 0, eps: 0, chunk_rows: 0, accumulate },
       workgroups: [colGroups],
     });
     // Safe before the GPU runs: the pool hands the buffer out again only to work submitted later.

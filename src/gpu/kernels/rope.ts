@@ -2,11 +2,10 @@
 // out as [tokens, heads, headDim], its inverse (the backward), and the per-(theta, headDim)
 // frequency table in 64-bit fixed point that keeps angles exact modulo a turn.
 
-import { f32 } from "../batch.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
-import { requireF32, requireU32, sameBuffer, sameMemory } from "./elementwise.ts";
+import { requireF32, requireU32, sameBuffer, sameMemory, vectorDefines } from "./launch.ts";
 
 export interface RopeOptions {
   /** Base of the frequencies: inv_freq[i] = theta^(−2i/headDim) (Llama 2: 1e4, Qwen2: 1e6). */
@@ -67,8 +66,9 @@ function explicitFrequencyTensor(gpu: Gpu, invFreq: Float64Array, headDim: numbe
   return t;
 }
 
-/** The uploaded table for (theta, headDim), made once per device. */
-function frequencyTensor(gpu: Gpu, theta: number, headDim: number): Tensor {
+/** The uploaded table for (theta or explicit inverse frequencies, headDim), made once per device. */
+function frequencyTensor(gpu: Gpu, theta: number | Float64Array, headDim: number): Tensor {
+  if (typeof theta !== "number") return explicitFrequencyTensor(gpu, theta, headDim);
   let perGpu = tables.get(gpu);
   if (!perGpu) {
     perGpu = new Map();
@@ -91,10 +91,13 @@ function frequencyTensor(gpu: Gpu, theta: number, headDim: number): Tensor {
  */
 export function rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor {
   const op = "rope";
-  const { theta, nHeads, headDim } = options;
+  const { nHeads, headDim } = options;
+  const theta = options.invFreq ?? options.theta;
   requireF32(x, op, "x");
   requireU32(positions, op, "positions");
-  if (!Number.isFinite(theta) || theta <= 1) throw new Error(`${op}: theta must be a finite number > 1, got ${theta}`);
+  if (!Number.isFinite(options.theta) || options.theta <= 1) {
+    throw new Error(`${op}: theta must be a finite number > 1, got ${options.theta}`);
+  }
   if (!Number.isInteger(nHeads) || nHeads < 1)
     throw new Error(`${op}: nHeads must be a positive integer, got ${nHeads}`);
   if (!Number.isInteger(headDim) || headDim < 2 || headDim % 2 !== 0) {
@@ -124,17 +127,14 @@ export function rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
   const half = headDim / 2;
   const width4 = half % 4 === 0;
   const groups = width4 ? half / 4 : half;
-  const defines = width4 ? { V: "vec4<f32>", VU: "vec4<u32>", VI: "vec4<i32>" } : { V: "f32", VU: "u32", VI: "i32" };
-  const freqs = options.invFreq
-    ? explicitFrequencyTensor(gpu, options.invFreq, headDim)
-    : frequencyTensor(gpu, theta, headDim);
+  const freqs = frequencyTensor(gpu, theta, headDim);
   const count = tokens * groups;
   gpu.commands.dispatch({
     shader: "rope",
     entry: inPlace ? "rope_inplace" : "rope",
-    defines,
+    defines: vectorDefines(width4 ? 4 : 1),
     bindings: inPlace ? [x, positions, freqs] : [x, positions, freqs, out],
-    params: [count, groups, nHeads, f32(options.inverse ? -1 : 1)],
+    params: { count, groups, heads: nHeads, sign: options.inverse ? -1 : 1 },
     workgroups: grid1d(gpu, count, 64),
   });
   return out;

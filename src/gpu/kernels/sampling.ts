@@ -1,7 +1,9 @@
 // Launcher for sampling.wgsl: picks one token per row of logits [rows, vocab] on the GPU with
 // temperature / top-k / top-p and a counter-based random stream, and returns the token's logprob
 // under the untruncated tempered distribution (what the RL trainer recomputes), plus optionally
-// the top-N alternatives for OpenAI's `top_logprobs`. The algorithm is documented in the shader.
+// the top-N alternatives for OpenAI's `top_logprobs`. Rows may carry an allowed-token mask
+// (structured output): masked tokens are removed before everything else, and such calls also
+// return each token's unmasked logprob. The algorithm is documented in the shader.
 
 import type { Tensor } from "../tensor.ts";
 
@@ -26,16 +28,34 @@ export interface SamplingParams {
 export interface SampleOptions {
   /** Also return the N ≤ 20 most likely tokens per row with their logprobs. Default 0. */
   topLogprobs?: number;
+  /**
+   * Allowed tokens per row (one entry per row; null/undefined = unmasked): bit c % 32 of word
+   * ⌊c / 32⌋ set = token c may be sampled, `maskWords(vocab)` words, at least one bit set.
+   */
+  masks?: readonly (Uint32Array | null | undefined)[];
+}
+
+/** u32 words of one row's token mask. */
+export function maskWords(vocab: number): number {
+  return Math.ceil(vocab / 32);
 }
 
 export interface SampleResult {
   /** u32 [rows]. */
   tokens: Tensor;
-  /** f32 [rows]: log softmax(logits / T)[token], untruncated (T = 1 for greedy rows). */
+  /**
+   * f32 [rows]: log softmax(logits / T)[token], untruncated (T = 1 for greedy rows); on a masked
+   * row, under the masked distribution (softmax over the allowed tokens only).
+   */
   logprobs: Tensor;
+  /** f32 [rows], only when `masks` was given: the same logprob without the mask. */
+  unmaskedLogprobs?: Tensor;
   /** u32 [rows, N], most likely first (only when topLogprobs > 0). */
   topTokens?: Tensor;
-  /** f32 [rows, N] matching topTokens. */
+  /**
+   * f32 [rows, N] matching topTokens. A masked row with fewer than N allowed tokens fills the
+   * remaining slots with token 0xffffffff and logprob −3.4028234e38.
+   */
   topLogprobs?: Tensor;
 }
 
@@ -77,6 +97,25 @@ function packRow(view: DataView, row: number, params: SamplingParams, vocab: num
   view.setUint32(at + 16, step, true);
 }
 
+/** Checks the masks and packs them into one [rows, words] table (unmasked rows left zero). */
+function packMasks(masks: readonly (Uint32Array | null | undefined)[], rows: number, vocab: number): Uint32Array {
+  if (masks.length !== rows) throw new Error(`sample: got ${masks.length} masks for ${rows} rows (one per row)`);
+  const words = maskWords(vocab);
+  const table = new Uint32Array(rows * words);
+  masks.forEach((m, r) => {
+    if (!m) return;
+    if (m.length !== words) throw new Error(`sample: row ${r}'s mask has ${m.length} words, expected ${words}`);
+    let any = false;
+    for (let w = 0; w < words && !any; w++) {
+      const bits = w === words - 1 && vocab % 32 !== 0 ? m[w] & ((1 << (vocab % 32)) - 1) : m[w];
+      any = bits !== 0;
+    }
+    if (!any) throw new Error(`sample: row ${r}'s mask allows no token`);
+    table.set(m, r * words);
+  });
+  return table;
+}
+
 /**
  * Samples one token per row of `logits` [rows, vocab] (f32). `params` is one setting for every
  * row or one per row. Same (logits, params) → same tokens on any adapter and batch composition.
@@ -114,11 +153,17 @@ export function sample(
   for (let r = 0; r < rows; r++) {
     packRow(view, r, perRow ? (params as readonly SamplingParams[])[r] : (params as SamplingParams), vocab);
   }
+  const masks = options.masks;
+  const maskTable = masks ? packMasks(masks, rows, vocab) : null;
+  // RowParams.masked (word 5).
+  for (let r = 0; masks && r < rows; r++) view.setUint32(r * ROW_PARAM_WORDS * 4 + 20, masks[r] ? 1 : 0, true);
   const rowParams = gpu.tensor([rows, ROW_PARAM_WORDS], "u32", table);
+  const maskTensor = maskTable ? gpu.tensor([maskTable.length], "u32", maskTable) : null;
   const aligned = vocab % 4 === 0;
   const workgroupSize = samplingWorkgroupSize(vocab);
   const tokens = gpu.tensor([rows], "u32");
-  const logprobs = gpu.tensor([rows]);
+  // Masked calls write the unmasked logprobs after the masked ones.
+  const logprobOut = gpu.tensor([maskTensor ? 2 * rows : rows]);
   const topTokens = gpu.tensor([rows, Math.max(1, topN)], "u32");
   const topLogprobs = gpu.tensor([rows, Math.max(1, topN)]);
   gpu.commands.dispatch({
@@ -126,15 +171,40 @@ export function sample(
     entry: "sample_rows",
     constants: { WG: workgroupSize },
     // Binding 6 is the vec4 view of the logits, read only when rows are vec4-aligned.
-    bindings: [logits, rowParams, tokens, logprobs, topTokens, topLogprobs, aligned ? logits : rowParams],
-    params: [rows, vocab, topN, aligned ? 1 : 0],
+    // Binding 7 is the mask table, read only on masked rows.
+    bindings: [
+      logits,
+      rowParams,
+      tokens,
+      logprobOut,
+      topTokens,
+      topLogprobs,
+      aligned ? logits : rowParams,
+      maskTensor ?? rowParams,
+    ],
+    params: { rows, vocab, top_n: topN, aligned: aligned ? 1 : 0, mask_words: maskTensor ? maskWords(vocab) : 0 },
     workgroups: [rows],
   });
   rowParams.dispose();
+  maskTensor?.dispose();
+  const result: SampleResult = { tokens, logprobs: logprobOut };
+  if (maskTensor) {
+    result.logprobs = gpu.tensor([rows]);
+    result.unmaskedLogprobs = gpu.tensor([rows]);
+    gpu.commands.copyBufferToBuffer(logprobOut.buffer, logprobOut.byteOffset, result.logprobs.buffer, 0, rows * 4);
+    gpu.commands.copyBufferToBuffer(
+      logprobOut.buffer,
+      logprobOut.byteOffset + rows * 4,
+      result.unmaskedLogprobs.buffer,
+      0,
+      rows * 4,
+    );
+    logprobOut.dispose();
+  }
   if (topN === 0) {
     topTokens.dispose();
     topLogprobs.dispose();
-    return { tokens, logprobs };
+    return result;
   }
-  return { tokens, logprobs, topTokens, topLogprobs };
+  return { ...result, topTokens, topLogprobs };
 }

@@ -5,7 +5,7 @@
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
-import { require2d, requireF32, requireShape, rowsGrid, sameBuffer, vectorDefines } from "./elementwise.ts";
+import { require2d, requireF32, requireShape, rowsGrid, sameBuffer, vectorDefines } from "./launch.ts";
 
 const WG = 256;
 
@@ -21,7 +21,7 @@ function launchFlat(gpu: Gpu, entry: SeparateEntry, bindings: Tensor[], size: nu
       entry,
       defines: vectorDefines(4),
       bindings: bindings.map((t) => (tail === 0 ? t : t.view([n4 * 4], 0))),
-      params: [n4, 0, 0],
+      params: { n: n4, offset: 0, cols: 0 },
       workgroups: grid1d(gpu, n4, WG),
     });
   }
@@ -31,7 +31,7 @@ function launchFlat(gpu: Gpu, entry: SeparateEntry, bindings: Tensor[], size: nu
       entry,
       defines: vectorDefines(1),
       bindings,
-      params: [tail, n4 * 4, 0],
+      params: { n: tail, offset: n4 * 4, cols: 0 },
       workgroups: [1],
     });
   }
@@ -110,7 +110,7 @@ export function swigluFused(gateUp: Tensor, options: { out?: Tensor } = {}): Ten
     entry: "swiglu_fused",
     defines: vectorDefines(width),
     bindings: [gateUp, h],
-    params: [tokens, 0, ffn / width],
+    params: { n: tokens, offset: 0, cols: ffn / width },
     workgroups: rowsGrid(gpu, ffn / width, WG, tokens),
   });
   return h;
@@ -132,7 +132,7 @@ export function swigluFusedBackward(dh: Tensor, gateUp: Tensor, options: { out?:
     entry: "swiglu_fused_backward",
     defines: vectorDefines(width),
     bindings: [dh, gateUp, dGateUp],
-    params: [tokens, 0, ffn / width],
+    params: { n: tokens, offset: 0, cols: ffn / width },
     workgroups: rowsGrid(gpu, ffn / width, WG, tokens),
   });
   return dGateUp;

@@ -10,11 +10,11 @@
 // neighbouring lanes share cache lines and do not diverge; with HPI > 1 one invocation loads
 // each K/V row once for all its heads (what pays on lavapipe).
 //
-// Defines: V = vec4<f32> or f32 (storage vector type), HDV = head dim in V units, VSUM = how to
-// sum the lanes of a V named x, HPI = query heads per invocation. Rows live in private arrays of HDV vectors (registers once the
+// Defines: VT = vec4<f32> or f32 (storage vector type, aliased V), HDV = head dim in V units,
+// HSUM = the lanes of a V named v summed, HPI = query heads per invocation. Rows live in private arrays of HDV vectors (registers once the
 // constant-bound loops unroll; lavapipe charges per storage load, so each row is loaded once).
 
-alias V = {{V}};
+alias V = {{VT}};
 const HDV: u32 = {{HDV}}u;
 // Query heads per invocation (divides the GQA group size).
 const HPI: u32 = {{HPI}}u;
@@ -22,7 +22,7 @@ const WG: u32 = 64u;
 // Finite stand-in for -inf: exp(NEG_BIG - s) underflows to exactly 0 for any finite score.
 const NEG_BIG: f32 = -3.0e38;
 
-fn vsum(x: V) -> f32 { return {{VSUM}}; }
+fn vsum(v: V) -> f32 { return {{HSUM}}; }
 
 struct Params {
   tokens: u32,

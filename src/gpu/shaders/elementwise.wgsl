@@ -9,7 +9,7 @@
 
 struct Params { n: u32, offset: u32, alpha: f32 }
 
-alias V = {{V}};
+alias V = {{VT}};
 const WG: u32 = 256u;
 
 @group(1) @binding(0) var<uniform> p: Params;

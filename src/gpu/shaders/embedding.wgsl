@@ -22,7 +22,7 @@ struct Params {
   seg_first: u32,   // scatter: first segment this dispatch handles
 }
 
-alias V = {{V}};
+alias V = {{VT}};
 const WG: u32 = 64u;
 
 @group(1) @binding(0) var<uniform> p: Params;

@@ -3,7 +3,7 @@
 // output row n is a dot product over K, split over LANES invocations that stride through K in
 // vec4s and keep MR partial sums in registers, then reduce through workgroup memory. ROWS
 // outputs per workgroup; LANES × ROWS = 64 invocations.
-// Defines: MR, LANES, ROWS, B_TYPE (f32|f16 storage of W), ENABLE_F16.
+// Defines: MR, K_LANES (= LANES), ROWS, B_TYPE (f32|f16 storage of W), ENABLE_F16.
 
 {{ENABLE_F16}}
 
@@ -23,7 +23,7 @@ struct Params {
 }
 
 const MR: u32 = {{MR}}u;
-const LANES: u32 = {{LANES}}u;
+const LANES: u32 = {{K_LANES}}u;
 const ROWS: u32 = {{ROWS}}u;
 alias BT = {{B_TYPE}};
 

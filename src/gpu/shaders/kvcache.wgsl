@@ -12,16 +12,16 @@
 // Rows whose slot or pos is out of range are skipped by kv_write and read as zeros by attention
 // (the launcher cannot see GPU-resident indices; the engine owns their validity).
 //
-// Defines: V / HDV / VSUM / HPI as in attention.wgsl.
+// Defines: VT / HDV / HSUM / HPI as in attention.wgsl.
 
-alias V = {{V}};
+alias V = {{VT}};
 const HDV: u32 = {{HDV}}u;
 // Query heads per invocation (divides the GQA group size).
 const HPI: u32 = {{HPI}}u;
 const WG: u32 = 64u;
 const NEG_BIG: f32 = -3.0e38;
 
-fn vsum(x: V) -> f32 { return {{VSUM}}; }
+fn vsum(v: V) -> f32 { return {{HSUM}}; }
 
 struct Params {
   tokens: u32,

@@ -33,8 +33,13 @@ struct Params {
   rows: u32,
   // Row length in VT vectors (vocab / 4 for vec4).
   vocab_v: u32,
+  // Partial triples per row in the partials buffer (its row stride).
   tiles: u32,
   inv_t: f32,
+  // Vocabulary tiles of the LM head (src/gpu/kernels/lmhead.ts): the logits are one column block
+  // [col0, col0 + vocab_v·W) of the full row, and its tiles' triples go to slots tile0, tile0+1, …
+  tile0: u32,
+  col0: u32,
 }
 
 fn hmax(v: VT) -> f32 { return {{HMAX}}; }
@@ -106,7 +111,7 @@ fn partials(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
   }
   if (lid == 0u) {
     let r = red[0];
-    part_out[row * p.tiles + tile] = vec4<f32>(r, 0.0);
+    part_out[row * p.tiles + p.tile0 + tile] = vec4<f32>(r, 0.0);
   }
 }
 
@@ -130,9 +135,39 @@ fn combine_token(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (row >= p.rows) { return; }
   let r = fold_row(row);
   let lse = r.x + log(r.y);
-  let vocab = p.vocab_v * {{V}}u;
+  let vocab = p.vocab_v * {{W}}u;
   lse_out[row] = lse;
   logprob_out[row] = x_scalar[row * vocab + targets[row]] * p.inv_t - lse;
+}
+
+// LM head by vocabulary blocks: each block's logit of the row's target, if the target is in it
+// (tempered). Blocks cover the vocabulary exactly once, so exactly one block writes each row.
+@group(0) @binding(0) var<storage, read> blk_logits: array<f32>;
+@group(0) @binding(1) var<storage, read> blk_targets: array<u32>;
+@group(0) @binding(2) var<storage, read_write> blk_target_z: array<f32>;
+
+@compute @workgroup_size(64)
+fn gather_target(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row = gid.x;
+  if (row >= p.rows) { return; }
+  let width = p.vocab_v * {{W}}u;
+  let t = blk_targets[row];
+  if (t >= p.col0 && t - p.col0 < width) {
+    blk_target_z[row] = blk_logits[row * width + (t - p.col0)] * p.inv_t;
+  }
+}
+
+// After every block's partials and target logit: logprob = z[target] − lse, lse, and entropy
+// per row (x_scalar holds the gathered target logits here, one per row).
+@compute @workgroup_size(64)
+fn combine_head(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row = gid.x;
+  if (row >= p.rows) { return; }
+  let r = fold_row(row);
+  let lse = r.x + log(r.y);
+  lse_out[row] = lse;
+  logprob_out[row] = x_scalar[row] - lse;
+  stats_entropy[row] = log(r.y) - r.z / r.y;
 }
 
 @group(0) @binding(1) var<storage, read_write> stats_lse: array<f32>;
@@ -181,7 +216,7 @@ fn token_backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_
     let col = wid.x * TILE_V + k * WG + lid;
     if (col < p.vocab_v) {
       let i = row * p.vocab_v + col;
-      let cols = UT(col * {{V}}u) + lanes();
+      let cols = UT(p.col0 + col * {{W}}u) + lanes();
       let onehot = select(VT(0.0), VT(1.0), cols == target_v);
       var d = (onehot - exp(x[i] * p.inv_t - lse)) * g;
       if (ACCUMULATE) { d += dx[i]; }

@@ -6,7 +6,7 @@
 // is a multiple of 4, else f32) and the row sum goes through `block_sum`. Two builds of that:
 // with the `subgroups` feature (SG_BEGIN/SG_END empty, PLAIN_BEGIN/PLAIN_END comment it out) a
 // subgroupAdd plus one barrier; without it a tree in workgroup memory (log2(WG) barriers).
-// The launcher fills V, HSUM (horizontal sum of a V named v), WG (a power of two) and those
+// The launcher fills VT (aliased V), HSUM (horizontal sum of a V named v), WG (a power of two) and those
 // four comment markers. Rows beyond 65535 fold into the y dimension of the grid.
 
 struct Params {
@@ -18,7 +18,7 @@ struct Params {
   accumulate: u32,   // dweight: 1 adds into the existing values, 0 overwrites
 }
 
-alias V = {{V}};
+alias V = {{VT}};
 const WG: u32 = {{WG}}u;
 
 @group(1) @binding(0) var<uniform> p: Params;

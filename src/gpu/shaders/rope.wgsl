@@ -20,9 +20,9 @@ struct Params {
   sign: f32,      // +1 rotates, −1 applies the inverse rotation
 }
 
-alias V = {{V}};
-alias VU = {{VU}};
-alias VI = {{VI}};
+alias V = {{VT}};
+alias VU = {{UT}};
+alias VI = {{IT}};
 const WG: u32 = 64u;
 const RADIANS_PER_UNIT: f32 = 6.283185307179586 / 4294967296.0;
 

@@ -20,6 +20,12 @@
 //   4. logprob = z[token] − zmax − log S of the untruncated tempered distribution (T = 1 when
 //      greedy), and optionally the N ≤ 20 most likely tokens: the same search with Count ≥ N,
 //      then the ≥ τ_N elements gathered and sorted by (logprob desc, token asc).
+// Constrained rows (structured output): a bit-packed mask per row (bit c of word c / 32 set =
+// token c allowed) removes tokens before everything above — a masked column is treated like a
+// column past the row's end, so max, S, top-k/top-p, the draw and the alternatives are all over
+// the allowed set, and the logprob is the one under that masked distribution. For those rows the
+// logprob under the unmasked distribution is also written (after the masked ones), because the
+// trainer recomputes unmasked logprobs and needs the matching sampling-time value.
 // Passes whose result does not depend on the order (max, sums, counts) read 4 columns per
 // iteration. Cost on lavapipe (bench/kernels/vocab.ts, 151936 columns): ~0.4 ms/row greedy,
 // ~0.7 ms plain temperature, ~4–5 ms with top-p, ~7 ms with top-k + top-p.
@@ -35,6 +41,8 @@ struct Params {
   top_n: u32,
   // 1 when vocab % 4 == 0: rows start on a vec4 and x4 may be used.
   aligned: u32,
+  // u32 words per row of `mask` (ceil(vocab / 32)); 0 when no row of the call is masked.
+  mask_words: u32,
 }
 
 // Must match ROW_PARAM_WORDS and the packing in src/gpu/kernels/sampling.ts.
@@ -44,7 +52,8 @@ struct RowParams {
   top_p: f32,
   seed: u32,
   step: u32,
-  pad0: u32,
+  // 1: apply this row's mask.
+  masked: u32,
   pad1: u32,
   pad2: u32,
 }
@@ -57,6 +66,8 @@ struct RowParams {
 @group(0) @binding(5) var<storage, read_write> alt_logprobs_out: array<f32>;
 // The same logits as x, viewed as vec4 (bound twice by the launcher).
 @group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
+// Allowed-token bits, [rows, mask_words] (bound to the row table when no row is masked).
+@group(0) @binding(7) var<storage, read> mask: array<u32>;
 @group(1) @binding(0) var<uniform> p: Params;
 
 var<workgroup> wk: array<u32, WG>;
@@ -74,6 +85,11 @@ var<workgroup> s_winner: u32;
 var<workgroup> s_token: u32;
 var<workgroup> alt_tok: array<u32, MAX_ALT>;
 var<workgroup> alt_val: array<f32, MAX_ALT>;
+// This row's mask: whether it applies, and its first word.
+var<private> row_masked: bool;
+var<private> mask_base: u32;
+// Logprob of the unfilled alternative slots (fewer allowed tokens than top_n): the lowest f32.
+const NO_LOGPROB: f32 = -3.4028234e38;
 
 /** Order-preserving map f32 → u32: a < b as floats iff key(a) < key(b) (NaN aside). */
 fn key_of(v: f32) -> u32 {
@@ -98,8 +114,23 @@ fn load_chunk(base: u32, chunk: u32) -> vec4<f32> {
 }
 
 /** Whether each column of a chunk lies inside the row (the last chunk may be partial). */
-fn chunk_valid(chunk: u32) -> vec4<bool> {
+fn chunk_in_row(chunk: u32) -> vec4<bool> {
   return vec4<u32>(chunk * 4u) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.vocab);
+}
+
+/** Columns of a chunk that take part: inside the row and, on a masked row, allowed. */
+fn chunk_valid(chunk: u32) -> vec4<bool> {
+  let inside = chunk_in_row(chunk);
+  if (!row_masked) { return inside; }
+  // A chunk's 4 columns share one mask word (4 divides 32).
+  let word = mask[mask_base + chunk / 8u];
+  let bits = (vec4<u32>(word) >> ((vec4<u32>(chunk * 4u) + vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(31u))) & vec4<u32>(1u);
+  return inside & (bits == vec4<u32>(1u));
+}
+
+/** Whether column c takes part (always, on an unmasked row). */
+fn allowed(c: u32) -> bool {
+  return !row_masked || ((mask[mask_base + c / 32u] >> (c & 31u)) & 1u) == 1u;
 }
 
 /** PCG hash (Jarzynski & Olano 2020, "Hash Functions for GPU Rendering"). */
@@ -119,6 +150,16 @@ fn sum_f(lid: u32, v: f32) -> f32 {
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid < stride) { wf[lid] += wf[lid + stride]; }
+    workgroupBarrier();
+  }
+  return workgroupUniformLoad(&wf[0]);
+}
+
+fn max_f(lid: u32, v: f32) -> f32 {
+  wf[lid] = v;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { wf[lid] = max(wf[lid], wf[lid + stride]); }
     workgroupBarrier();
   }
   return workgroupUniformLoad(&wf[0]);
@@ -227,6 +268,8 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
   let rparams = rp[row];
   let greedy = rparams.temperature == 0.0;
   let inv_t = select(1.0 / rparams.temperature, 1.0, greedy);
+  row_masked = p.mask_words > 0u && rparams.masked != 0u;
+  mask_base = row * p.mask_words;
 
   // 1. max key with its lowest index, and the min key.
   var best_key = 0u;
@@ -316,7 +359,7 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     var mine = 0.0;
     for (var c = lid; c < p.vocab; c += WG) {
       let v = x[base + c];
-      if (key_of(v) >= kept.tau) { mine += exp((v - xmax) * inv_t); }
+      if (allowed(c) && key_of(v) >= kept.tau) { mine += exp((v - xmax) * inv_t); }
     }
     wf[lid] = mine;
     workgroupBarrier();
@@ -346,7 +389,7 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
       var pick = 0xffffffffu;
       for (var c = lid; c < p.vocab; c += WG) {
         let v = x[base + c];
-        if (key_of(v) >= kept.tau) {
+        if (allowed(c) && key_of(v) >= kept.tau) {
           acc += exp((v - xmax) * inv_t);
           pick = c;
           if (acc > s_target) { break; }
@@ -362,6 +405,26 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     logprobs_out[row] = (x[base + token] - xmax) * inv_t - log_total;
   }
 
+  // The unmasked logprob of the token, after the rows' masked ones (calls with a mask only).
+  if (p.mask_words > 0u) {
+    var unmasked = (x[base + token] - xmax) * inv_t - log_total;
+    if (rparams.masked != 0u) {
+      var m = x[base];
+      for (var ch = lid; ch < chunks(); ch += WG) {
+        let v = select(vec4<f32>(x[base]), load_chunk(base, ch), chunk_in_row(ch));
+        m = max(m, max(max(v.x, v.y), max(v.z, v.w)));
+      }
+      let umax = max_f(lid, m);
+      var s = vec4<f32>(0.0);
+      for (var ch = lid; ch < chunks(); ch += WG) {
+        s += select(vec4<f32>(0.0), exp((load_chunk(base, ch) - umax) * inv_t), chunk_in_row(ch));
+      }
+      let utotal = sum_f(lid, dot(s, vec4<f32>(1.0)));
+      unmasked = (x[base + token] - umax) * inv_t - log(utotal);
+    }
+    if (lid == 0u) { logprobs_out[p.rows + row] = unmasked; }
+  }
+
   // 4. the N most likely tokens (untruncated distribution).
   if (p.top_n > 0u) {
     let top = Search(top_tau, 0.0);
@@ -369,8 +432,9 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     var n_eq = 0u;
     for (var c = lid; c < p.vocab; c += WG) {
       let k = key_of(x[base + c]);
-      n_gt += select(0u, 1u, k > top.tau);
-      n_eq += select(0u, 1u, k == top.tau);
+      let ok = allowed(c);
+      n_gt += select(0u, 1u, ok && k > top.tau);
+      n_eq += select(0u, 1u, ok && k == top.tau);
     }
     wk[lid] = n_gt;
     wi[lid] = n_eq;
@@ -387,6 +451,11 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         eq += b;
       }
       s_lo = gt;
+      // Slots no allowed token fills (a masked row with fewer than top_n allowed tokens).
+      for (var i = 0u; i < MAX_ALT; i++) {
+        alt_tok[i] = 0xffffffffu;
+        alt_val[i] = NO_LOGPROB;
+      }
     }
     workgroupBarrier();
     let n_above = s_lo;
@@ -396,7 +465,9 @@ fn sample_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
       let v = x[base + c];
       let k = key_of(v);
       var slot = MAX_ALT;
-      if (k > top.tau) {
+      if (!allowed(c)) {
+        slot = MAX_ALT;
+      } else if (k > top.tau) {
         slot = slot_gt;
         slot_gt++;
       } else if (k == top.tau) {

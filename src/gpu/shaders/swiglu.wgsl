@@ -12,7 +12,7 @@ struct Params {
   cols: u32,     // fused layout: ffn in units of V
 }
 
-alias V = {{V}};
+alias V = {{VT}};
 const WG: u32 = 256u;
 
 @group(1) @binding(0) var<uniform> p: Params;
