@@ -21,7 +21,7 @@ export interface MemoryTerms {
   loraState: number;
   /** Bytes kept per trained token (all layers), before calibration. */
   activationPerToken: number;
-  /** Logits chunk of the LM head in training (forward and its recomputation in backward). */
+  /** The LM head's transient in training: one vocabulary block's logits and dLogits. */
   headChunk: number;
   /** KV cache bytes per served token (f32 keys and values). */
   kvPerToken: number;
@@ -44,8 +44,9 @@ export function memoryTerms(c: ModelConfig, bytes: number, rank = 16, tokens = 1
   // attention's log-sum-exp (2 + heads).
   const floats = 6 * h + 3 * q + 3 * kv + 3 * m + 7 * rank + 2 + c.numHeads;
   const activationPerToken = c.numLayers * floats * 4 + 2 * h * 4;
-  const chunkRows = Math.min(tokens, 512);
-  const headChunk = 2 * chunkRows * c.vocabSize * 4;
+  // The LM head runs by vocabulary blocks of at most 16 MiB of logits (src/gpu/kernels/lmhead.ts):
+  // one block's logits and dLogits at a time, plus per-row partials.
+  const headChunk = 2 * Math.min(16 * 2 ** 20, tokens * c.vocabSize * 4) + tokens * 64;
   const kvPerToken = 2 * c.numLayers * kv * 4;
   return { weights, loraState, activationPerToken, headChunk, kvPerToken };
 }
