@@ -9,9 +9,9 @@
 #
 # Env: GPU_SH_BUDGET_S (default 480, quick 300), OUT_FILE, FULGUR_PEAK_F32_GFLOPS /
 # FULGUR_PEAK_F16_GFLOPS (the adapter's peak when bench/gemm-peak.ts's table lacks it),
-# SCALE_MODELS (comma list for bench/scale.ts), SCALE_VOCAB (vocab override: an adapter whose
-# storage bindings stop at 128 MiB, like lavapipe, cannot train a 151,936-word LM head until it is
-# vocab-tiled), GPU_SH_TORCH=1 to include the PyTorch reference.
+# SCALE_MODELS (comma list for bench/scale.ts), SCALE_VOCAB (vocab override, to keep a quick run
+# short on a software adapter), SCALE_DTYPE (f32|f16 weights, default f32), GPU_SH_TORCH=1 to include the PyTorch
+# reference (needs /usr/bin/python3 with torch).
 # On a bare machine it runs `npm ci` when node_modules is missing and, when Dawn finds no adapter,
 # tries the Vulkan loader (apt, root) before the software fallback of scripts/setup-gpu.sh.
 set -uo pipefail
@@ -89,7 +89,8 @@ if [[ $quick == 1 ]]; then
 else
   step 90 gemm_peak "${tsx[@]}" bench/gemm-peak.ts --n 4096
   step 270 scale "${tsx[@]}" bench/scale.ts --models "$models" --sequences 8 --tokens 1024 --micro 2 \
-    --prompt 128 --decode 64 --batches 1,8,32 --skip "$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"}
+    --prompt 128 --decode 64 --batches 1,8,32 --skip "$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"} \
+    ${SCALE_DTYPE:+--dtype "$SCALE_DTYPE"}
   step 120 kernels "${tsx[@]}" bench/kernels.ts
 fi
 record gpu.sh total_wall_time $(($(date +%s) - start)) s
