@@ -9,6 +9,7 @@ import { methodNotAllowed } from "hono/method-not-allowed";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ProxyError } from "../proxy/errors.ts";
 import { anthropicErrorBody } from "../proxy/messages-wire.ts";
+import { encodeRpcStatus, OTLP_PROTOBUF_CONTENT_TYPE } from "../runner/otlp-protobuf.ts";
 import { StoreError } from "../store/errors.ts";
 
 export const OTLP_TRACES_PATH = "/v1/traces";
@@ -42,7 +43,17 @@ export interface ErrorFields {
 /** An error response in the shape of the route `c` is on. */
 export function errorResponse(c: Context, status: number, message: string, fields: ErrorFields = {}): Response {
   const s = status as ContentfulStatusCode;
-  if (c.req.path === OTLP_TRACES_PATH) return c.json({ code: grpcCode(status), message }, s, fields.headers);
+  if (c.req.path === OTLP_TRACES_PATH) {
+    // A collector answers in the encoding it was sent: protobuf clients get a google.rpc.Status.
+    const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type === OTLP_PROTOBUF_CONTENT_TYPE) {
+      return new Response(encodeRpcStatus(grpcCode(status), message), {
+        status,
+        headers: { ...fields.headers, "content-type": OTLP_PROTOBUF_CONTENT_TYPE },
+      });
+    }
+    return c.json({ code: grpcCode(status), message }, s, fields.headers);
+  }
   // Anthropic SDKs read their own error shape (a 401 from the key check included).
   if (c.req.path.endsWith("/v1/messages")) {
     return c.json(anthropicErrorBody(new ProxyError(s, message, fields)), s, fields.headers);

@@ -56,11 +56,15 @@ async function settledHeap(): Promise<number> {
 
 it("streamed calls leave no per-request state on the heap", async () => {
   await streamCalls(100);
-  const before = await settledHeap();
-  const calls = 400;
-  await streamCalls(calls);
-  const after = await settledHeap();
-  const perCall = (after - before) / calls;
+  // Two rounds, the smaller growth counts: a leak grows the heap in every round, while noise
+  // (lazily compiled code, caches filling up while other test files load the machine) does not.
+  const calls = 300;
+  const perCall: number[] = [];
+  for (let round = 0; round < 2; round++) {
+    const before = await settledHeap();
+    await streamCalls(calls);
+    perCall.push(((await settledHeap()) - before) / calls);
+  }
   // Leaking requests cost ~35,000 bytes each; allocator noise is well under 5,000 per call.
-  expect(perCall).toBeLessThan(5_000);
+  expect(Math.min(...perCall), `heap growth per call in each round: ${perCall}`).toBeLessThan(5_000);
 });
