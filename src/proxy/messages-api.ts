@@ -6,7 +6,6 @@
 import type { Context, ErrorHandler } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { stream as honoStream } from "hono/streaming";
 import type { ChatBackend, ChatDelta, ChatOutcome, ChatRequest, RecordedCall, RecordedError } from "./backend.ts";
 import { ProxyError, payloadTooLarge, readJsonBody, toProxyError } from "./errors.ts";
 import {
@@ -18,6 +17,7 @@ import {
   parseMessagesRequest,
 } from "./messages-wire.ts";
 import { attributionOf, type GatedRun, recordedError, startStreaming } from "./routes.ts";
+import { sseResponse } from "./sse.ts";
 
 /** What the Messages route borrows from `proxyRoutes`: the backend, the model check, recording. */
 export interface MessagesRouteDeps {
@@ -42,43 +42,26 @@ export const anthropicErrorHandler: ErrorHandler = (err, c) => {
 };
 
 /**
- * Streams Anthropic SSE events (`event: name` + `data: json`); an error after the headers are
- * sent becomes an `error` event. Like `sseResponse`, the signal handed to `produce` fires when
- * the client disconnects, so generation stops.
+ * Streams Anthropic SSE events (`event: name` + `data: json`) through the shared `sseResponse`
+ * (client-abort detection, backpressure, no per-request state left behind); an error after the
+ * headers are sent becomes an `event: error` with Anthropic's body.
  */
 function anthropicSse(
   c: Context,
   produce: (send: (events: MessageStreamEvent[]) => Promise<void>, signal: AbortSignal) => Promise<void>,
   onError: (err: unknown) => void,
 ): Response {
-  c.header("Content-Type", "text/event-stream; charset=utf-8");
-  c.header("Cache-Control", "no-cache");
-  c.header("Connection", "keep-alive");
-  c.header("X-Accel-Buffering", "no");
-  const abort = new AbortController();
-  const requestSignal = c.req.raw.signal;
-  const onRequestAbort = () => abort.abort(new Error("client disconnected"));
-  if (requestSignal.aborted) onRequestAbort();
-  else requestSignal.addEventListener("abort", onRequestAbort, { once: true });
-  return honoStream(c, async (stream) => {
-    stream.onAbort(onRequestAbort);
-    const write = async (text: string) => {
-      if (abort.signal.aborted || stream.aborted) return;
-      await stream.write(text);
-    };
-    const send = async (events: MessageStreamEvent[]) => {
-      for (const e of events) await write(`event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
-    };
-    try {
-      await produce(send, abort.signal);
-    } catch (err) {
-      onError(err);
-      const body = anthropicErrorBody(toProxyError(err));
-      await write(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
-    } finally {
-      requestSignal.removeEventListener("abort", onRequestAbort);
-    }
-  });
+  return sseResponse(
+    c,
+    async (writer) => {
+      const send = async (events: MessageStreamEvent[]) => {
+        for (const e of events) await writer.send(e.data, e.event);
+      };
+      await produce(send, writer.signal);
+    },
+    onError,
+    (err) => `event: error\ndata: ${JSON.stringify(anthropicErrorBody(toProxyError(err)))}\n\n`,
+  );
 }
 
 /**

@@ -28,6 +28,8 @@ export function sseResponse(
   c: Context,
   produce: (writer: SseWriter) => Promise<void>,
   onError?: (err: unknown) => void | Promise<void>,
+  /** The error event's text (default: OpenAI's `data: {"error": …}`); Anthropic's differs. */
+  errorEvent: (err: unknown) => string = (err) => `data: ${JSON.stringify(toProxyError(err).toBody())}\n\n`,
 ): Response {
   const abort = new AbortController();
   const requestSignal = c.req.raw.signal;
@@ -82,7 +84,7 @@ export function sseResponse(
       await produce(writer);
     } catch (err) {
       await Promise.resolve(onError?.(err)).catch(() => {});
-      await write(`data: ${JSON.stringify(toProxyError(err).toBody())}\n\n`);
+      await write(errorEvent(err));
     } finally {
       requestSignal.removeEventListener("abort", onRequestAbort);
       const ctl = controller as ReadableStreamDefaultController<Uint8Array> | null;
