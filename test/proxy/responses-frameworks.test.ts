@@ -3,17 +3,23 @@
 // "The tool returned: …" after a tool result, so every tool loop below really runs two steps):
 // the OpenAI Agents SDK's `run()` (plain and streamed), the AI SDK's default `openai(model)`
 // provider (generateText and streamText with tools and a step limit), and LangChain's
-// `ChatOpenAI({useResponsesApi: true})` with a bound tool. Each step must be one recorded call.
+// `ChatOpenAI({useResponsesApi: true})` with a bound tool, and a Mastra `Agent` whose model is
+// `{id, url, apiKey, api: "responses"}`. Each step must be one recorded call.
 import { createOpenAI } from "@ai-sdk/openai";
 import { type BaseMessage, HumanMessage } from "@langchain/core/messages";
 import { tool as langchainTool } from "@langchain/core/tools";
 import { ChatOpenAI } from "@langchain/openai";
+import { Agent as MastraAgent } from "@mastra/core/agent";
+import { createTool } from "@mastra/core/tools";
 import { Agent, tool as agentsTool, OpenAIProvider, Runner } from "@openai/agents";
 import { tool as aiTool, generateText, stepCountIs, streamText } from "ai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { RecordedChatCall } from "../../src/proxy/backend.ts";
 import { type ProxyHarness, startProxy, UPSTREAM_MODEL, until } from "./harness.ts";
+
+// Mastra reports usage to a remote service unless told not to; tests are loopback only.
+process.env.MASTRA_TELEMETRY_DISABLED = "1";
 
 let h: ProxyHarness;
 const ATTEMPT_PATH = "/rollouts/ro-fw/attempts/at-fw/v1";
@@ -168,5 +174,47 @@ describe("LangChain ChatOpenAI({useResponsesApi: true})", () => {
     const second = await llm.invoke(messages);
     expect(second.text).toBe("The tool returned: sunny in Kyoto");
     expectToolLoopRecorded(await newCalls(before, 2), "Kyoto");
+  });
+});
+
+describe('Mastra Agent with model {url, api: "responses"}', () => {
+  function weatherAgent() {
+    const getWeather = createTool({
+      id: "get_weather",
+      description: "Weather for a city",
+      inputSchema: z.object({ query: z.string() }),
+      execute: async ({ query }) => `sunny in ${query}`,
+    });
+    return new MastraAgent({
+      id: "weather",
+      name: "Weather",
+      instructions: "Use the tool.",
+      model: { id: `fulgur/${UPSTREAM_MODEL}`, url: `${h.url}${ATTEMPT_PATH}`, apiKey: "unused", api: "responses" },
+      tools: { get_weather: getWeather },
+    });
+  }
+
+  it("generate() runs a function tool over /v1/responses and answers", async () => {
+    const before = h.recorder.calls.length;
+    const agent = weatherAgent();
+    const result = await agent.generate("Accra", { maxSteps: 3 });
+    expect(result.text).toBe("The tool returned: sunny in Accra");
+    expect(result.steps).toHaveLength(2);
+    const calls = await newCalls(before, 2);
+    expect(calls[0].request.model).toBe(UPSTREAM_MODEL);
+    expect(calls[0].request.messages[0]).toEqual({ role: "system", content: "Use the tool." });
+    expectToolLoopRecorded(calls, "Accra");
+  });
+
+  it("stream() streams the same loop", async () => {
+    const before = h.recorder.calls.length;
+    const result = await weatherAgent().stream("Quito", { maxSteps: 3 });
+    let text = "";
+    for await (const delta of result.textStream) text += delta;
+    expect(text).toBe("The tool returned: sunny in Quito");
+    expect(await result.text).toBe(text);
+    const calls = await newCalls(before, 2);
+    expect(calls.every((c) => c.request.stream)).toBe(true);
+    expectToolLoopRecorded(calls, "Quito");
   });
 });
