@@ -29,6 +29,13 @@ export interface MessagesRouteDeps {
   recordOnce(
     base: Omit<RecordedCall, "outcome" | "error" | "model" | "adapterVersion" | "timings">,
   ): (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>;
+  /** A non-streaming call run, checked and recorded as on the chat route (`proxyRoutes`). */
+  chatRecorded(
+    c: Context,
+    req: ChatRequest,
+    record: (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>,
+    receivedAt: number,
+  ): Promise<ChatOutcome>;
   maxBodyBytes: number;
 }
 
@@ -90,15 +97,8 @@ export function messagesRoutes(deps: MessagesRouteDeps): Hono {
     const record = deps.recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
 
     if (!req.stream) {
-      let outcome: ChatOutcome;
-      try {
-        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
-      } catch (err) {
-        await record(null, recordedError(err, c.req.raw.signal.aborted)).catch(() => {});
-        throw err;
-      }
       // Answered only once the call is stored (durable group commit).
-      await record(outcome, null);
+      const outcome = await deps.chatRecorded(c, req, record, receivedAt);
       return c.json(messageBody(id, req, outcome));
     }
 

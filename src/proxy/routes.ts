@@ -267,6 +267,33 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     return c.json(body);
   });
 
+  /**
+   * One non-streaming chat call: generates, checks the outcome, and resolves once the call is
+   * recorded (durable group commit: the caller answers only then). A failed or unusable call is
+   * recorded with its error, which is then thrown for the route's error handler.
+   */
+  async function chatRecorded(
+    c: Context,
+    req: ChatRequest,
+    record: (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>,
+    receivedAt: number,
+  ): Promise<ChatOutcome> {
+    let outcome: ChatOutcome;
+    try {
+      outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
+    } catch (err) {
+      await recordFailure(record, err, c.req.raw.signal.aborted);
+      throw err;
+    }
+    const problem = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
+    if (problem) {
+      await record(problem.status === 502 ? null : outcome, recordedError(problem, false));
+      throw problem;
+    }
+    await record(outcome, null);
+    return outcome;
+  }
+
   v1.post("/v1/chat/completions", async (c) => {
     const receivedAt = performance.now();
     const startedAt = Date.now();
@@ -278,19 +305,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const record = recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
 
     if (!req.stream) {
-      let outcome: ChatOutcome;
-      try {
-        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
-      } catch (err) {
-        await recordFailure(record, err, c.req.raw.signal.aborted);
-        throw err;
-      }
-      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
-      if (jsonError) {
-        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
-        throw jsonError;
-      }
-      await record(outcome, null);
+      const outcome = await chatRecorded(c, req, record, receivedAt);
       return c.json(chatCompletionBody(id, created, req, outcome));
     }
 
@@ -410,20 +425,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     };
 
     if (!req.stream) {
-      let outcome: ChatOutcome;
-      try {
-        outcome = await backend.chat(req, { signal: c.req.raw.signal, receivedAt });
-      } catch (err) {
-        await recordFailure(record, err, c.req.raw.signal.aborted);
-        throw err;
-      }
-      const jsonError = jsonOutputError(req, outcome, backend) ?? outcomeProblem(outcome);
-      if (jsonError) {
-        await record(jsonError.status === 502 ? null : outcome, recordedError(jsonError, false));
-        throw jsonError;
-      }
-      // Answered only once the call is stored (durable group commit).
-      await record(outcome, null);
+      const outcome = await chatRecorded(c, req, record, receivedAt);
       const body = responseBody(id, created, rreq, outcome);
       keep(body);
       return c.json(body);
@@ -488,6 +490,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     checkModel,
     checkLimits: (req) => checkChatLimits(req, limits),
     recordOnce,
+    chatRecorded,
     maxBodyBytes,
   });
   app.route("/", messages);
