@@ -12,7 +12,8 @@
 # SCALE_MODELS (comma list for bench/scale.ts), SCALE_VOCAB (vocab override, to keep a quick run
 # short on a software adapter), SCALE_DTYPE (f32|f16 weights, default f32), GPU_SH_TORCH=1 to include the PyTorch
 # reference (needs /usr/bin/python3 with torch).
-# On a bare machine it runs `npm ci` when node_modules is missing and, when Dawn finds no adapter,
+# On a bare machine it runs `npm install` when node_modules is missing (as scripts/bootstrap.mjs does: `npm ci` refuses
+# a lock that lists optional platform builds the registry does not serve) and, when Dawn finds no adapter,
 # tries the Vulkan loader (apt, root) before the software fallback of scripts/setup-gpu.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +57,8 @@ step() {
 
 command -v node >/dev/null || { note "node is required (>= 20.19)"; exit 1; }
 if [[ ! -d node_modules ]]; then
-  note "node_modules missing: npm ci"
-  npm ci --no-audit --no-fund >&2 || { note "npm ci failed"; exit 1; }
+  note "node_modules missing: npm install"
+  npm install --no-audit --no-fund >&2 || { note "npm install failed"; exit 1; }
 fi
 
 probe() { node scripts/probe-gpu.mjs 2>/dev/null | tail -n 1; }
