@@ -31,15 +31,16 @@ import {
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Llama, LlamaContextSequence, Token } from "node-llama-cpp";
+import type { Llama } from "node-llama-cpp";
 import { writeGgufModel } from "../src/export/gguf-model.ts";
 import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { loadCheckpoint, readModelConfig } from "../src/model/loader.ts";
-import { loadModel, type Model } from "../src/model/model.ts";
+import { loadModel } from "../src/model/model.ts";
 import { type RandomModel, writeRandomModel } from "../src/model/random-init.ts";
 import { type PolicySample, policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
+import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp } from "./decode-timing.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -169,52 +170,6 @@ function makeBatch(vocab: number, sequences: number, len: number, seed: number):
   });
 }
 
-function promptsFor(batch: number, len: number, vocab: number): number[][] {
-  return Array.from({ length: batch }, (_, i) =>
-    Array.from({ length: len }, (_, t) => ((i + 1) * 7919 + t * 31) % vocab),
-  );
-}
-
-interface Timing {
-  prefillTokPerS: number;
-  decodeTokPerS: number;
-}
-
-async function timeFulgur(model: Model, batch: number, prompt: number, decode: number): Promise<Timing> {
-  const ps = promptsFor(batch, prompt, model.config.vocabSize);
-  const t0 = performance.now();
-  const out = await model.generate(ps, { temperature: 0, maxTokens: decode + 1, ignoreEos: true });
-  const totalMs = performance.now() - t0;
-  const prefillMs = Math.max(...out.map((g) => g.timeToFirstTokenMs));
-  return {
-    prefillTokPerS: (batch * prompt) / (prefillMs / 1000),
-    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
-  };
-}
-
-async function timeLlamaCpp(sequences: LlamaContextSequence[], prompts: number[][], decode: number): Promise<Timing> {
-  await Promise.all(sequences.map((s) => s.clearHistory()));
-  const t0 = performance.now();
-  const firstAt: number[] = [];
-  await Promise.all(
-    sequences.map(async (seq, i) => {
-      let n = 0;
-      for await (const _ of seq.evaluate(prompts[i] as Token[], { temperature: 0 })) {
-        if (n === 0) firstAt[i] = performance.now() - t0;
-        if (++n >= decode + 1) break;
-      }
-    }),
-  );
-  const totalMs = performance.now() - t0;
-  const prefillMs = Math.max(...firstAt);
-  const batch = sequences.length;
-  const prompt = prompts[0].length;
-  return {
-    prefillTokPerS: (batch * prompt) / (prefillMs / 1000),
-    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
-  };
-}
-
 interface TorchResult {
   torch_version: string;
   threads: number;
@@ -326,14 +281,14 @@ export async function benchScaleModel(
       put({ ...common, metric: "load_time", value: performance.now() - t0, unit: "ms" });
       put({ ...common, metric: "weights_memory", value: (gpu.pool.stats().liveBytes - base) / MiB, unit: "MiB" });
       try {
-        await model.generate([promptsFor(1, 4, config.vocabSize)[0]], {
+        await model.generate([decodePrompts(1, 4, config.vocabSize)[0]], {
           temperature: 0,
           maxTokens: 2,
           ignoreEos: true,
         });
         for (const batch of opts.batches) {
           gpu.pool.peakBytes = gpu.pool.stats().liveBytes + gpu.pool.stats().freeBytes;
-          const t = await timeFulgur(model, batch, opts.prompt, opts.decode);
+          const t = await timeFulgur(model, decodePrompts(batch, opts.prompt, config.vocabSize), opts.decode);
           const s = { ...common, batch, promptLen: opts.prompt, decode: opts.decode, engine: "fulgur" };
           put({ ...s, metric: "prefill_tokens_per_s", value: t.prefillTokPerS, unit: "tok/s" });
           put({ ...s, metric: "decode_tokens_per_s", value: t.decodeTokPerS, unit: "tok/s" });
@@ -354,7 +309,7 @@ export async function benchScaleModel(
         await ck.close();
       }
       for (const batch of opts.batches) {
-        const prompts = promptsFor(batch, opts.prompt, config.vocabSize);
+        const prompts = decodePrompts(batch, opts.prompt, config.vocabSize);
         let best: Timing | null = null;
         let bestThreads = 0;
         // ggml threads spin at barriers: on a shared machine one thread can beat all cores.

@@ -10,11 +10,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Llama, LlamaContextSequence, Token } from "node-llama-cpp";
+import type { Llama } from "node-llama-cpp";
 import { writeGgufModel } from "../src/export/gguf-model.ts";
 import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
 import { loadCheckpoint } from "../src/model/loader.ts";
-import { loadModel, type Model } from "../src/model/model.ts";
+import { loadModel } from "../src/model/model.ts";
 import { writeTinyModel } from "../src/model/tiny.ts";
 import { HELD_OUT_TEXT } from "../test/export/held-out.ts";
 import {
@@ -24,57 +24,14 @@ import {
   openGguf,
   openLlamaCpp,
 } from "../test/export/llamacpp.ts";
+import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp } from "./decode-timing.ts";
 import { ENGINE_MODELS } from "./engine.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
 const PROMPT_LEN = 128;
 
-interface Timing {
-  prefillTokPerS: number;
-  decodeTokPerS: number;
-}
-
 function prompts(batch: number, vocab: number): number[][] {
-  return Array.from({ length: batch }, (_, i) =>
-    Array.from({ length: PROMPT_LEN }, (_, t) => ((i + 1) * 7919 + t * 31) % vocab),
-  );
-}
-
-/** Fulgur: every prompt fed in one step, so the slowest time to first token is the prefill. */
-async function timeFulgur(model: Model, batch: number, decode: number): Promise<Timing> {
-  const ps = prompts(batch, model.config.vocabSize);
-  const t0 = performance.now();
-  const out = await model.generate(ps, { temperature: 0, maxTokens: decode + 1, ignoreEos: true });
-  const totalMs = performance.now() - t0;
-  const prefillMs = Math.max(...out.map((g) => g.timeToFirstTokenMs));
-  return {
-    prefillTokPerS: (batch * PROMPT_LEN) / (prefillMs / 1000),
-    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
-  };
-}
-
-/** llama.cpp: the same prompts on `batch` parallel sequences of one context (one llama_decode per step). */
-async function timeLlamaCpp(sequences: LlamaContextSequence[], vocab: number, decode: number): Promise<Timing> {
-  const ps = prompts(sequences.length, vocab);
-  await Promise.all(sequences.map((s) => s.clearHistory()));
-  const t0 = performance.now();
-  const firstAt: number[] = [];
-  await Promise.all(
-    sequences.map(async (seq, i) => {
-      let n = 0;
-      for await (const _ of seq.evaluate(ps[i] as Token[], { temperature: 0 })) {
-        if (n === 0) firstAt[i] = performance.now() - t0;
-        if (++n >= decode + 1) break;
-      }
-    }),
-  );
-  const totalMs = performance.now() - t0;
-  const prefillMs = Math.max(...firstAt);
-  const batch = sequences.length;
-  return {
-    prefillTokPerS: (batch * PROMPT_LEN) / (prefillMs / 1000),
-    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
-  };
+  return decodePrompts(batch, PROMPT_LEN, vocab);
 }
 
 /** Runs parity and speed for every engine model; returns the records it emitted. */
@@ -124,7 +81,7 @@ export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?:
 
         await model.generate([prompts(1, vocab)[0]], { temperature: 0, maxTokens: 2, ignoreEos: true }); // warm-up
         for (const batch of [1, 8]) {
-          const fulgur = await timeFulgur(model, batch, decode);
+          const fulgur = await timeFulgur(model, prompts(batch, model.config.vocabSize), decode);
           // ggml's threads spin at barriers: on a loaded machine 1 thread can beat all cores by
           // far, so both are measured and the ratio is taken against llama.cpp's better one.
           const llamaCpp: Record<string, Timing> = {};
@@ -135,8 +92,8 @@ export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?:
               threads,
             });
             try {
-              await timeLlamaCpp(cpp.sequences, vocab, 2); // warm-up
-              llamaCpp[threads] = await timeLlamaCpp(cpp.sequences, vocab, decode);
+              await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), 2); // warm-up
+              llamaCpp[threads] = await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), decode);
             } finally {
               await cpp.dispose();
             }

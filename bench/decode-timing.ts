@@ -1,0 +1,54 @@
+// Prefill and decode throughput of one batch of prompts, measured the same way for Fulgur and for
+// llama.cpp (node-llama-cpp), so bench/vs-llamacpp.ts and bench/scale.ts compare like with like:
+// the slowest time to first token is the prefill, the rest of the wall time is decode.
+import type { LlamaContextSequence, Token } from "node-llama-cpp";
+import type { Model } from "../src/model/model.ts";
+
+export interface Timing {
+  prefillTokPerS: number;
+  decodeTokPerS: number;
+}
+
+/** `batch` deterministic prompts of `len` token ids below `vocab`. */
+export function decodePrompts(batch: number, len: number, vocab: number): number[][] {
+  return Array.from({ length: batch }, (_, i) =>
+    Array.from({ length: len }, (_, t) => ((i + 1) * 7919 + t * 31) % vocab),
+  );
+}
+
+function timing(prompts: number[][], decode: number, prefillMs: number, totalMs: number): Timing {
+  const batch = prompts.length;
+  return {
+    prefillTokPerS: (batch * prompts[0].length) / (prefillMs / 1000),
+    decodeTokPerS: (batch * decode) / ((totalMs - prefillMs) / 1000),
+  };
+}
+
+/** Fulgur: every prompt fed in one step, greedy, `decode` tokens after the first. */
+export async function timeFulgur(model: Model, prompts: number[][], decode: number): Promise<Timing> {
+  const t0 = performance.now();
+  const out = await model.generate(prompts, { temperature: 0, maxTokens: decode + 1, ignoreEos: true });
+  const totalMs = performance.now() - t0;
+  return timing(prompts, decode, Math.max(...out.map((g) => g.timeToFirstTokenMs)), totalMs);
+}
+
+/** llama.cpp: the same prompts on parallel sequences of one context (one llama_decode per step). */
+export async function timeLlamaCpp(
+  sequences: LlamaContextSequence[],
+  prompts: number[][],
+  decode: number,
+): Promise<Timing> {
+  await Promise.all(sequences.map((s) => s.clearHistory()));
+  const t0 = performance.now();
+  const firstAt: number[] = [];
+  await Promise.all(
+    sequences.map(async (seq, i) => {
+      let n = 0;
+      for await (const _ of seq.evaluate(prompts[i] as Token[], { temperature: 0 })) {
+        if (n === 0) firstAt[i] = performance.now() - t0;
+        if (++n >= decode + 1) break;
+      }
+    }),
+  );
+  return timing(prompts, decode, Math.max(...firstAt), performance.now() - t0);
+}
