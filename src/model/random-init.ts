@@ -16,6 +16,7 @@ import { CHATML_ADDED_TOKENS, trainByteLevelBpe } from "./bpe.ts";
 import { QWEN2_5_CHAT_TEMPLATE } from "./chat-template.ts";
 import { expectedTensors, type ModelConfig, parseModelConfig } from "./config.ts";
 import { f32ToBf16 } from "./safetensors-write.ts";
+import { tokenizerConfigJson } from "./tiny.ts";
 import { TINY_CORPUS } from "./tiny-corpus.ts";
 
 export type RandomInitDType = "F32" | "F16" | "BF16";
@@ -164,32 +165,9 @@ export async function writeRandomModel(
   const text = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
   await writeFile(join(dir, "config.json"), text(configJson));
   await writeFile(join(dir, "tokenizer.json"), text(tokenizer));
-  const added = tokenizer.added_tokens as { id: number; content: string; special: boolean }[];
-  const decoder: Record<string, unknown> = {};
-  for (const t of added) {
-    decoder[String(t.id)] = {
-      content: t.content,
-      lstrip: false,
-      normalized: false,
-      rstrip: false,
-      single_word: false,
-      special: t.special,
-    };
-  }
   await writeFile(
     join(dir, "tokenizer_config.json"),
-    text({
-      add_bos_token: false,
-      added_tokens_decoder: decoder,
-      bos_token: null,
-      chat_template: QWEN2_5_CHAT_TEMPLATE,
-      clean_up_tokenization_spaces: false,
-      eos_token: "<|im_end|>",
-      model_max_length: config.maxPositionEmbeddings,
-      pad_token: "<|endoftext|>",
-      tokenizer_class: "Qwen2Tokenizer",
-      unk_token: null,
-    }),
+    text(tokenizerConfigJson(tokenizer, config.maxPositionEmbeddings, QWEN2_5_CHAT_TEMPLATE)),
   );
   await writeFile(
     join(dir, "generation_config.json"),

@@ -172,7 +172,8 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
   };
 }
 
-function tokenizerConfigJson(
+/** tokenizer_config.json for a ChatML byte-level tokenizer of ours (tiny and random-init models). */
+export function tokenizerConfigJson(
   tokenizer: Record<string, unknown>,
   maxLength: number,
   chatTemplate: string,
