@@ -6,7 +6,7 @@
 import type { Context, ErrorHandler } from "hono";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import type { ChatBackend, ChatDelta, ChatOutcome, ChatRequest, RecordedCall, RecordedError } from "./backend.ts";
+import type { ChatDelta, ChatOutcome, ChatRequest, RecordedCall, RecordedError } from "./backend.ts";
 import { ProxyError, payloadTooLarge, readJsonBody, toProxyError } from "./errors.ts";
 import {
   anthropicErrorBody,
@@ -16,12 +16,11 @@ import {
   newMessageId,
   parseMessagesRequest,
 } from "./messages-wire.ts";
-import { attributionOf, type GatedRun, recordedError, startStreaming } from "./routes.ts";
+import { attributionOf, type GatedRun, recordedError } from "./routes.ts";
 import { sseResponse } from "./sse.ts";
 
-/** What the Messages route borrows from `proxyRoutes`: the backend, the model check, recording. */
+/** What the Messages route borrows from `proxyRoutes`: the model check, limits, running and recording calls. */
 export interface MessagesRouteDeps {
-  backend: ChatBackend;
   checkModel(model: string): Promise<void>;
   /** The per-request limits (choices, nesting, model name); throws a 400. */
   checkLimits(req: ChatRequest): void;
@@ -36,6 +35,13 @@ export interface MessagesRouteDeps {
     record: (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>,
     receivedAt: number,
   ): Promise<ChatOutcome>;
+  /** A streaming call started as on the chat route; a failure before any delta is recorded. */
+  chatStreamed(
+    c: Context,
+    req: ChatRequest,
+    record: (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>,
+    receivedAt: number,
+  ): Promise<GatedRun<ChatDelta, ChatOutcome>>;
   maxBodyBytes: number;
 }
 
@@ -76,7 +82,6 @@ function anthropicSse(
  * `/rollouts/:rolloutId/attempts/:attemptId`, ahead of the OpenAI routes.
  */
 export function messagesRoutes(deps: MessagesRouteDeps): Hono {
-  const { backend } = deps;
   const app = new Hono();
   app.onError(anthropicErrorHandler);
   app.use(
@@ -102,15 +107,7 @@ export function messagesRoutes(deps: MessagesRouteDeps): Hono {
       return c.json(messageBody(id, req, outcome));
     }
 
-    let gated: GatedRun<ChatDelta, ChatOutcome>;
-    try {
-      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
-        backend.chat(req, { signal, onDelta, receivedAt }),
-      );
-    } catch (err) {
-      await record(null, recordedError(err, c.req.raw.signal.aborted)).catch(() => {});
-      throw err;
-    }
+    const gated = await deps.chatStreamed(c, req, record, receivedAt);
     const streamer = new MessageStreamer(id, req.model);
     return anthropicSse(
       c,

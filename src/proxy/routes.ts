@@ -294,6 +294,23 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     return outcome;
   }
 
+  /** Starts a streaming chat call; a call that fails before its first delta is recorded and thrown. */
+  async function chatStreamed(
+    c: Context,
+    req: ChatRequest,
+    record: (outcome: ChatOutcome | null, error: RecordedError | null) => Promise<void>,
+    receivedAt: number,
+  ): Promise<GatedRun<ChatDelta, ChatOutcome>> {
+    try {
+      return await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
+        backend.chat(req, { signal, onDelta, receivedAt }),
+      );
+    } catch (err) {
+      await recordFailure(record, err, c.req.raw.signal.aborted);
+      throw err;
+    }
+  }
+
   v1.post("/v1/chat/completions", async (c) => {
     const receivedAt = performance.now();
     const startedAt = Date.now();
@@ -309,15 +326,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       return c.json(chatCompletionBody(id, created, req, outcome));
     }
 
-    let gated: GatedRun<ChatDelta, ChatOutcome>;
-    try {
-      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
-        backend.chat(req, { signal, onDelta, receivedAt }),
-      );
-    } catch (err) {
-      await recordFailure(record, err, c.req.raw.signal.aborted);
-      throw err;
-    }
+    const gated = await chatStreamed(c, req, record, receivedAt);
     const chunker = new ChatChunker(id, created, req);
     return sseResponse(
       c,
@@ -431,15 +440,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
       return c.json(body);
     }
 
-    let gated: GatedRun<ChatDelta, ChatOutcome>;
-    try {
-      gated = await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
-        backend.chat(req, { signal, onDelta, receivedAt }),
-      );
-    } catch (err) {
-      await recordFailure(record, err, c.req.raw.signal.aborted);
-      throw err;
-    }
+    const gated = await chatStreamed(c, req, record, receivedAt);
     const events = new ResponseEventStream(responseSkeleton(id, created, rreq), rreq);
     return sseResponse(
       c,
@@ -486,11 +487,11 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   app.notFound(openAINotFoundHandler);
   // Before the OpenAI routes, so /v1/messages answers (and fails) in Anthropic's shape.
   const messages = messagesRoutes({
-    backend,
     checkModel,
     checkLimits: (req) => checkChatLimits(req, limits),
     recordOnce,
     chatRecorded,
+    chatStreamed,
     maxBodyBytes,
   });
   app.route("/", messages);
