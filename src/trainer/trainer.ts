@@ -15,7 +15,11 @@ import { flushingBeforeFinish } from "../proxy/recorder.ts";
 import { Runner } from "../runner/runner.ts";
 import type { Agent } from "../runner/types.ts";
 import type { JsonValue, Rollout, RolloutMode, Store } from "../store/types.ts";
+
+export type { EvalResult, FitResult, TrainerEvent };
+
 import { type AdvantageEstimator, RunningBaseline } from "./advantages.ts";
+import { type EvalResult, type FitResult, runRollouts, type TrainerEvent } from "./algorithm.ts";
 import { latestCheckpoint, restoreCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import type { CreditAssignment } from "./credit.ts";
 import { policyGradients } from "./grads.ts";
@@ -75,36 +79,6 @@ export interface TrainerOptions<Task extends JsonValue = JsonValue> {
   maxAttempts?: number;
   seed?: number;
   onEvent?: (event: TrainerEvent<Task>) => void;
-}
-
-export type TrainerEvent<Task = JsonValue> =
-  | { type: "step"; step: number; metrics: Record<string, number> }
-  | {
-      type: "validation";
-      step: number;
-      accuracy: number;
-      rewardMean: number;
-      rollouts: number;
-      /** Each validation rollout's task and reward (null when it did not succeed). */
-      results: EvalResult<Task>["results"];
-    }
-  | { type: "checkpoint"; step: number; dir: string }
-  | { type: "rollouts"; step: number; done: number; total: number };
-
-export interface EvalResult<Task = JsonValue> {
-  accuracy: number;
-  rewardMean: number;
-  rollouts: number;
-  failed: number;
-  /** Per rollout: its task and final reward (null when it did not succeed). */
-  results: { task: Task; reward: number | null }[];
-}
-
-export interface FitResult {
-  steps: number;
-  history: Record<string, number>[];
-  validation: { step: number; accuracy: number; rewardMean: number }[];
-  checkpoint: string | null;
 }
 
 export class Trainer<Task extends JsonValue = JsonValue> {
@@ -344,29 +318,13 @@ export class Trainer<Task extends JsonValue = JsonValue> {
 
   private async runRollouts(requests: { task: Task; group: string }[], mode: RolloutMode): Promise<Rollout[]> {
     await this.startAgents();
-    const { store } = this.options;
-    const enqueued = await store.enqueueRollouts(
-      requests.map((r) => ({
-        input: r.task,
-        mode,
-        groupId: r.group,
-        // Rollouts pin the adapter resource once training publishes one (evaluation alone does not).
-        resources: this.optimizer ? { name: "adapter" } : undefined,
-        config: {
-          maxAttempts: this.options.maxAttempts ?? 2,
-          timeoutMs: this.options.rolloutTimeoutMs ?? 120_000,
-        },
-      })),
-    );
-    const ids = enqueued.map((r) => r.id);
-    const finished = await store.waitForRollouts(ids, { timeoutMs: (this.options.rolloutTimeoutMs ?? 120_000) * 3 });
-    this.options.onEvent?.({ type: "rollouts", step: this.step, done: finished.length, total: ids.length });
-    if (finished.length < ids.length) {
-      for (const id of ids) {
-        if (!finished.some((r) => r.id === id)) await store.cancelRollout(id).catch(() => {});
-      }
-    }
-    return finished;
+    return runRollouts(this.options.store, requests, mode, {
+      // Rollouts pin the adapter resource once training publishes one (evaluation alone does not).
+      resources: this.optimizer ? { name: "adapter" } : undefined,
+      maxAttempts: this.options.maxAttempts ?? 2,
+      timeoutMs: this.options.rolloutTimeoutMs ?? 120_000,
+      onFinished: (done, total) => this.options.onEvent?.({ type: "rollouts", step: this.step, done, total }),
+    });
   }
 
   private async startAgents(): Promise<void> {
