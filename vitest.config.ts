@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config";
+import TestSummaryReporter from "./scripts/test-summary-reporter.ts";
 
 export default defineConfig({
   test: {
@@ -8,5 +9,6 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    reporters: ["default", new TestSummaryReporter()],
   },
 });
