@@ -68,7 +68,7 @@ export async function runTrain(argv: string[]): Promise<number> {
     if (config[key] === undefined) throw new Error(`${configPath}: "${key}" is required`);
   }
   const algorithm = createAlgorithm({
-    algorithm: config.algorithm as { name?: string } & Record<string, unknown>,
+    algorithm: config.algorithm,
     optimizer: config.optimizer,
     lora: config.lora,
     valEvery: config.valEvery,

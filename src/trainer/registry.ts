@@ -10,10 +10,13 @@ import { LightningRL } from "./lightning-rl.ts";
 import type { OptimizerConfig } from "./optimizer.ts";
 import { Sft, type SftAlgorithmConfig } from "./sft-algorithm.ts";
 
+/** A config's `"algorithm"` block: LightningRL's options, SFT's, or another registered algorithm's. */
+export type AlgorithmBlock = AlgorithmConfig | SftAlgorithmConfig | ({ name: string } & Record<string, unknown>);
+
 /** The parts of a train config an algorithm is built from (paths already resolved). */
 export interface AlgorithmSetup {
   /** The `"algorithm"` block; its `name` picks the algorithm (default "lightningrl"). */
-  algorithm?: { name?: string } & Record<string, unknown>;
+  algorithm?: AlgorithmBlock;
   optimizer?: OptimizerConfig;
   lora?: LoraSpec | "full";
   valEvery?: number;
