@@ -12,13 +12,13 @@ const ROOT = join(import.meta.dirname, "../..");
 const SRC = join(ROOT, "src");
 
 /** The module a file belongs to: its top-level folder under src/, or its own name (server, cli, …). */
-export function moduleOf(srcRelative: string): string {
+function moduleOf(srcRelative: string): string {
   const parts = srcRelative.split("/");
   return parts.length > 1 ? parts[0] : parts[0].replace(/\.ts$/, "");
 }
 
 /** Relative specifiers a source file imports (static, re-export, type, literal dynamic). */
-export function importsOf(source: string): { specifiers: string[]; computedDynamic: number } {
+function importsOf(source: string): { specifiers: string[]; computedDynamic: number } {
   const specifiers = ts
     .preProcessFile(source, true, true)
     .importedFiles.map((f) => f.fileName)
@@ -32,21 +32,21 @@ export function importsOf(source: string): { specifiers: string[]; computedDynam
   return { specifiers, computedDynamic };
 }
 
-export interface Rules {
+interface Rules {
   /** Module → the modules it must not import ("*" = every other module). */
   forbidden: Map<string, string[]>;
   /** Modules allowed a computed import(). */
   computedImports: string[];
 }
 
-export interface Graph {
+interface Graph {
   /** file (src-relative) → imported files (src-relative) */
   edges: Map<string, string[]>;
   computed: Map<string, number>;
 }
 
 /** Every rule the graph breaks, as "file → target (rule)" lines; [] when it keeps them all. */
-export function violations(graph: Graph, rules: Rules): string[] {
+function violations(graph: Graph, rules: Rules): string[] {
   const out: string[] = [];
   const modules = new Set([...graph.edges.keys()].map(moduleOf));
   for (const m of modules) if (!rules.forbidden.has(m)) out.push(`module ${m} has no row in the rule table`);
@@ -67,7 +67,7 @@ export function violations(graph: Graph, rules: Rules): string[] {
 }
 
 /** The rule table under "## Dependency rule" in docs/ARCHITECTURE.md. */
-export function readRules(markdown: string): Rules {
+function readRules(markdown: string): Rules {
   const section = markdown.split(/^## Dependency rule$/m)[1]?.split(/^## /m)[0];
   if (!section) throw new Error('docs/ARCHITECTURE.md has no "## Dependency rule" section');
   const forbidden = new Map<string, string[]>();
