@@ -8,10 +8,10 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { train as trainAgent } from "../compose.ts";
 import { Progress } from "../progress.ts";
 import type { Agent } from "../runner/types.ts";
 import { type FulgurServer, startServer } from "../server.ts";
-import { Trainer } from "../trainer/trainer.ts";
 import { type ArithmeticTask, demoSplits, OPERATIONS, type Operation, seededRandom } from "./tasks.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -231,7 +231,7 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       return `reward ${reward} · val ${acc} · ${phase}`;
     };
     progress.update(0, options.steps, label("validating the base model"));
-    const trainer = new Trainer<ArithmeticTask>({
+    const fit = await trainAgent<ArithmeticTask>({
       model,
       store: server.store,
       agent,
@@ -243,6 +243,8 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       concurrency: 32,
       seed: options.seed,
       logFile,
+      data: { train, val },
+      steps: options.steps,
       onEvent: (e) => {
         if (e.type === "step") {
           const m = e.metrics;
@@ -268,8 +270,6 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
         }
       },
     });
-    const fit = await trainer.fit({ train, val }, options.steps);
-    await trainer.close();
     await model.saveAdapter(adapterDir);
     progress.clear();
 

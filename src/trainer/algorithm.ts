@@ -21,7 +21,13 @@ export type TrainerEvent<Task = JsonValue> =
       results: EvalResult<Task>["results"];
     }
   | { type: "checkpoint"; step: number; dir: string }
-  | { type: "rollouts"; step: number; done: number; total: number };
+  | { type: "rollouts"; step: number; done: number; total: number }
+  /** Rollouts for training step `forStep` were enqueued (asynchronous training enqueues ahead). */
+  | { type: "enqueued"; step: number; forStep: number; rollouts: number }
+  /** An update (gradients + optimizer step) of step `step` started or ended. */
+  | { type: "update"; step: number; phase: "start" | "end" }
+  /** Validation by held-out loss (SFT), instead of accuracy. */
+  | { type: "validationLoss"; step: number; loss: number };
 
 export interface EvalResult<Task = JsonValue> {
   accuracy: number;
@@ -37,6 +43,8 @@ export interface FitResult {
   history: Record<string, number>[];
   validation: { step: number; accuracy: number; rewardMean: number }[];
   checkpoint: string | null;
+  /** Algorithm-specific results for the final report (SFT: parameters, final loss, validation losses). */
+  summary?: Record<string, JsonValue>;
 }
 
 /** What the learner hands an algorithm: the store agents work on, and the local model if any. */
@@ -85,6 +93,24 @@ export async function runRollouts<Task extends JsonValue>(
   mode: RolloutMode,
   options: RunRolloutsOptions = {},
 ): Promise<Rollout[]> {
+  return (await startRollouts(store, requests, mode, options)).finished;
+}
+
+/** Rollouts enqueued and running; `finished` settles like runRollouts' answer. */
+export interface PendingRollouts {
+  ids: string[];
+  finished: Promise<Rollout[]>;
+  /** Cancels those not yet ended (asynchronous training abandons batches it will not use). */
+  cancel(): Promise<void>;
+}
+
+/** Enqueues the requests and returns once they are in the store, without waiting for agents. */
+export async function startRollouts<Task extends JsonValue>(
+  store: Store,
+  requests: RolloutRequest<Task>[],
+  mode: RolloutMode,
+  options: RunRolloutsOptions = {},
+): Promise<PendingRollouts> {
   const timeoutMs = options.timeoutMs ?? 120_000;
   const enqueued = await store.enqueueRollouts(
     requests.map((r) => ({
@@ -96,11 +122,54 @@ export async function runRollouts<Task extends JsonValue>(
     })),
   );
   const ids = enqueued.map((r) => r.id);
-  const finished = await store.waitForRollouts(ids, { timeoutMs: timeoutMs * 3 });
-  options.onFinished?.(finished.length, ids.length);
-  if (finished.length < ids.length) {
-    const done = new Set(finished.map((r) => r.id));
+  const cancelOpen = async (done: Set<string>) => {
     for (const id of ids) if (!done.has(id)) await store.cancelRollout(id).catch(() => {});
-  }
-  return finished;
+  };
+  const finished = (async () => {
+    const ended = await store.waitForRollouts(ids, { timeoutMs: timeoutMs * 3 });
+    options.onFinished?.(ended.length, ids.length);
+    if (ended.length < ids.length) await cancelOpen(new Set(ended.map((r) => r.id)));
+    return ended;
+  })();
+  // A batch nobody awaits (abandoned by an error) must not surface as an unhandled rejection.
+  finished.catch(() => {});
+  return { ids, finished, cancel: () => cancelOpen(new Set()) };
+}
+
+export interface EvaluateOptions {
+  mode?: RolloutMode;
+  /** A rollout with reward ≥ this counts as correct. Default 1. */
+  successThreshold?: number;
+  /** Group id prefix (default `${mode}`). */
+  group?: string;
+  run?: RunRolloutsOptions;
+}
+
+/** Accuracy and mean reward over `tasks`, one rollout each, run by whoever serves the store. */
+export async function evaluateTasks<Task extends JsonValue>(
+  store: Store,
+  tasks: Task[],
+  options: EvaluateOptions = {},
+): Promise<EvalResult<Task>> {
+  const mode = options.mode ?? "val";
+  const group = options.group ?? mode;
+  const rollouts = await runRollouts(
+    store,
+    tasks.map((task, i) => ({ task, group: `${group}-${i}` })),
+    mode,
+    options.run,
+  );
+  const threshold = options.successThreshold ?? 1;
+  const ok = rollouts.filter((r) => r.status === "succeeded" && r.finalReward !== null);
+  const correct = ok.filter((r) => r.finalReward! >= threshold).length;
+  return {
+    accuracy: tasks.length ? correct / tasks.length : 0,
+    rewardMean: ok.length ? ok.reduce((a, r) => a + r.finalReward!, 0) / ok.length : 0,
+    rollouts: rollouts.length,
+    failed: rollouts.length - ok.length,
+    results: rollouts.map((r) => ({
+      task: r.input as Task,
+      reward: r.status === "succeeded" ? r.finalReward : null,
+    })),
+  };
 }

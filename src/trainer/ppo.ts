@@ -7,6 +7,12 @@
 //   L    = −(1/N) Σ_t mask_t · min(r_t·A, clip(r_t, 1−clipLow, 1+clipHigh)·A)
 //        + klCoef · (1/N) Σ_t mask_t · k3_t,   k3 = exp(ref − lp) − (ref − lp) − 1
 //   N    = Σ mask (token-mean) — or per sequence then averaged (sequence-mean).
+//
+// With `isTruncation` = C (asynchronous training, see docs/trainer.md), oldLogprobs are the
+// behaviour policy's (the adapter version that sampled) and the ratio's old policy is the current
+// parameters, detached (one optimizer step per batch, so π_old = π_θ when gradients are taken):
+//   w_t  = min(exp(logprob_t − behaviour_t), C)        (truncated importance weight, no gradient)
+//   L    = −(1/N) Σ_t mask_t · w_t · min(r_t·A, clip(r_t)·A),  r_t = exp(logprob_t − sg(logprob_t))
 
 export interface PpoOptions {
   clipLow: number;
@@ -16,6 +22,8 @@ export interface PpoOptions {
   entropyCoef?: number;
   /** "token": mean over all response tokens of the batch (default); "sequence": mean of per-sequence means. */
   aggregation?: "token" | "sequence";
+  /** Truncated importance sampling against oldLogprobs as the behaviour policy (absent = off). */
+  isTruncation?: number;
 }
 
 export interface PpoTokenInputs {
@@ -38,7 +46,16 @@ export interface PpoResult {
   dLogprobs: Float32Array;
   /** dLoss/dEntropy per token, when an entropy bonus is on. */
   dEntropy: Float32Array | null;
-  metrics: { clipFraction: number; kl: number; ratioMean: number; tokens: number; policyLoss: number; entropy: number };
+  metrics: {
+    clipFraction: number;
+    kl: number;
+    ratioMean: number;
+    tokens: number;
+    policyLoss: number;
+    entropy: number;
+    /** With isTruncation: the weights over trained tokens (sum, min, max) and how many were cut to C. */
+    importance?: { sum: number; min: number; max: number; truncated: number };
+  };
 }
 
 /** Computes the loss and dLoss/dLogprob for every token. */
@@ -60,12 +77,25 @@ export function ppoLoss(inputs: PpoTokenInputs, options: PpoOptions): PpoResult 
   const dEntropy = entropyCoef > 0 ? new Float32Array(n) : null;
   const lo = 1 - options.clipLow;
   const hi = 1 + options.clipHigh;
+  const truncation = options.isTruncation;
+  const importance = truncation === undefined ? undefined : { sum: 0, min: Infinity, max: 0, truncated: 0 };
   for (let t = 0; t < n; t++) {
-    const w = weights[t];
+    let w = weights[t];
     if (w === 0) continue;
     tokens++;
+    let old = oldLogprobs[t];
+    if (importance && truncation !== undefined) {
+      const rho = Math.exp(logprobs[t] - oldLogprobs[t]);
+      const is = Math.min(rho, truncation);
+      if (rho > truncation) importance.truncated++;
+      importance.sum += is;
+      importance.min = Math.min(importance.min, is);
+      importance.max = Math.max(importance.max, is);
+      w *= is;
+      old = logprobs[t];
+    }
     const a = advantages[t];
-    const ratio = Math.exp(logprobs[t] - oldLogprobs[t]);
+    const ratio = Math.exp(logprobs[t] - old);
     const clippedRatio = Math.min(Math.max(ratio, lo), hi);
     const unclippedObj = ratio * a;
     const clippedObj = clippedRatio * a;
@@ -82,6 +112,7 @@ export function ppoLoss(inputs: PpoTokenInputs, options: PpoOptions): PpoResult 
       policyLoss -= w * unclippedObj;
     }
     let d = dObj === 0 ? 0 : -w * dObj;
+    w = weights[t]; // the KL and entropy terms are not importance-weighted
     if (klCoef > 0 && refLogprobs) {
       const diff = refLogprobs[t] - logprobs[t];
       const e = Math.exp(diff);
@@ -103,6 +134,7 @@ export function ppoLoss(inputs: PpoTokenInputs, options: PpoOptions): PpoResult 
       tokens,
       policyLoss,
       entropy: entropySum,
+      ...(importance ? { importance: { ...importance, min: tokens ? importance.min : 0 } } : {}),
     },
   };
 }

@@ -24,6 +24,8 @@ export interface TrainingSample extends PolicySample {
   /** Temperature the response was sampled at (logprobs are recomputed at it); greedy → 1. */
   temperature: number;
   rolloutId: string;
+  /** The adapter version that generated the response (Transition.adapterVersion); null = unknown/base. */
+  adapterVersion?: number | null;
 }
 
 export interface SampleBatch {
@@ -109,6 +111,8 @@ function toSample(
     advantage,
     temperature,
     rolloutId,
+    adapterVersion:
+      t.adapterVersion === null || Number.isNaN(Number(t.adapterVersion)) ? null : Number(t.adapterVersion),
   };
 }
 

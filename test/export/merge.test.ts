@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseExportArgs, runExport } from "../../src/export/cli.ts";
+import { parseExportArgs, runExport } from "../../src/commands/export.ts";
 import { mergeLoraWeight } from "../../src/export/merge.ts";
 import { type ModelConfig, projectionShape } from "../../src/model/config.ts";
 import { loadModel } from "../../src/model/model.ts";

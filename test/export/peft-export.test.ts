@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { parseExportArgs, runExport } from "../../src/export/cli.ts";
+import { parseExportArgs, runExport } from "../../src/commands/export.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { readPeftAdapter } from "../../src/model/peft.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";

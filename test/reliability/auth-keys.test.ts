@@ -3,7 +3,7 @@
 // an empty key is refused instead of silently turning auth off.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runWorker } from "../../src/runner/worker-cli.ts";
+import { runWorker } from "../../src/commands/worker.ts";
 import { createApp, parseServerArgs } from "../../src/server.ts";
 import { HttpStore } from "../../src/store/http-client.ts";
 import { openStore } from "../../src/store/libsql.ts";

@@ -15,9 +15,9 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTasks } from "../../src/demo/tasks.ts";
+import { loadAgent } from "../../src/runner/load-agent.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import type { Agent } from "../../src/runner/types.ts";
-import { loadAgent } from "../../src/runner/worker-cli.ts";
 import { type FulgurServer, startServer } from "../../src/server.ts";
 import type { JsonValue, Transition } from "../../src/store/types.ts";
 

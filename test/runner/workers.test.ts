@@ -5,8 +5,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runWorker } from "../../src/commands/worker.ts";
+import { loadAgent } from "../../src/runner/load-agent.ts";
 import { Runner } from "../../src/runner/runner.ts";
-import { loadAgent, runWorker } from "../../src/runner/worker-cli.ts";
 import { startTestServer, type TestServer, waitFor } from "./harness.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -39,7 +40,7 @@ async function spawnWorker(args: string[], server: TestServer = t): Promise<Work
     [
       "--import",
       "tsx",
-      resolve(ROOT, "src/runner/worker-cli-main.ts"),
+      resolve(ROOT, "src/commands/worker-main.ts"),
       "--server",
       server.server.url,
       "--agent",

@@ -91,7 +91,7 @@ describe("two Fulgur servers and their workers sharing one libSQL server", () =>
     const workers = await Promise.all(
       servers.map((s, i) =>
         spawnProc(
-          "src/runner/worker-cli-main.ts",
+          "src/commands/worker-main.ts",
           ["--server", s.url, "--agent", AGENT, "--concurrency", "8", "--worker-id", `w${i}`],
           /ready:/,
         ),

@@ -7,11 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { train, withAgents } from "../../src/compose.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
 import { openStore } from "../../src/store/libsql.ts";
 import type { Store } from "../../src/store/types.ts";
+import { LightningRL } from "../../src/trainer/lightning-rl.ts";
 import { Trainer, type TrainerEvent } from "../../src/trainer/trainer.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
@@ -64,23 +66,27 @@ it("trains an agent with GRPO, validates, logs, and resumes from a checkpoint id
   const val = Array.from({ length: 32 }, (_, i) => ({ prompt: `pick a token #${i % 6}` }));
   const checkpointDir = join(dir, "ckpt");
   const logFile = join(dir, "log", "train.jsonl");
-  const trainer = new Trainer({
-    model,
-    store,
-    agent,
+  type Task = (typeof val)[number];
+  const algorithm = new LightningRL<Task>({
     lora: { rank: 4, alpha: 8, seed: 1 },
     optimizer: { lr: 0.005 },
     algorithm: { samplesPerTask: 8, tasksPerStep: 3 },
     valEvery: 6,
     checkpointDir,
     checkpointEvery: 3,
+  });
+  const trainer = new Trainer<Task>({
+    model,
+    store,
+    algorithm,
     logFile,
     onEvent: (e) => {
       if (e.type === "validation") validations.push(e);
     },
   });
-  const validations: Extract<TrainerEvent<(typeof val)[number]>, { type: "validation" }>[] = [];
-  const result = await trainer.fit({ train: tasks, val }, 6);
+  const validations: Extract<TrainerEvent<Task>, { type: "validation" }>[] = [];
+  // The learner and the agents are separate: the composition root runs them around fit.
+  const result = await withAgents({ model, store, agent }, () => trainer.fit({ train: tasks, val }, 6));
   // Each validation event lists every rollout's task and reward, consistent with its mean.
   expect(validations.map((v) => v.step)).toEqual([0, 6]);
   for (const v of validations) {
@@ -115,15 +121,21 @@ it("trains an agent with GRPO, validates, logs, and resumes from a checkpoint id
   expect(versions.size).toBeGreaterThan(2);
 
   // Resume from the step-6 checkpoint in a new trainer: same step, same optimizer state.
-  const saved = await trainer.optimizer!.state();
+  const saved = await algorithm.optimizer!.state();
   await trainer.close();
   model.removeAdapter();
-  const resumed = new Trainer({ model, store, agent, checkpointDir, resume: true, optimizer: { lr: 0.02 } });
-  const r2 = await resumed.fit({ train: tasks }, 7);
+  // The one-call API: agents + Trainer + LightningRL built from options, closed afterwards.
+  const r2 = await train({
+    model,
+    store,
+    agent,
+    checkpointDir,
+    resume: true,
+    optimizer: { lr: 0.02 },
+    data: { train: tasks },
+    steps: 7,
+  });
   expect(r2.steps).toBe(7);
-  await resumed.close();
-  const again = new Trainer({ model, store, checkpointDir, resume: true, optimizer: { lr: 0.02 } });
-  // fit(…, 6) after resuming at step 7 does nothing but restore: compare with the saved state.
   model.removeAdapter();
   const { restoreCheckpoint, latestCheckpoint } = await import("../../src/trainer/checkpoint.ts");
   const info = (await latestCheckpoint(checkpointDir))!;
@@ -141,5 +153,4 @@ it("trains an agent with GRPO, validates, logs, and resumes from a checkpoint id
   for (const [k, v] of saved.m) expect(Array.from(state.m.get(k)!)).toEqual(Array.from(v));
   for (const [k, v] of saved.v) expect(Array.from(state.v.get(k)!)).toEqual(Array.from(v));
   restored.optimizer.dispose();
-  await again.close();
 });

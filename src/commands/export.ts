@@ -1,16 +1,17 @@
 // `fulgur export`: writes a trained LoRA adapter as a clean PEFT adapter (from an adapter or a
 // training checkpoint), or merges it into its base model and writes a Hugging Face directory
 // (safetensors) or a single GGUF file. Argument parsing and error reporting only; the work is in
-// merge.ts, gguf-model.ts and model/peft.ts.
+// src/export/merge.ts, src/export/gguf-model.ts and src/model/peft.ts.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { writeGgufModel } from "../export/gguf-model.ts";
+import { writeMergedHfDir } from "../export/merge.ts";
 import { loadCheckpoint } from "../model/loader.ts";
 import { type PeftAdapter, readPeftAdapter, writePeftAdapter } from "../model/peft.ts";
 import type { SafetensorsDType } from "../model/safetensors.ts";
-import { writeGgufModel } from "./gguf-model.ts";
-import { writeMergedHfDir } from "./merge.ts";
+import type { Command } from "./command.ts";
 
 export const EXPORT_USAGE = `usage: fulgur export --model DIR (--adapter DIR | --checkpoint DIR) --format peft [--dtype f32|f16] --out DIR
        fulgur export --model DIR [--adapter DIR | --checkpoint DIR] --merge --format safetensors|gguf [--dtype f32|f16] --out PATH
@@ -143,3 +144,9 @@ export async function runExport(argv: string[]): Promise<number> {
     return 1;
   }
 }
+
+export const command: Command = {
+  summary: "write a trained adapter as PEFT, or merged into the model as an HF directory or a GGUF file",
+  usage: EXPORT_USAGE.replace(/^usage: /, ""),
+  run: runExport,
+};

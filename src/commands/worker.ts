@@ -1,13 +1,13 @@
 // `fulgur worker`: runs the Runner in its own process (or on another machine) against a running
 // Fulgur server, over the store's HTTP API. Loads the agent from a module, prints one progress
 // line per attempt, and stops cleanly on SIGINT/SIGTERM (a second signal exits at once).
-import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { checkApiKey } from "../http/auth.ts";
+import { loadAgent } from "../runner/load-agent.ts";
+import { Runner } from "../runner/runner.ts";
+import type { RunnerEvent } from "../runner/types.ts";
 import { HttpStore } from "../store/http-client.ts";
-import { Runner } from "./runner.ts";
-import type { Agent, RunnerEvent } from "./types.ts";
+import type { Command } from "./command.ts";
 
 export const WORKER_USAGE = `Usage: fulgur worker --server URL --agent PATH [options]
   --server URL        the Fulgur server (store API and OpenAI proxy), e.g. http://trainer:8000
@@ -22,22 +22,6 @@ export const WORKER_USAGE = `Usage: fulgur worker --server URL --agent PATH [opt
   --help              show this help`;
 
 const MODES = ["train", "val", "test"] as const;
-
-/** Loads an agent module and returns its default export or named export `agent`. */
-export async function loadAgent(path: string): Promise<Agent> {
-  const url = pathToFileURL(resolve(path)).href;
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(url)) as Record<string, unknown>;
-  } catch (error) {
-    throw new Error(`cannot load agent module ${path}: ${(error as Error).message}`);
-  }
-  const agent = typeof mod.default === "function" ? mod.default : mod.agent;
-  if (typeof agent !== "function") {
-    throw new Error(`agent module ${path} must export the agent function as default or as \`agent\``);
-  }
-  return agent as Agent;
-}
 
 /** The first model id the server lists at /v1/models. */
 export async function defaultModel(server: string, apiKey: string | undefined): Promise<string> {
@@ -146,3 +130,9 @@ export async function runWorker(argv: string[]): Promise<number> {
   );
   return 0;
 }
+
+export const command: Command = {
+  summary: "run an agent on a server's rollouts (a remote runner)",
+  usage: WORKER_USAGE.replace(/^Usage: /, ""),
+  run: runWorker,
+};
