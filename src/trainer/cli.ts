@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { type ApoTrainConfig, isApoConfig, runApoTrain } from "../commands/train-apo.ts";
 import type { LoraSpec } from "../model/lora.ts";
 import { loadModel } from "../model/model.ts";
 import { Progress } from "../progress.ts";
@@ -85,6 +86,7 @@ export async function runTrain(argv: string[]): Promise<number> {
   const configPath = resolve(values.config);
   const config = JSON.parse(await readFile(configPath, "utf8")) as TrainConfig;
   const rel = (p: string | undefined) => (p ? resolve(dirname(configPath), p) : undefined);
+  if (isApoConfig(config)) return runApoTrain(config as unknown as ApoTrainConfig, configPath, values.json);
   const sft = config.algorithm !== undefined && "name" in config.algorithm && config.algorithm.name === "sft";
   for (const key of sft ? (["model", "tasks", "steps"] as const) : (["model", "agent", "tasks", "steps"] as const)) {
     if (config[key] === undefined) throw new Error(`${configPath}: "${key}" is required`);

@@ -5,7 +5,8 @@
 // deterministic service (test/trainer/apo-llm-server.ts): what is under test is the algorithm,
 // the store, the runner and the HTTP between them. The pure parts (transcripts, rewrite parsing,
 // template helpers) are checked on their own.
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
@@ -14,39 +15,23 @@ import { formatPrompt, promptTemplate, templateFields } from "../../src/prompt-t
 import { Runner } from "../../src/runner/runner.ts";
 import type { Agent } from "../../src/runner/types.ts";
 import { type FulgurServer, startServer } from "../../src/server.ts";
+import { openStore } from "../../src/store/libsql.ts";
 import type { JsonValue, Transition } from "../../src/store/types.ts";
 import type { AlgorithmContext, TrainerEvent } from "../../src/trainer/algorithm.ts";
 import { createApo } from "../../src/trainer/apo.ts";
 import { OptimizerLlmError } from "../../src/trainer/apo-llm.ts";
 import { critiqueMessages, parseRewrite, renderRollout } from "../../src/trainer/apo-prompts.ts";
 import { SCRIPTED_MODEL, type ScriptedLlm, startScriptedLlm } from "./apo-llm-server.ts";
+import { agent, type FormatTask } from "./fixtures/format-agent.ts";
 
-type Task = { text: string; want: string };
+type Task = FormatTask;
 
 const WORDS = ["red fox", "blue sky", "green tea", "old oak", "new moon", "cold rain", "warm sun", "dark night"];
 const task = (text: string): Task => ({ text, want: `${text.toUpperCase()}.` });
 const TRAIN = WORDS.slice(0, 6).map(task);
 const VAL = WORDS.slice(6).concat(["tall tree", "soft snow"]).map(task);
+const root = join(import.meta.dirname, "../..");
 const INITIAL = "You are a helpful assistant. Repeat the user's text.";
-
-/** Half a point for the right case, half for the right ending: the reward depends only on the prompt. */
-function score(answer: string, want: string): number {
-  const body = (s: string) => s.replace(/\.$/, "");
-  return (body(answer) === body(want) ? 0.5 : 0) + (answer.endsWith(".") === want.endsWith(".") ? 0.5 : 0);
-}
-
-const agent: Agent<Task> = async (t, ctx) => {
-  const client = new OpenAI({ baseURL: ctx.llm.baseURL, apiKey: ctx.llm.apiKey || "unused", maxRetries: 0 });
-  const res = await client.chat.completions.create({
-    model: ctx.llm.model,
-    messages: [
-      { role: "system", content: formatPrompt(promptTemplate(ctx), t) },
-      { role: "user", content: t.text },
-    ],
-    temperature: 0,
-  });
-  return score(res.choices[0].message.content ?? "", t.want);
-};
 
 interface Stack {
   dir: string;
@@ -193,6 +178,68 @@ describe("APO learning", () => {
     expect(() => createApo({ llm: { baseURL: "", model: "x" } })).toThrow(/"llm" needs/);
     expect(() => createApo({ llm: { baseURL: llm.baseURL, model: "x" }, beamWidth: 0 })).toThrow(/beamWidth/);
     expect(new OptimizerLlmError("x", 500).status).toBe(500);
+  });
+});
+
+describe("fulgur train with algorithm apo", () => {
+  it("optimises the prompt from a config, the served model (here an upstream) as the optimiser", async () => {
+    const llm = await startScriptedLlm();
+    cleanup.push(() => llm.close());
+    const dir = mkdtempSync(join(tmpdir(), "fulgur-apo-cli-"));
+    cleanup.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const jsonl = (tasks: Task[]) => `${tasks.map((t) => JSON.stringify(t)).join("\n")}\n`;
+    writeFileSync(join(dir, "train.jsonl"), jsonl(TRAIN));
+    writeFileSync(join(dir, "val.jsonl"), jsonl(VAL));
+    const config = {
+      upstream: { baseURL: llm.baseURL, model: SCRIPTED_MODEL },
+      agent: join(root, "test/trainer/fixtures/format-agent.ts"),
+      tasks: { train: "train.jsonl", val: "val.jsonl" },
+      steps: 3,
+      store: "file:store.db",
+      algorithm: { name: "apo", initialTemplate: INITIAL, beamWidth: 2, branchFactor: 2, minibatchSize: 4 },
+      logFile: "apo.jsonl",
+      output: "prompt.json",
+    };
+    writeFileSync(join(dir, "train.json"), JSON.stringify(config));
+    // Asynchronous spawn: the scripted LLM answers from this process meanwhile.
+    const child = spawn(
+      join(root, "node_modules/.bin/tsx"),
+      [join(root, "src/cli.ts"), "train", "--config", join(dir, "train.json"), "--json"],
+      { cwd: root },
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((done) => child.on("close", done));
+    expect(code, stderr).toBe(0);
+    const events = stdout
+      .trim()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l));
+    expect(events.filter((e) => e.event === "step").map((e) => e.step)).toEqual([1, 2, 3]);
+    expect(events.filter((e) => e.event === "validation").map((e) => e.rewardMean)).toEqual([0, 1]);
+    const done = events.at(-1);
+    expect(done).toMatchObject({ event: "done", algorithm: "apo", steps: 3 });
+    const best = JSON.parse(readFileSync(join(dir, "prompt.json"), "utf8"));
+    expect(best).toEqual(done.prompt);
+    expect(best.valReward).toBe(1);
+    // Critiques and rewrites went through Fulgur's own /v1 to the upstream.
+    expect(llm.requests.filter((r) => r.kind === "critique").length).toBeGreaterThan(0);
+    expect(readFileSync(join(dir, "apo.jsonl"), "utf8")).toContain('"event":"apo-best"');
+    const store = await openStore(`file:${join(dir, "store.db")}`);
+    try {
+      const latest = await store.getResources("prompt");
+      expect(latest).toMatchObject({ version: best.version, value: { template: best.template } });
+      expect((await store.getTransitions({ unattributed: true })).length).toBeGreaterThan(0);
+    } finally {
+      await store.close();
+    }
   });
 });
 
