@@ -269,7 +269,9 @@ describe("APO with the built-in model as the optimiser", () => {
       branchFactor: 2,
       minibatchSize: 2,
       maxTokens: 24,
-      maxPromptChars: 480,
+      // Requests and junk templates small enough for its 512-token context even at a token per byte.
+      maxPromptChars: 400,
+      maxTemplateChars: 100,
       seed: 3,
     });
     const result = await apo.fit(stack.ctx, { train: TRAIN.slice(0, 2), val: VAL.slice(0, 2) }, 2);
@@ -284,7 +286,6 @@ describe("APO with the built-in model as the optimiser", () => {
     // Every rewrite asked for was either a scored candidate or a logged rejection.
     expect(asked).toBe(1 * 2 + result.history[0].beamSize * 2);
     const scored = stack.logs.filter((l) => l.event === "apo-candidate");
-    if (process.env.APO_DEBUG) console.log(JSON.stringify(stack.logs, null, 1));
     expect(scored.length).toBe(result.history.reduce((n, m) => n + m.candidates, 0));
     expect(scored.length).toBeGreaterThan(0);
     // The optimiser's calls went through the proxy and were recorded (unattributed) in the store.
