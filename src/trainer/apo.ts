@@ -7,6 +7,7 @@
 
 import { promptTemplate } from "../prompt-template.ts";
 import { mulberry32 } from "../random.ts";
+import { NotFoundError } from "../store/errors.ts";
 import type { JsonValue, Rollout, RolloutMode } from "../store/types.ts";
 import type { Algorithm, AlgorithmContext, EvalResult, FitResult } from "./algorithm.ts";
 import { runRollouts } from "./algorithm.ts";
@@ -105,7 +106,10 @@ export function createApo<Task extends JsonValue = JsonValue>(options: ApoOption
         base = { template: options.initialTemplate };
         start = (await store.addResources(o.resource, base)).version;
       } else {
-        const record = await store.getResources(o.resource).catch(() => null);
+        const record = await store.getResources(o.resource).catch((err: unknown) => {
+          if (err instanceof NotFoundError) return null;
+          throw err;
+        });
         if (!record) throw new Error(`apo: resource "${o.resource}" has no version; give initialTemplate`);
         const template = promptTemplate(record.value);
         base = { ...(record.value as Record<string, JsonValue>), template };
@@ -265,10 +269,13 @@ export function createApo<Task extends JsonValue = JsonValue>(options: ApoOption
       let best = beam[0];
       let bestVal: EvalResult<Task> | null = null;
       if (data.val?.length) {
-        for (const c of beam) {
-          const r = c === initial && initialVal ? initialVal : await validate(c, data.val, "end");
+        const results = await Promise.all(
+          beam.map((c) => (c === initial && initialVal ? initialVal : validate(c, data.val!, "end"))),
+        );
+        // In beam order, so on equal validation rewards the better minibatch score wins.
+        for (const [i, r] of results.entries()) {
           if (!bestVal || r.rewardMean > bestVal.rewardMean) {
-            best = c;
+            best = beam[i];
             bestVal = r;
           }
         }
