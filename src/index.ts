@@ -11,6 +11,7 @@ export {
 } from "./compose.ts";
 export * from "./gpu/index.ts";
 export * from "./model/index.ts";
+export { formatPrompt, type PromptResource, promptTemplate, templateFields } from "./prompt-template.ts";
 export * from "./runner/index.ts";
 export * from "./store/index.ts";
 export {
@@ -23,6 +24,7 @@ export {
   startRollouts,
   type TrainerEvent,
 } from "./trainer/algorithm.ts";
+export { type ApoAlgorithm, type ApoCandidate, type ApoFitResult, type ApoOptions, createApo } from "./trainer/apo.ts";
 export type { AlgorithmConfig, AsyncConfig } from "./trainer/config.ts";
 export { type PolicySample, policyGradients } from "./trainer/grads.ts";
 export { LightningRL, type LightningRLOptions } from "./trainer/lightning-rl.ts";

@@ -21,6 +21,7 @@ import type { SftAlgorithmConfig } from "../trainer/sft-algorithm.ts";
 import { Trainer } from "../trainer/trainer.ts";
 import type { Command } from "./command.ts";
 import { importAgent, readTasks } from "./inputs.ts";
+import { type ApoTrainConfig, isApoConfig, runApoTrain } from "./train-apo.ts";
 
 export interface TrainConfig {
   model: string;
@@ -63,6 +64,8 @@ export async function runTrain(argv: string[]): Promise<number> {
   const configPath = resolve(values.config);
   const config = JSON.parse(await readFile(configPath, "utf8")) as TrainConfig;
   const rel = (p: string | undefined) => (p ? resolve(dirname(configPath), p) : undefined);
+  // APO trains no weights: it needs a server (local model or upstream) as its default optimiser LLM.
+  if (isApoConfig(config)) return runApoTrain(config as unknown as ApoTrainConfig, configPath, values.json);
   const sft = config.algorithm?.name === "sft";
   for (const key of sft ? (["model", "tasks", "steps"] as const) : (["model", "agent", "tasks", "steps"] as const)) {
     if (config[key] === undefined) throw new Error(`${configPath}: "${key}" is required`);

@@ -1,10 +1,11 @@
 // Which `Algorithm` a train config's `"algorithm": { "name": ... }` picks. LightningRL ("lightningrl",
 // the default) and SFT ("sft") are built in; another algorithm registers itself in one line:
-// `registerAlgorithm("apo", (setup) => new Apo(setup))`.
+// `registerAlgorithm("mine", (setup) => new Mine(setup))`. Prompt optimisation ("apo") is here too.
 
 import type { LoraSpec } from "../model/lora.ts";
 import type { JsonValue } from "../store/types.ts";
 import type { Algorithm } from "./algorithm.ts";
+import { type ApoOptions, createApo } from "./apo.ts";
 import type { AlgorithmConfig } from "./config.ts";
 import { LightningRL } from "./lightning-rl.ts";
 import type { OptimizerConfig } from "./optimizer.ts";
@@ -45,6 +46,8 @@ const factories = new Map<string, AlgorithmFactory>([
         valEvery: setup.valEvery,
       }),
   ],
+  // Prompt optimisation needs its optimiser LLM named here (`fulgur train` defaults it to the served model).
+  ["apo", (setup) => createApo(setup.algorithm as unknown as ApoOptions)],
 ]);
 
 /** Makes `name` selectable by `"algorithm": { "name": name }` (replacing an earlier one). */
