@@ -1,6 +1,19 @@
-// The runner's public surface: the agent contract, the Runner, the worker command and OTLP intake.
+// The runner's public surface: the agent contract, the Runner, LLM judges, the worker command and
+// OTLP intake.
 export { createAttemptContext } from "./context.ts";
+export {
+  createJudge,
+  DEFAULT_RUBRIC,
+  JUDGE_USER,
+  type Judge,
+  JudgeError,
+  type JudgeOptions,
+  type JudgeVerdict,
+  parseVerdicts,
+  trajectoryText,
+} from "./judge.ts";
+export { GroupJudge, type GroupJudgeOptions, type GroupVerdict } from "./judge-group.ts";
 export { otlpRoutes } from "./otlp.ts";
 export { Runner, type RunnerOptions, type RunnerStats, rewardFromResult } from "./runner.ts";
-export type { Agent, AgentContext, AgentResult, LlmEndpoint, RunnerEvent } from "./types.ts";
+export type { Agent, AgentContext, AgentJudge, AgentResult, LlmEndpoint, RunnerEvent } from "./types.ts";
 export { loadAgent, runWorker, WORKER_USAGE } from "./worker-cli.ts";
