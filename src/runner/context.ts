@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { isJsonValue } from "../store/inputs.ts";
 import type { JsonValue, SpanKind, Store } from "../store/types.ts";
 import type { GroupJudge, GroupVerdict } from "./judge-group.ts";
-import type { AgentContext, AgentJudge, LlmEndpoint } from "./types.ts";
+import type { AgentContext, AgentJudge, AgentJudgeOptions, LlmEndpoint } from "./types.ts";
 
 /** Span kinds an agent may choose for its own spans; llm/reward/exception are written by Fulgur. */
 const AGENT_SPAN_KINDS = new Set<SpanKind>(["tool", "message", "custom"]);
@@ -160,12 +160,19 @@ export function createAttemptContext(options: AttemptContextOptions): AttemptCon
   const groupId = options.groupId ?? null;
   const groups = options.judge ?? null;
   /** Runs one judging and writes a "judge" span with its verdict (or its error). */
-  const judged = async (mode: "relative" | "rubric", get: (g: GroupJudge) => Promise<GroupVerdict>) => {
+  const judged = async (
+    mode: "relative" | "rubric",
+    options: AgentJudgeOptions,
+    get: (g: GroupJudge) => Promise<GroupVerdict>,
+  ) => {
     if (!groups) throw new Error("ctx.judge: this context has no judge (contexts made by a Runner have one)");
     const spanId = newSpanId();
     const parentSpanId = parents.getStore() ?? null;
     const startTime = Date.now();
-    const attributes: Record<string, JsonValue> = { "judge.model": groups.judge.model, "judge.mode": mode };
+    const attributes: Record<string, JsonValue> = {
+      "judge.model": (options.judge ?? groups.judge).model,
+      "judge.mode": mode,
+    };
     const write = (status: { code: "ok" | "error"; message?: string }) =>
       track(
         store.addSpans([
@@ -199,17 +206,18 @@ export function createAttemptContext(options: AttemptContextOptions): AttemptCon
     await write({ code: "ok" });
     return verdict.reward;
   };
+  const alone = (g: GroupJudge, task: unknown, trajectory: unknown, o: AgentJudgeOptions) =>
+    (o.judge ?? g.judge)
+      .score(task, trajectory, { signal: options.signal, ...(o.rubric === undefined ? {} : { rubric: o.rubric }) })
+      .then((v) => ({ ...v, candidates: 1 }));
   const judge: AgentJudge = {
-    relative: (task, trajectory) =>
-      judged(groupId ? "relative" : "rubric", (g) =>
+    relative: (task, trajectory, o = {}) =>
+      judged(groupId ? "relative" : "rubric", o, (g) =>
         groupId
-          ? g.submit({ groupId, rolloutId, task, trajectory, signal: options.signal })
-          : g.judge.score(task, trajectory, { signal: options.signal }).then((v) => ({ ...v, candidates: 1 })),
+          ? g.submit({ groupId, rolloutId, task, trajectory, signal: options.signal, judge: o.judge, rubric: o.rubric })
+          : alone(g, task, trajectory, o),
       ),
-    score: (task, trajectory) =>
-      judged("rubric", (g) =>
-        g.judge.score(task, trajectory, { signal: options.signal }).then((v) => ({ ...v, candidates: 1 })),
-      ),
+    score: (task, trajectory, o = {}) => judged("rubric", o, (g) => alone(g, task, trajectory, o)),
   };
 
   const ctx: AgentContext = {

@@ -15,5 +15,13 @@ export {
 export { GroupJudge, type GroupJudgeOptions, type GroupVerdict } from "./judge-group.ts";
 export { otlpRoutes } from "./otlp.ts";
 export { Runner, type RunnerOptions, type RunnerStats, rewardFromResult } from "./runner.ts";
-export type { Agent, AgentContext, AgentJudge, AgentResult, LlmEndpoint, RunnerEvent } from "./types.ts";
+export type {
+  Agent,
+  AgentContext,
+  AgentJudge,
+  AgentJudgeOptions,
+  AgentResult,
+  LlmEndpoint,
+  RunnerEvent,
+} from "./types.ts";
 export { loadAgent, runWorker, WORKER_USAGE } from "./worker-cli.ts";

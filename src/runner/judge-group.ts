@@ -38,8 +38,22 @@ interface Batch {
   key: string;
   groupId: string;
   task: unknown;
+  judge: Judge;
+  rubric: string | undefined;
   members: Map<string, Member>;
   firstAt: number;
+}
+
+/** Judges are told apart by identity: submissions to different judges never share a call. */
+const judgeNumbers = new WeakMap<Judge, number>();
+let nextJudgeNumber = 1;
+function judgeNumber(judge: Judge): number {
+  let n = judgeNumbers.get(judge);
+  if (n === undefined) {
+    n = nextJudgeNumber++;
+    judgeNumbers.set(judge, n);
+  }
+  return n;
 }
 
 const ACTIVE_STATUSES = ["queuing", "preparing", "running", "requeuing"] as const;
@@ -86,13 +100,17 @@ export class GroupJudge {
     task: unknown;
     trajectory: unknown;
     signal?: AbortSignal;
+    /** The agent's own judge instead of this one's (batched apart from other judges). */
+    judge?: Judge;
+    rubric?: string;
   }): Promise<GroupVerdict> {
-    const { groupId, rolloutId, signal } = input;
+    const { groupId, rolloutId, signal, rubric } = input;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const key = `${groupId}\u0000${trajectoryText(input.task)}`;
+    const judge = input.judge ?? this.judge;
+    const key = JSON.stringify([groupId, trajectoryText(input.task), judgeNumber(judge), rubric ?? null]);
     let batch = this.#batches.get(key);
     if (!batch) {
-      batch = { key, groupId, task: input.task, members: new Map(), firstAt: Date.now() };
+      batch = { key, groupId, task: input.task, judge, rubric, members: new Map(), firstAt: Date.now() };
       this.#batches.set(key, batch);
     }
     if (batch.members.has(rolloutId)) {
@@ -171,10 +189,11 @@ export class GroupJudge {
     const members = [...batch.members.values()].sort((a, b) => (a.rolloutId < b.rolloutId ? -1 : 1));
     for (const m of members) m.detach();
     const trajectories = members.map((m) => m.trajectory);
+    const options = batch.rubric === undefined ? {} : { rubric: batch.rubric };
     const verdicts =
       members.length === 1
-        ? this.judge.score(batch.task, trajectories[0]).then((v) => [v])
-        : this.judge.scoreGroup(batch.task, trajectories);
+        ? batch.judge.score(batch.task, trajectories[0], options).then((v) => [v])
+        : batch.judge.scoreGroup(batch.task, trajectories, options);
     verdicts.then(
       (list) => {
         members.forEach((m, i) => {

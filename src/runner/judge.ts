@@ -60,6 +60,8 @@ export interface JudgeVerdict {
 
 export interface ScoreOptions {
   signal?: AbortSignal;
+  /** This call's rubric instead of the judge's. */
+  rubric?: string;
 }
 
 export interface Judge {
@@ -347,9 +349,11 @@ export function createJudge(options: JudgeOptions): Judge {
     if (trajectories.length > MAX_CANDIDATES) {
       throw new Error(`judge: at most ${MAX_CANDIDATES} trajectories per call, got ${trajectories.length}`);
     }
+    const rubric_ = options_.rubric ?? rubric;
+    if (typeof rubric_ !== "string" || rubric_.trim() === "") throw new Error("judge: `rubric` must be non-empty text");
     const taskText = trajectoryText(task);
     const texts = trajectories.map(trajectoryText);
-    const key = cacheKey([model, rubric, scale, reasons, taskText, texts]);
+    const key = cacheKey([model, rubric_, scale, reasons, taskText, texts]);
     const cached = cache.get(key);
     if (cached) {
       stats.cacheHits++;
@@ -360,7 +364,7 @@ export function createJudge(options: JudgeOptions): Judge {
     const ids = texts.map((_, i) => String(i + 1));
     const body: Record<string, unknown> = {
       model,
-      messages: judgeMessages(rubric, scale, reasons, taskText, texts),
+      messages: judgeMessages(rubric_, scale, reasons, taskText, texts),
       temperature,
       max_tokens: options.maxTokens ?? 64 + texts.length * (reasons ? 96 : 16),
       user: JUDGE_USER,

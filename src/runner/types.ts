@@ -1,6 +1,7 @@
 // The agent contract: what an agent function receives (AgentContext) and may return (AgentResult),
 // and the progress events a Runner reports. Agents depend only on these types, never on the runner.
 import type { AttemptError, FinishStatus } from "../store/types.ts";
+import type { Judge } from "./judge.ts";
 
 /** An OpenAI-compatible endpoint already attributed to one attempt. */
 export interface LlmEndpoint {
@@ -20,9 +21,16 @@ export interface AgentJudge {
    * holds the call until the group's rollouts have all submitted (or cannot), then judges them in
    * one call. Without a group it scores against the rubric alone, like `score`.
    */
-  relative(task: unknown, trajectory: unknown): Promise<number>;
+  relative(task: unknown, trajectory: unknown, options?: AgentJudgeOptions): Promise<number>;
   /** Scores `trajectory` against the rubric alone. */
-  score(task: unknown, trajectory: unknown): Promise<number>;
+  score(task: unknown, trajectory: unknown, options?: AgentJudgeOptions): Promise<number>;
+}
+
+export interface AgentJudgeOptions {
+  /** This call's rubric instead of the judge's. */
+  rubric?: string;
+  /** The agent's own judge (`createJudge(...)`, e.g. a hosted model) instead of the runner's. */
+  judge?: Judge;
 }
 
 /** What an agent gets besides its task: where the model is, and how to report rewards and spans. */

@@ -30,6 +30,8 @@ let flush: () => Promise<void>;
 let dir: string;
 /** Chat requests that reached the server, by who made them. */
 const seen = { judge: 0, agent: 0 };
+/** The latest judge request's messages. */
+let lastJudgeMessages: { role: string; content: string }[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "fulgur-judge-"));
@@ -40,9 +42,11 @@ beforeAll(async () => {
   const outer = new Hono();
   outer.all("*", async (c) => {
     if (c.req.method === "POST" && c.req.path.endsWith("/chat/completions")) {
-      const body = (await c.req.raw.clone().json()) as { user?: string };
-      if (body.user === JUDGE_USER) seen.judge++;
-      else seen.agent++;
+      const body = (await c.req.raw.clone().json()) as { user?: string; messages: typeof lastJudgeMessages };
+      if (body.user === JUDGE_USER) {
+        seen.judge++;
+        lastJudgeMessages = body.messages;
+      } else seen.agent++;
     }
     return composed.app.fetch(c.req.raw);
   });
@@ -205,6 +209,37 @@ describe("ctx.judge.relative in the Runner", () => {
     for (const rollout of done) {
       const spans = await store.getSpans({ attemptId: rollout.currentAttemptId! });
       expect(spans.find((s) => s.name === "judge")!.attributes["judge.candidates"]).toBe(2);
+    }
+  }, 300_000);
+
+  it("an agent may bring its own judge and rubric in the same line; its group is still one call", async () => {
+    const own = createJudge({ baseURL: `${server.url}/v1`, model: MODEL, reasons: false, scale: { min: 1, max: 5 } });
+    const agent = async (task: Task, ctx: AgentContext) =>
+      ctx.judge.relative(task, `The answer is ${task.question.length}.`, { judge: own, rubric: "Says a number." });
+    const rollouts = await store.enqueueRollouts(
+      Array.from({ length: 3 }, () => ({
+        input: { question: "What is 2 + 2?" },
+        mode: "train" as const,
+        groupId: "grp-own",
+      })),
+    );
+    const runner = new Runner({ store, agent: agent as never, serverUrl: server.url, model: MODEL, settleMs: 0 });
+    const before = seen.judge;
+    runner.start();
+    const done = await store.waitForRollouts(
+      rollouts.map((r) => r.id),
+      { timeoutMs: 120_000 },
+    );
+    await runner.stop();
+    expect(own.stats.calls).toBe(1);
+    expect(seen.judge - before).toBe(1);
+    expect(lastJudgeMessages[0].content).toContain("Rubric: Says a number.");
+    expect(lastJudgeMessages[0].content).toContain("integer 1 (worst) to 5 (best)");
+    for (const rollout of done) {
+      expect(rollout.status).toBe("succeeded");
+      const span = (await store.getSpans({ attemptId: rollout.currentAttemptId! })).find((s) => s.name === "judge")!;
+      expect(span.attributes["judge.candidates"]).toBe(3);
+      expect(rollout.finalReward).toBe(((span.attributes["judge.score"] as number) - 1) / 4);
     }
   }, 300_000);
 
