@@ -11,9 +11,11 @@ import { join } from "node:path";
 import { Hono } from "hono";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { withAttemptTokens } from "../../src/http/auth.ts";
 import { type RunningServer, serveApp } from "../../src/http/serve.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { LocalBackend } from "../../src/proxy/local.ts";
+import { flushingBeforeFinish } from "../../src/proxy/recorder.ts";
 import { createJudge, JUDGE_USER, JudgeError, parseVerdicts } from "../../src/runner/judge.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
@@ -240,6 +242,68 @@ describe("ctx.judge.relative in the Runner", () => {
       const span = (await store.getSpans({ attemptId: rollout.currentAttemptId! })).find((s) => s.name === "judge")!;
       expect(span.attributes["judge.candidates"]).toBe(3);
       expect(rollout.finalReward).toBe(((span.attributes["judge.score"] as number) - 1) / 4);
+    }
+  }, 300_000);
+
+  it("with an API key the judge uses the runner's key at the root, never the agent's attempt token", async () => {
+    const keyed = createApp({ store, backend: new LocalBackend(model, { modelId: MODEL }), apiKey: "judge-test-key" });
+    const guarded = await serveApp(keyed.app);
+    try {
+      const tokens: string[] = [];
+      const agent = async (task: Task, ctx: AgentContext) => {
+        tokens.push(ctx.llm.apiKey);
+        const client = new OpenAI({ baseURL: ctx.llm.baseURL, apiKey: ctx.llm.apiKey });
+        const res = await client.chat.completions.create({
+          model: ctx.llm.model,
+          messages: [{ role: "user", content: task.question }],
+          max_tokens: 4,
+        });
+        return ctx.judge.relative(task, res.choices[0].message.content ?? "");
+      };
+      const rollouts = await store.enqueueRollouts(
+        Array.from({ length: 2 }, () => ({
+          input: { question: "What is 4 + 4?" },
+          mode: "train" as const,
+          groupId: "grp-key",
+        })),
+      );
+      const judgeCalls = async () =>
+        (await store.getTransitions({ unattributed: true })).filter(
+          (t) => (t.metadata as { agent?: string }).agent === JUDGE_USER,
+        ).length;
+      const before = await judgeCalls();
+      const runner = new Runner({
+        // As the server hands it to in-process runners: claims carry attempt tokens.
+        store: withAttemptTokens(flushingBeforeFinish(store, keyed.recorder), keyed.tokens!),
+        agent: agent as never,
+        serverUrl: guarded.url,
+        model: MODEL,
+        apiKey: "judge-test-key",
+        judge: { reasons: false, rubric: "Correct." },
+        settleMs: 0,
+      });
+      runner.start();
+      const done = await store.waitForRollouts(
+        rollouts.map((r) => r.id),
+        { timeoutMs: 120_000 },
+      );
+      await runner.stop();
+      await keyed.recorder.flush();
+      expect(await judgeCalls()).toBe(before + 1);
+      expect(tokens).toHaveLength(2);
+      for (const token of tokens) expect(token).not.toBe("judge-test-key");
+      for (const rollout of done) {
+        const attempt = await store.getAttempt(rollout.currentAttemptId!);
+        expect(attempt.error).toBeNull();
+        expect(rollout.status).toBe("succeeded");
+        const transitions = await store.getTransitions({ attemptId: attempt.id });
+        expect(transitions.map((t) => (t.metadata as { agent?: string }).agent)).toEqual([null]);
+        const span = (await store.getSpans({ attemptId: attempt.id })).find((s) => s.name === "judge")!;
+        expect(span.attributes["judge.candidates"]).toBe(2);
+      }
+    } finally {
+      await guarded.close();
+      await keyed.recorder.flush();
     }
   }, 300_000);
 
