@@ -82,6 +82,8 @@ export class JudgeError extends Error {
     message: string,
     /** HTTP status of the endpoint's answer, when there was one. */
     readonly status?: number,
+    /** Another try may help (network, 429, 5xx, an unparsable answer). */
+    readonly retryable = false,
   ) {
     super(message);
   }
@@ -284,8 +286,8 @@ export function createJudge(options: JudgeOptions): Judge {
   const stats = { calls: 0, cacheHits: 0 };
   const url = `${baseURL}/chat/completions`;
 
-  /** One HTTP call; throws JudgeError (with `retry` set when another try may help). */
-  const call = async (body: Record<string, unknown>, ids: string[], signal?: AbortSignal): Promise<JudgeVerdict[]> => {
+  /** One HTTP call; throws JudgeError (`retryable` when another try may help). */
+  const call = async (body: Record<string, unknown>, ids: string[]): Promise<JudgeVerdict[]> => {
     stats.calls++;
     const timeout = AbortSignal.timeout(timeoutMs);
     let response: Response;
@@ -297,12 +299,11 @@ export function createJudge(options: JudgeOptions): Judge {
           ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
         },
         body: JSON.stringify(body),
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+        signal: timeout,
       });
     } catch (error) {
-      if (signal?.aborted) throw signal.reason;
       const why = timeout.aborted ? `no answer within ${timeoutMs} ms` : (error as Error).message;
-      throw retryable(new JudgeError(`judge endpoint ${url} is unreachable: ${why}`));
+      throw new JudgeError(`judge endpoint ${url} is unreachable: ${why}`, undefined, true);
     }
     const text = await response.text().catch(() => "");
     if (!response.ok) {
@@ -310,11 +311,11 @@ export function createJudge(options: JudgeOptions): Judge {
       try {
         message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
       } catch {}
-      const error = new JudgeError(
+      throw new JudgeError(
         `judge endpoint ${url} answered HTTP ${response.status}: ${message}`,
         response.status,
+        response.status === 429 || response.status >= 500,
       );
-      throw response.status === 429 || response.status >= 500 ? retryable(error) : error;
     }
     let content: unknown;
     let finish: unknown;
@@ -323,13 +324,17 @@ export function createJudge(options: JudgeOptions): Judge {
       content = parsed.choices?.[0]?.message?.content;
       finish = parsed.choices?.[0]?.finish_reason;
     } catch {
-      throw retryable(
-        new JudgeError(`judge endpoint ${url} answered 200 with a body that is not JSON: ${text.slice(0, 200)}`),
+      throw new JudgeError(
+        `judge endpoint ${url} answered 200 with a body that is not JSON: ${text.slice(0, 200)}`,
+        200,
+        true,
       );
     }
     if (typeof content !== "string") {
-      throw retryable(
-        new JudgeError(`judge endpoint ${url} answered without a message content: ${text.slice(0, 200)}`),
+      throw new JudgeError(
+        `judge endpoint ${url} answered without a message content: ${text.slice(0, 200)}`,
+        200,
+        true,
       );
     }
     if (finish === "length") {
@@ -340,7 +345,7 @@ export function createJudge(options: JudgeOptions): Judge {
     try {
       return parseVerdicts(content, ids, scale);
     } catch (error) {
-      throw retryable(error as JudgeError);
+      throw new JudgeError((error as Error).message, 200, true);
     }
   };
 
@@ -357,10 +362,10 @@ export function createJudge(options: JudgeOptions): Judge {
     const cached = cache.get(key);
     if (cached) {
       stats.cacheHits++;
-      return cached;
+      return cached.map((v) => ({ ...v }));
     }
     const running = inFlight.get(key);
-    if (running) return running;
+    if (running) return untilAborted(running, options_.signal);
     const ids = texts.map((_, i) => String(i + 1));
     const body: Record<string, unknown> = {
       model,
@@ -380,12 +385,12 @@ export function createJudge(options: JudgeOptions): Judge {
     const work = (async () => {
       for (let tryNo = 0; ; tryNo++) {
         try {
-          const verdicts = await call(body, ids, options_.signal);
+          const verdicts = await call(body, ids);
           cache.set(key, verdicts);
           if (cacheFile) await appendFile(cacheFile, `${JSON.stringify({ key, verdicts })}\n`);
           return verdicts;
         } catch (error) {
-          if (!(error instanceof JudgeError) || !isRetryable(error) || tryNo >= maxRetries) {
+          if (!(error instanceof JudgeError) || !error.retryable || tryNo >= maxRetries) {
             if (error instanceof JudgeError && tryNo > 0) error.message += ` (after ${tryNo + 1} tries)`;
             throw error;
           }
@@ -393,12 +398,13 @@ export function createJudge(options: JudgeOptions): Judge {
         }
       }
     })();
+    // Identical calls share one request, so it runs on without any one caller's signal.
     inFlight.set(key, work);
-    try {
-      return await work;
-    } finally {
-      inFlight.delete(key);
-    }
+    void work.then(
+      () => inFlight.delete(key),
+      () => inFlight.delete(key),
+    );
+    return untilAborted(work, options_.signal);
   };
 
   return {
@@ -415,13 +421,22 @@ export function createJudge(options: JudgeOptions): Judge {
   };
 }
 
-const RETRY = Symbol("retry");
-
-function retryable(error: JudgeError): JudgeError {
-  (error as JudgeError & { [RETRY]?: boolean })[RETRY] = true;
-  return error;
-}
-
-function isRetryable(error: JudgeError): boolean {
-  return (error as JudgeError & { [RETRY]?: boolean })[RETRY] === true;
+/** `promise`, or the signal's reason as soon as it aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }

@@ -343,9 +343,10 @@ describe("judge failures (a misbehaving upstream endpoint)", () => {
 
   beforeAll(async () => {
     const app = new Hono();
-    app.post("/:mode/v1/chat/completions", (c) => {
+    app.post("/:mode/v1/chat/completions", async (c) => {
       const mode = c.req.param("mode");
       hits[mode] = (hits[mode] ?? 0) + 1;
+      if (mode === "slow") await new Promise((done) => setTimeout(done, 2000));
       if (mode === "prose") return c.json(answer("Candidate 1 is better, I'd say 8."));
       if (mode === "missing") return c.json(answer('{"scores": {"1": {"score": 3}}}'));
       if (mode === "range") return c.json(answer('{"scores": {"1": {"score": 11}, "2": {"score": 2}}}'));
@@ -419,6 +420,24 @@ describe("judge failures (a misbehaving upstream endpoint)", () => {
       .catch((e) => e);
     expect(unreachable).toBeInstanceOf(JudgeError);
     expect(unreachable.message).toMatch(/is unreachable/);
+  });
+
+  it("a judge that does not answer: timeoutMs is a JudgeError; the caller's signal stops waiting", async () => {
+    const timedOut = await at("slow", { timeoutMs: 200, maxRetries: 0 })
+      .score("t", "a")
+      .catch((e) => e);
+    expect(timedOut).toBeInstanceOf(JudgeError);
+    expect(timedOut.message).toMatch(/unreachable: no answer within 200 ms/);
+    const controller = new AbortController();
+    const reason = new Error("attempt timed out");
+    setTimeout(() => controller.abort(reason), 100);
+    const judge = at("slow");
+    const aborted = await judge.score("t", "b", { signal: controller.signal }).catch((e) => e);
+    expect(aborted).toBe(reason);
+    // An identical call made meanwhile shares the request, and is not aborted with the first caller.
+    const shared = await judge.score("t", "b");
+    expect(shared.score).toBe(9);
+    expect(hits.slow).toBe(2);
   });
 
   it("parseVerdicts refuses a candidate scored twice", () => {
