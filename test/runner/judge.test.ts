@@ -17,6 +17,7 @@ import { loadModel, type Model } from "../../src/model/model.ts";
 import { LocalBackend } from "../../src/proxy/local.ts";
 import { flushingBeforeFinish } from "../../src/proxy/recorder.ts";
 import { createJudge, JUDGE_USER, JudgeError, parseVerdicts } from "../../src/runner/judge.ts";
+import { GroupJudge } from "../../src/runner/judge-group.ts";
 import { Runner } from "../../src/runner/runner.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
 import { createApp } from "../../src/server.ts";
@@ -32,6 +33,8 @@ let flush: () => Promise<void>;
 let dir: string;
 /** Chat requests that reached the server, by who made them. */
 const seen = { judge: 0, agent: 0 };
+/** Requests the server did not answer 200, for the failure messages. */
+const refused: string[] = [];
 /** The latest judge request's messages. */
 let lastJudgeMessages: { role: string; content: string }[] = [];
 
@@ -50,7 +53,9 @@ beforeAll(async () => {
         lastJudgeMessages = body.messages;
       } else seen.agent++;
     }
-    return composed.app.fetch(c.req.raw);
+    const res = await composed.app.fetch(c.req.raw);
+    if (res.status !== 200) refused.push(`${c.req.method} ${c.req.path} ${res.status} ${await res.clone().text()}`);
+    return res;
   });
   server = await serveApp(outer);
 }, 180_000);
@@ -148,15 +153,20 @@ interface Task {
   question: string;
 }
 
+let agentRuns = 0;
+
 /** A real agent: asks the served model through its attempt URL, then lets the judge score its transcript. */
 async function judgedAgent(task: Task, ctx: AgentContext): Promise<number> {
   const client = new OpenAI({ baseURL: ctx.llm.baseURL, apiKey: ctx.llm.apiKey });
   const messages = [{ role: "user" as const, content: task.question }];
   const res = await client.chat.completions.create(
-    { model: ctx.llm.model, messages, temperature: 1, max_tokens: 8 },
+    // Greedy and short: the four transcripts must fit the judge prompt in the built-in model's 512 tokens.
+    { model: ctx.llm.model, messages, temperature: 0, max_tokens: 6 },
     { signal: ctx.signal },
   );
-  return ctx.judge.relative(task, [...messages, { role: "assistant", content: res.choices[0].message.content }]);
+  // Numbered, so the transcripts of a group differ (identical ones would share a cached verdict).
+  const answer = `${res.choices[0].message.content} (run ${++agentRuns})`;
+  return ctx.judge.relative(task, [...messages, { role: "assistant", content: answer }]);
 }
 
 async function runGroup(groupId: string, concurrency: number) {
@@ -171,7 +181,7 @@ async function runGroup(groupId: string, concurrency: number) {
     serverUrl: server.url,
     model: MODEL,
     concurrency,
-    judge: { rubric: "Correct arithmetic.", reasons: false },
+    judge: { rubric: "Correct.", reasons: false, maxTokens: 96 },
     settleMs: 0,
   });
   const judgeBefore = seen.judge;
@@ -188,6 +198,7 @@ async function runGroup(groupId: string, concurrency: number) {
 describe("ctx.judge.relative in the Runner", () => {
   it("a group of 4 rollouts is judged in one call; the scores become the rollouts' rewards", async () => {
     const { done, judgeCalls, agentCalls } = await runGroup("grp-a", 4);
+    expect(refused.filter((r) => !r.includes("context length"))).toEqual([]);
     expect(agentCalls).toBe(4);
     expect(judgeCalls).toBe(1);
     for (const rollout of done) {
@@ -306,6 +317,40 @@ describe("ctx.judge.relative in the Runner", () => {
       await keyed.recorder.flush();
     }
   }, 300_000);
+
+  it("GroupJudge: a group member that never comes is waited for only until the group timeout; an abort leaves", async () => {
+    const judge = createJudge({ baseURL: `${server.url}/v1`, model: MODEL, reasons: false, rubric: "Short." });
+    const groups = new GroupJudge({ judge, store, groupTimeoutMs: 500, pollMs: 50 });
+    // Three rollouts of the group queued; nobody claims them, so they stay active in the store.
+    const [a, b, c] = await store.enqueueRollouts(
+      Array.from({ length: 3 }, () => ({ input: { q: 1 }, mode: "train" as const, groupId: "grp-wait" })),
+    );
+    const controller = new AbortController();
+    const left = groups.submit({
+      groupId: "grp-wait",
+      rolloutId: b.id,
+      task: "t",
+      trajectory: "7",
+      signal: controller.signal,
+    });
+    expect(groups.waiting()).toBe(1);
+    controller.abort(new Error("gone"));
+    await expect(left).rejects.toThrow("gone");
+    expect(groups.waiting()).toBe(0);
+    // b and c are still queued (a too: nobody claimed it), so only the group timeout let this through.
+    const alone = await groups.submit({ groupId: "grp-wait", rolloutId: a.id, task: "t", trajectory: "12" });
+    const active = await store.listRollouts({ groupId: "grp-wait", status: ["queuing"] });
+    expect(active.map((r) => r.id).sort()).toEqual([a.id, b.id, c.id].sort());
+    expect(alone.candidates).toBe(1);
+    expect(judge.stats.calls).toBe(1);
+    // Once the others are final (here: cancelled), the rest is complete without waiting.
+    await store.cancelRollout(b.id);
+    await store.cancelRollout(c.id);
+    const quick = await groups.submit({ groupId: "grp-wait", rolloutId: a.id, task: "t", trajectory: "13" });
+    expect(quick.candidates).toBe(1);
+    expect(judge.stats.calls).toBe(2);
+    await store.cancelRollout(a.id); // so the later runners in this file do not claim it
+  }, 120_000);
 
   it("a rollout without a group is scored against the rubric alone", async () => {
     const [rollout] = await store.enqueueRollouts([{ input: { question: "What is 3 + 3?" }, mode: "val" }]);
