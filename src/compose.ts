@@ -10,7 +10,7 @@ import { type RunningServer, serveApp } from "./http/serve.ts";
 import type { Model } from "./model/model.ts";
 import { LocalBackend } from "./proxy/local.ts";
 import { flushingBeforeFinish } from "./proxy/recorder.ts";
-import { Runner } from "./runner/runner.ts";
+import { Runner, type RunnerOptions } from "./runner/runner.ts";
 import type { Agent } from "./runner/types.ts";
 import { createApp } from "./server.ts";
 import type { JsonValue, Store } from "./store/types.ts";
@@ -30,6 +30,8 @@ export interface AgentsOptions<Task extends JsonValue = JsonValue> {
   /** Concurrent agents. Default 8. */
   concurrency?: number;
   workerId?: string;
+  /** The judge behind agents' `ctx.judge` (default: the served model with the default rubric). */
+  judge?: RunnerOptions["judge"];
 }
 
 export interface RunningAgents {
@@ -60,6 +62,7 @@ export async function startAgents<Task extends JsonValue>(options: AgentsOptions
     model: modelName,
     concurrency: options.concurrency ?? 8,
     workerId: options.workerId ?? `trainer-${process.pid}`,
+    judge: options.judge,
   });
   runner.start();
   return {

@@ -11,6 +11,7 @@ import type { LoraSpec } from "../model/lora.ts";
 import { loadModel, type Model } from "../model/model.ts";
 import { copySidecarFiles, saveFullWeights } from "../model/save-weights.ts";
 import { Progress } from "../progress.ts";
+import type { JudgeOptions } from "../runner/judge.ts";
 import { openStore } from "../store/libsql.ts";
 import type { JsonValue } from "../store/types.ts";
 import type { FitResult, TrainerEvent } from "../trainer/algorithm.ts";
@@ -44,6 +45,8 @@ export interface TrainConfig {
   resume?: boolean;
   logFile?: string;
   concurrency?: number;
+  /** Options of the judge behind agents' `ctx.judge` (docs/judges.md); default: the served model. */
+  judge?: Partial<JudgeOptions>;
   /** Save the final adapter here (PEFT), or with "lora": "full" the whole model directory. */
   output?: string;
 }
@@ -103,7 +106,13 @@ export async function runTrain(argv: string[]): Promise<number> {
     try {
       result = config.agent
         ? await withAgents(
-            { model, store, agent: await importAgent(rel(config.agent)!), concurrency: config.concurrency },
+            {
+              model,
+              store,
+              agent: await importAgent(rel(config.agent)!),
+              concurrency: config.concurrency,
+              judge: config.judge,
+            },
             runFit,
           )
         : await runFit();

@@ -5,7 +5,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes } from "node:crypto";
 import { isJsonValue } from "../store/inputs.ts";
 import type { JsonValue, SpanKind, Store } from "../store/types.ts";
-import type { AgentContext, LlmEndpoint } from "./types.ts";
+import type { GroupJudge, GroupVerdict } from "./judge-group.ts";
+import type { AgentContext, AgentJudge, AgentJudgeOptions, LlmEndpoint } from "./types.ts";
 
 /** Span kinds an agent may choose for its own spans; llm/reward/exception are written by Fulgur. */
 const AGENT_SPAN_KINDS = new Set<SpanKind>(["tool", "message", "custom"]);
@@ -18,6 +19,10 @@ export interface AttemptContextOptions {
   llm: LlmEndpoint;
   signal: AbortSignal;
   resources: unknown | null;
+  /** The rollout's GRPO group (default none). */
+  groupId?: string | null;
+  /** Where ctx.judge sends its work (the Runner's); without one ctx.judge throws. */
+  judge?: GroupJudge | null;
 }
 
 /** An AgentContext plus what the runner needs to settle the attempt. */
@@ -152,15 +157,80 @@ export function createAttemptContext(options: AttemptContextOptions): AttemptCon
     return result;
   };
 
+  const groupId = options.groupId ?? null;
+  const groups = options.judge ?? null;
+  /** Runs one judging and writes a "judge" span with its verdict (or its error). */
+  const judged = async (
+    mode: "relative" | "rubric",
+    options: AgentJudgeOptions,
+    get: (g: GroupJudge) => Promise<GroupVerdict>,
+  ) => {
+    if (!groups) throw new Error("ctx.judge: this context has no judge (contexts made by a Runner have one)");
+    const spanId = newSpanId();
+    const parentSpanId = parents.getStore() ?? null;
+    const startTime = Date.now();
+    const attributes: Record<string, JsonValue> = {
+      "judge.model": (options.judge ?? groups.judge).model,
+      "judge.mode": mode,
+    };
+    const write = (status: { code: "ok" | "error"; message?: string }) =>
+      track(
+        store.addSpans([
+          {
+            attemptId,
+            rolloutId,
+            spanId,
+            parentSpanId,
+            name: "judge",
+            kind: "custom",
+            startTime,
+            endTime: Date.now(),
+            attributes,
+            status,
+          },
+        ]),
+      );
+    let verdict: GroupVerdict;
+    try {
+      verdict = await get(groups);
+    } catch (error) {
+      await write({ code: "error", message: error instanceof Error ? error.message : String(error) });
+      throw error;
+    }
+    Object.assign(attributes, {
+      "judge.score": verdict.score,
+      "judge.reward": verdict.reward,
+      "judge.reason": verdict.reason,
+      "judge.candidates": verdict.candidates,
+    });
+    await write({ code: "ok" });
+    return verdict.reward;
+  };
+  const alone = (g: GroupJudge, task: unknown, trajectory: unknown, o: AgentJudgeOptions) =>
+    (o.judge ?? g.judge)
+      .score(task, trajectory, { signal: options.signal, ...(o.rubric === undefined ? {} : { rubric: o.rubric }) })
+      .then((v) => ({ ...v, candidates: 1 }));
+  const judge: AgentJudge = {
+    relative: (task, trajectory, o = {}) =>
+      judged(groupId ? "relative" : "rubric", o, (g) =>
+        groupId
+          ? g.submit({ groupId, rolloutId, task, trajectory, signal: options.signal, judge: o.judge, rubric: o.rubric })
+          : alone(g, task, trajectory, o),
+      ),
+    score: (task, trajectory, o = {}) => judged("rubric", o, (g) => alone(g, task, trajectory, o)),
+  };
+
   const ctx: AgentContext = {
     rolloutId,
     attemptId,
+    groupId,
     mode: options.mode,
     llm: options.llm,
     emitReward,
     span,
     signal: options.signal,
     resources: options.resources,
+    judge,
   };
   return {
     ctx,

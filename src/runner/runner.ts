@@ -6,6 +6,8 @@ import { hostname } from "node:os";
 import { ConflictError } from "../store/errors.ts";
 import type { AttemptError, Claim, FinishStatus, Store } from "../store/types.ts";
 import { createAttemptContext } from "./context.ts";
+import { createJudge, type Judge, type JudgeOptions } from "./judge.ts";
+import { GroupJudge } from "./judge-group.ts";
 import type { Agent, AgentResult, RunnerEvent } from "./types.ts";
 
 export interface RunnerOptions {
@@ -36,6 +38,14 @@ export interface RunnerOptions {
    */
   settleMs?: number;
   onEvent?: (e: RunnerEvent) => void;
+  /**
+   * The judge behind ctx.judge: a Judge, or options for one. Unset fields default to the served
+   * model at `${serverUrl}/v1` (unattributed, with `apiKey`, never an attempt token) and the
+   * default rubric; an explicit `baseURL` gets only the `apiKey` given here, never the runner's.
+   */
+  judge?: Judge | Partial<JudgeOptions>;
+  /** Longest wait for the rest of a GRPO group before judging the part that has submitted, ms (default 30 000). */
+  judgeGroupTimeoutMs?: number;
 }
 
 export interface RunnerStats {
@@ -90,6 +100,9 @@ export class Runner {
   readonly #running = new Set<Promise<void>>();
   #loop: Promise<void> | null = null;
   #stopping = false;
+  readonly #groups: GroupJudge;
+  /** When a claim last found nothing to run (0: never). */
+  #emptyClaimAt = 0;
   /** Wakes the claim loop early: a slot freed up or stop() was called. */
   #wake: (() => void) | null = null;
 
@@ -123,6 +136,32 @@ export class Runner {
     }
     this.#settleMs = options.settleMs ?? (store.flushesCallRecordsBeforeFinish ? 0 : 100);
     this.#onEvent = options.onEvent ?? (() => {});
+    const given = options.judge ?? {};
+    const judge =
+      typeof (given as Judge).scoreGroup === "function"
+        ? (given as Judge)
+        : createJudge({
+            ...(given as Partial<JudgeOptions>),
+            baseURL: (given as Partial<JudgeOptions>).baseURL ?? `${this.#serverUrl}/v1`,
+            apiKey: (given as Partial<JudgeOptions>).baseURL ? (given as Partial<JudgeOptions>).apiKey : this.#apiKey,
+            model: (given as Partial<JudgeOptions>).model ?? this.#model,
+          });
+    this.#groups = new GroupJudge({
+      judge,
+      store,
+      groupTimeoutMs: options.judgeGroupTimeoutMs,
+      stalled: () => this.#judgeStalled(),
+    });
+  }
+
+  /**
+   * No attempt here can make progress until the judge answers: all running ones wait on it and
+   * no more can be claimed (every slot taken, or the queue found empty since the last submission).
+   */
+  #judgeStalled(): boolean {
+    const waiting = this.#groups.waiting();
+    if (waiting === 0 || waiting < this.#running.size) return false;
+    return this.#running.size >= this.#concurrency || this.#emptyClaimAt > this.#groups.lastSubmitAt;
   }
 
   get workerId(): string {
@@ -196,6 +235,8 @@ export class Runner {
         continue;
       }
       if (!claim) {
+        this.#emptyClaimAt = Date.now();
+        if (this.#groups.waiting() > 0) this.#groups.check();
         await this.#idle(this.#pollMs);
         continue;
       }
@@ -206,6 +247,7 @@ export class Runner {
       this.#running.add(job);
       void job.then(() => {
         this.#running.delete(job);
+        if (this.#groups.waiting() > 0) this.#groups.check();
         this.#wake?.();
       });
     }
@@ -249,6 +291,8 @@ export class Runner {
         store: this.#store,
         rolloutId: rollout.id,
         attemptId,
+        groupId: rollout.groupId,
+        judge: this.#groups,
         mode: rollout.mode,
         llm: {
           baseURL: `${this.#serverUrl}/rollouts/${rollout.id}/attempts/${attemptId}/v1`,

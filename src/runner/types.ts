@@ -1,6 +1,7 @@
 // The agent contract: what an agent function receives (AgentContext) and may return (AgentResult),
 // and the progress events a Runner reports. Agents depend only on these types, never on the runner.
 import type { AttemptError, FinishStatus } from "../store/types.ts";
+import type { Judge } from "./judge.ts";
 
 /** An OpenAI-compatible endpoint already attributed to one attempt. */
 export interface LlmEndpoint {
@@ -9,10 +10,35 @@ export interface LlmEndpoint {
   model: string;
 }
 
+/**
+ * An LLM judge as the agent's reward (see docs/judges.md). Both answer a reward in [0, 1] (the
+ * judge's score mapped from its scale) and write a "judge" span with the score and reason; judge
+ * calls go to the judge endpoint unattributed, so they are never trained as the agent's calls.
+ */
+export interface AgentJudge {
+  /**
+   * Scores `trajectory` relative to the other rollouts of this rollout's GRPO group: the runner
+   * holds the call until the group's rollouts have all submitted (or cannot), then judges them in
+   * one call. Without a group it scores against the rubric alone, like `score`.
+   */
+  relative(task: unknown, trajectory: unknown, options?: AgentJudgeOptions): Promise<number>;
+  /** Scores `trajectory` against the rubric alone. */
+  score(task: unknown, trajectory: unknown, options?: AgentJudgeOptions): Promise<number>;
+}
+
+export interface AgentJudgeOptions {
+  /** This call's rubric instead of the judge's. */
+  rubric?: string;
+  /** The agent's own judge (`createJudge(...)`, e.g. a hosted model) instead of the runner's. */
+  judge?: Judge;
+}
+
 /** What an agent gets besides its task: where the model is, and how to report rewards and spans. */
 export interface AgentContext {
   rolloutId: string;
   attemptId: string;
+  /** The rollout's GRPO group (rollouts of the same task whose rewards are compared), if any. */
+  groupId: string | null;
   mode: "train" | "val" | "test";
   llm: LlmEndpoint;
   /** Records a reward (and a "reward" span) on this attempt now. The last one is the attempt's reward unless the agent returns one. */
@@ -27,6 +53,8 @@ export interface AgentContext {
   signal: AbortSignal;
   /** The rollout's resources value (JSON), if it has one. */
   resources: unknown | null;
+  /** An LLM judge: `return ctx.judge.relative(task, transcript)` makes its score the reward. */
+  judge: AgentJudge;
 }
 
 /** A number (or `{ reward }`) is the final reward; nothing means "the last emitted reward". */
