@@ -42,6 +42,10 @@ export interface AlgorithmConfig {
   entropyCoef?: number;
   aggregation?: "token" | "sequence";
   credit?: CreditAssignment;
+  /** "aggregate": merge multi-turn calls into one sequence (samples.ts). Default "call". */
+  trajectory?: "call" | "aggregate";
+  /** "rollout": each rollout's tokens weigh equally in total (samples.ts). Default "token". */
+  lossNormalization?: "token" | "rollout";
   /** Temperature assumed for calls that recorded none. Default 1. */
   temperature?: number;
   /** Most tokens per micro-batch (gradient accumulation beyond). Default 4096. */
@@ -95,7 +99,8 @@ export class Trainer<Task extends JsonValue = JsonValue> {
     this.options = options;
   }
 
-  private get algo(): Required<Omit<AlgorithmConfig, "agents" | "credit">> & AlgorithmConfig {
+  private get algo(): Required<Omit<AlgorithmConfig, "agents" | "credit" | "trajectory" | "lossNormalization">> &
+    AlgorithmConfig {
     const a = this.options.algorithm ?? {};
     return {
       advantage: a.advantage ?? "grpo",
@@ -219,6 +224,8 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       credit: algo.credit,
       agents: algo.agents,
       defaultTemperature: algo.temperature,
+      trajectory: this.options.algorithm?.trajectory,
+      lossNormalization: this.options.algorithm?.lossNormalization,
     });
     const trainStarted = performance.now();
     const optimizer = this.optimizer!;
