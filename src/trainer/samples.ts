@@ -60,6 +60,15 @@ export async function buildSamples(
   rollouts: Rollout[],
   options: SampleBuildOptions,
 ): Promise<SampleBatch> {
+  // Options come from JSON configs too: a misspelt choice must not silently mean the default.
+  if (options.trajectory !== undefined && options.trajectory !== "call" && options.trajectory !== "aggregate")
+    throw new Error(`trajectory must be "call" or "aggregate", got ${JSON.stringify(options.trajectory)}`);
+  if (
+    options.lossNormalization !== undefined &&
+    options.lossNormalization !== "token" &&
+    options.lossNormalization !== "rollout"
+  )
+    throw new Error(`lossNormalization must be "token" or "rollout", got ${JSON.stringify(options.lossNormalization)}`);
   const finished = rollouts.filter((r) => r.status === "succeeded" && r.finalReward !== null);
   const failedRollouts = rollouts.length - finished.length;
   const episodes = finished.map((r) => ({ group: r.groupId ?? r.id, reward: r.finalReward! }));

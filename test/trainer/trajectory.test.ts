@@ -70,6 +70,12 @@ describe("trajectory aggregation", () => {
         s.tokens.flatMap((tok, p) => (s.lossMask[p] > 0 ? [[tok, s.oldLogprobs[p], s.advantage]] : [])),
       );
     expect(trained(agg.samples)).toEqual(trained(perCall.samples));
+    await expect(buildSamples(store, finished, { ...options, trajectory: "merged" as "call" })).rejects.toThrow(
+      /trajectory must be/,
+    );
+    await expect(
+      buildSamples(store, finished, { ...options, lossNormalization: "sequence" as "token" }),
+    ).rejects.toThrow(/lossNormalization must be/);
     await store.close();
   });
 
