@@ -136,6 +136,7 @@ describe("dense credit from the store", () => {
       await ctx.emitReward(i === 0 ? 0.5 : 0, { correctness: i === 0 ? 0.5 : 0, format: 1 }); // → call 0
       await call(store, attemptId, `c${i}-1`, [1, 2, 7, 8, 3]);
       await call(store, attemptId, `c${i}-2`, [1, 2, 7, 8, 3, 7, 8, 4]);
+      await expect(ctx.emitReward(1, undefined, { call: "" })).rejects.toThrow(/options.call/);
       // Emitted after call 2 but named for call 1.
       await ctx.emitReward(i === 0 ? 0.25 : 1, undefined, { call: `c${i}-1` });
       // Rollout 0 returns its final reward; rollout 1 returns nothing (the runner passes the last
