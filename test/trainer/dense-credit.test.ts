@@ -18,10 +18,11 @@ import { Runner } from "../../src/runner/runner.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
 import { createApp } from "../../src/server.ts";
 import { openStore } from "../../src/store/libsql.ts";
-import type { Store } from "../../src/store/types.ts";
+import type { Reward, Span, Store, Transition } from "../../src/store/types.ts";
 import { computeAdvantages } from "../../src/trainer/advantages.ts";
 import { runRollouts } from "../../src/trainer/algorithm.ts";
 import { type DenseEpisode, denseAdvantages } from "../../src/trainer/credit.ts";
+import { rewardEvents } from "../../src/trainer/reward-events.ts";
 import { buildSamples } from "../../src/trainer/samples.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
@@ -118,6 +119,37 @@ describe("denseAdvantages", () => {
     expect(flat.advantages).toEqual([null, null, null]);
     expect(flat.droppedGroups).toBe(2);
     expect(() => denseAdvantages(episodes, { kind: "dense", gamma: 0 })).toThrow(/gamma/);
+  });
+});
+
+describe("rewardEvents", () => {
+  const t = (callId: string) => ({ metadata: { callId } }) as unknown as Transition;
+  const span = (spanId: string, seq: number, kind: "llm" | "reward", attributes: Record<string, string> = {}) =>
+    ({ spanId, seq, kind, attributes }) as unknown as Span;
+  const reward = (value: number, spanId: string | null) => ({ value, spanId, dimensions: null }) as unknown as Reward;
+
+  it("puts a reward before any call at the first call, a spanless one at the last, the final at the last", () => {
+    const calls = [t("a"), t("b"), t("c")];
+    const spans = [
+      span("r0", 1, "reward"),
+      span("la", 2, "llm", { callId: "a" }),
+      span("lb", 3, "llm", { callId: "b" }),
+      span("r1", 4, "reward"),
+      span("r2", 5, "reward", { "reward.call": "unknown" }),
+      span("lc", 6, "llm", { callId: "c" }),
+    ];
+    const rewards = [reward(1, "r0"), reward(2, "r1"), reward(3, "r2"), reward(4, null), reward(5, "r1")];
+    expect(rewardEvents(rewards, spans, calls).map((e) => [e.value, e.call])).toEqual([
+      [1, 0],
+      [2, 1],
+      [3, 1], // an unknown named call falls back to trace order
+      [4, 2],
+      [5, 2],
+    ]);
+    // The runner's copy of the last emitted reward is not a second reward.
+    const copied = rewardEvents([reward(2, "r1"), reward(2, null)], spans, calls);
+    expect(copied.map((e) => [e.value, e.call])).toEqual([[2, 2]]);
+    expect(rewardEvents([], spans, calls)).toEqual([]);
   });
 });
 
