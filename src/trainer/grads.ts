@@ -1,7 +1,8 @@
-// Policy-gradient backprop on the GPU for one micro-batch of single-turn samples: forward the
-// packed batch, read each token's logprob (one float per token), compute the PPO loss and its
-// gradient on the CPU (src/trainer/ppo.ts), and backpropagate that gradient through the LM head
-// and every layer into the gradient sink (LoRA tensors, or all weights for full training).
+// Policy-gradient backprop on the GPU for one micro-batch of samples (single calls or merged
+// multi-turn sequences): forward the packed batch, read each token's logprob (one float per
+// token), compute the PPO loss and its gradient on the CPU (src/trainer/ppo.ts), and
+// backpropagate that gradient through the LM head and every layer into the gradient sink (LoRA
+// tensors, or all weights for full training).
 
 import { Scope } from "../gpu/scope.ts";
 import { readAll } from "../gpu/tensor.ts";
