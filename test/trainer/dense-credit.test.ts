@@ -28,7 +28,7 @@ import { useGpu } from "../helpers/gpu.ts";
 
 const close = (a: number[], b: number[]) => {
   expect(a.length).toBe(b.length);
-  a.forEach((x, i) => expect(x).toBeCloseTo(b[i], 9));
+  for (let i = 0; i < b.length; i++) expect(a[i]).toBeCloseTo(b[i], 9);
 };
 
 /** Writes one call as the proxy does: its transition, then its llm span (before the answer). */
@@ -107,7 +107,7 @@ describe("denseAdvantages", () => {
       rewards.map((reward) => ({ group: "g", reward })),
       { kind: "grpo" },
     );
-    dense.advantages.forEach((a, i) => close(a!, Array(i + 1).fill(grpo.advantages[i])));
+    for (const [i, a] of dense.advantages.entries()) close(a!, Array(i + 1).fill(grpo.advantages[i]));
     const flat = denseAdvantages(
       [
         { group: "h", calls: 1, events: [{ call: 0, value: 1, dimensions: null }] },
