@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { isJsonValue } from "../store/inputs.ts";
 import type { JsonValue, SpanKind, Store } from "../store/types.ts";
 import type { GroupJudge, GroupVerdict } from "./judge-group.ts";
-import type { AgentContext, AgentJudge, AgentJudgeOptions, LlmEndpoint } from "./types.ts";
+import type { AgentContext, AgentJudge, AgentJudgeOptions, EmitRewardOptions, LlmEndpoint } from "./types.ts";
 
 /** Span kinds an agent may choose for its own spans; llm/reward/exception are written by Fulgur. */
 const AGENT_SPAN_KINDS = new Set<SpanKind>(["tool", "message", "custom"]);
@@ -66,7 +66,11 @@ export function createAttemptContext(options: AttemptContextOptions): AttemptCon
     return write;
   };
 
-  const emitReward = async (value: number, dimensions?: Record<string, number>): Promise<void> => {
+  const emitReward = async (
+    value: number,
+    dimensions?: Record<string, number>,
+    options?: EmitRewardOptions,
+  ): Promise<void> => {
     if (typeof value !== "number" || !Number.isFinite(value)) {
       throw new Error(`ctx.emitReward: reward must be a finite number, got ${String(value)}`);
     }
@@ -77,11 +81,17 @@ export function createAttemptContext(options: AttemptContextOptions): AttemptCon
         }
       }
     }
+    const call = options?.call;
+    if (call !== undefined && (typeof call !== "string" || call.length === 0 || call.length > 200)) {
+      throw new Error(`ctx.emitReward: options.call must be a completion id (1..200 characters), got ${String(call)}`);
+    }
     lastReward = value;
     const now = Date.now();
     const spanId = newSpanId();
     const attributes: Record<string, JsonValue> = { "reward.value": value };
     if (dimensions) attributes["reward.dimensions"] = dimensions;
+    // Dense credit (src/trainer/reward-events.ts) reads which call this reward is for.
+    if (call !== undefined) attributes["reward.call"] = call;
     // Span first, then the reward row pointing at it; sequential so the store order is span, reward.
     await track(
       (async () => {

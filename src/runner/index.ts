@@ -22,6 +22,7 @@ export type {
   AgentJudge,
   AgentJudgeOptions,
   AgentResult,
+  EmitRewardOptions,
   LlmEndpoint,
   RunnerEvent,
 } from "./types.ts";

@@ -41,8 +41,11 @@ export interface AgentContext {
   groupId: string | null;
   mode: "train" | "val" | "test";
   llm: LlmEndpoint;
-  /** Records a reward (and a "reward" span) on this attempt now. The last one is the attempt's reward unless the agent returns one. */
-  emitReward(value: number, dimensions?: Record<string, number>): Promise<void>;
+  /**
+   * Records a reward (and a "reward" span) on this attempt now. The last one is the attempt's
+   * reward unless the agent returns one; earlier ones are intermediate rewards (dense credit).
+   */
+  emitReward(value: number, dimensions?: Record<string, number>, options?: EmitRewardOptions): Promise<void>;
   /**
    * Runs `fn` inside a traced span written to the store when it ends (status "error" and rethrown
    * on throw). Spans opened inside `fn` become its children. An attribute `kind` of "tool",
@@ -55,6 +58,14 @@ export interface AgentContext {
   resources: unknown | null;
   /** An LLM judge: `return ctx.judge.relative(task, transcript)` makes its score the reward. */
   judge: AgentJudge;
+}
+
+export interface EmitRewardOptions {
+  /**
+   * The LLM call this reward is for: the completion id the call returned (`completion.id`).
+   * Default: the latest call answered before the reward was emitted.
+   */
+  call?: string;
 }
 
 /** A number (or `{ reward }`) is the final reward; nothing means "the last emitted reward". */

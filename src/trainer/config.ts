@@ -35,6 +35,10 @@ export interface AlgorithmConfig {
   entropyCoef?: number;
   aggregation?: "token" | "sequence";
   credit?: CreditAssignment;
+  /** "aggregate": merge multi-turn calls into one sequence (samples.ts). Default "call". */
+  trajectory?: "call" | "aggregate";
+  /** "rollout": each rollout's tokens weigh equally in total (samples.ts). Default "token". */
+  lossNormalization?: "token" | "rollout";
   /** Temperature assumed for calls that recorded none. Default 1. */
   temperature?: number;
   /** Most tokens per micro-batch (gradient accumulation beyond). Default 4096. */
@@ -64,6 +68,8 @@ export function resolveAlgorithmConfig(a: AlgorithmConfig = {}): ResolvedAlgorit
     temperature: a.temperature ?? 1,
     tokenBudget: a.tokenBudget ?? 4096,
     recompute: a.recompute ?? false,
+    trajectory: a.trajectory ?? "call",
+    lossNormalization: a.lossNormalization ?? "token",
     agents: a.agents,
     credit: a.credit,
     async: a.async ? resolveAsync(a.async) : null,

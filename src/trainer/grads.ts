@@ -1,7 +1,8 @@
-// Policy-gradient backprop on the GPU for one micro-batch of single-turn samples: forward the
-// packed batch, read each token's logprob (one float per token), compute the PPO loss and its
-// gradient on the CPU (src/trainer/ppo.ts), and backpropagate that gradient through the LM head
-// and every layer into the gradient sink (LoRA tensors, or all weights for full training).
+// Policy-gradient backprop on the GPU for one micro-batch of samples (single calls or merged
+// multi-turn sequences): forward the packed batch, read each token's logprob (one float per
+// token), compute the PPO loss and its gradient on the CPU (src/trainer/ppo.ts), and
+// backpropagate that gradient through the LM head and every layer into the gradient sink (LoRA
+// tensors, or all weights for full training).
 
 import { Scope } from "../gpu/scope.ts";
 import { readAll } from "../gpu/tensor.ts";
@@ -14,9 +15,17 @@ import { type PpoOptions, type PpoResult, ppoLoss } from "./ppo.ts";
 /** One training sample: a whole sequence (prompt + response) and which tokens are trained. */
 export interface PolicySample {
   tokens: number[];
-  /** 1 where token t is a response token whose logprob is trained. */
+  /**
+   * Weight of token t's loss: 0 where it is not trained (prompt, tool results), 1 for a trained
+   * response token; per-rollout loss normalisation scales a rollout's tokens (samples.ts).
+   */
   lossMask: number[];
   advantage: number;
+  /**
+   * Per-token advantages (one per token, read where lossMask > 0), for a multi-turn sequence whose
+   * calls carry different advantages; `advantage` is used where absent.
+   */
+  tokenAdvantages?: number[];
   /** Behaviour-policy logprob of token t (0 where masked). */
   oldLogprobs: number[];
 }
@@ -50,6 +59,13 @@ export async function policyGradients(
     if (s.lossMask[0])
       throw new Error(`sample ${i}: the first token has no logprob (nothing predicts it); mask it out`);
     if (!Number.isFinite(s.advantage)) throw new Error(`sample ${i}: advantage must be finite, got ${s.advantage}`);
+    if (s.tokenAdvantages) {
+      if (s.tokenAdvantages.length !== s.tokens.length)
+        throw new Error(`sample ${i}: tokenAdvantages must have one entry per token`);
+      if (!s.tokenAdvantages.every(Number.isFinite)) throw new Error(`sample ${i}: tokenAdvantages must be finite`);
+    }
+    if (!s.lossMask.every((m) => Number.isFinite(m) && m >= 0))
+      throw new Error(`sample ${i}: lossMask entries must be finite and ≥ 0`);
   }
   const host = packSequences(
     samples.map((s) => s.tokens),
@@ -70,7 +86,7 @@ export async function policyGradients(
         targets[at + p] = s.tokens[p + 1];
         mask[at + p] = s.lossMask[p + 1];
         old[at + p] = s.oldLogprobs[p + 1];
-        advantages[at + p] = s.advantage;
+        advantages[at + p] = s.tokenAdvantages ? s.tokenAdvantages[p + 1] : s.advantage;
       }
     }
   });

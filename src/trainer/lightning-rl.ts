@@ -197,6 +197,8 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       credit: algo.credit,
       agents: algo.agents,
       defaultTemperature: algo.temperature,
+      trajectory: algo.trajectory,
+      lossNormalization: algo.lossNormalization,
     });
     const trainStarted = performance.now();
     ctx.emit({ type: "update", step: forStep, phase: "start" });
@@ -267,6 +269,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       rollouts: batch.metrics.rollouts,
       failedRollouts: batch.metrics.failedRollouts,
       droppedGroups: batch.metrics.droppedGroups,
+      mergedCalls: batch.metrics.mergedCalls,
       rolloutSeconds: rolloutMs / 1000,
       updateSeconds: trainMs / 1000,
       adapterVersion: model.adapterVersion ?? 0,
