@@ -63,6 +63,12 @@ export interface TrainerOptions<Task extends JsonValue = JsonValue> {
   optimizer?: OptimizerConfig;
   /** The adapter to train (created when the model has none), or "full" for every weight. */
   lora?: LoraSpec | "full";
+  /**
+   * Multi-agent: train the model's named adapter `adapter` (created from `lora` when absent) with
+   * its own optimizer, only on calls it generated (model "<base>:<adapter>"), publishing its
+   * versions as resource "adapter:<adapter>". Default: the default adapter, resource "adapter".
+   */
+  adapter?: string;
   /** Concurrent agents of the in-process runner. Default 8. */
   concurrency?: number;
   /** Validate every k steps (and before the first and after the last). 0 = never. Default 5. */
@@ -171,24 +177,25 @@ export class Trainer<Task extends JsonValue = JsonValue> {
   /** Creates or restores the adapter and optimizer; publishes the starting adapter version. */
   private async prepare(): Promise<void> {
     if (this.optimizer) return;
-    const { model, checkpointDir, resume } = this.options;
+    const { model, checkpointDir, resume, adapter } = this.options;
+    if (adapter !== undefined && this.options.lora === "full") throw new Error('a named adapter cannot train "full"');
     const make = () =>
       this.options.lora === "full"
         ? Optimizer.forAllWeights(model.transformer, this.optimizerConfig())
-        : Optimizer.forLora(model.adapter!, this.optimizerConfig());
+        : Optimizer.forLora(model.adapterNamed(adapter)!, this.optimizerConfig());
     const found = resume && checkpointDir ? await latestCheckpoint(checkpointDir) : null;
     if (found) {
       if (this.options.lora === "full")
         throw new Error("resuming full-weight training is not supported; use a LoRA adapter");
-      const { optimizer, state } = await restoreCheckpoint(found, model, make);
+      const { optimizer, state } = await restoreCheckpoint(found, model, make, adapter);
       this.optimizer = optimizer;
       this.step = state.step;
       this.cursor = Number(state.extra.cursor ?? 0);
       if (typeof state.extra.baseline === "number") this.baseline.value = state.extra.baseline;
       await this.log({ event: "resumed", step: this.step, checkpoint: found.dir });
     } else {
-      if (this.options.lora !== "full" && !model.adapter) {
-        model.createAdapter(this.options.lora ?? { rank: 16, alpha: 32, seed: this.options.seed });
+      if (this.options.lora !== "full" && !model.adapterNamed(adapter)) {
+        model.createAdapter(this.options.lora ?? { rank: 16, alpha: 32, seed: this.options.seed }, adapter);
       }
       this.optimizer = make();
     }
@@ -218,6 +225,8 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       advantage: estimator,
       credit: algo.credit,
       agents: algo.agents,
+      // A named adapter learns from its own calls; the default one, next to named ones, from the rest.
+      adapter: this.options.adapter ?? (this.options.model.adapters.size > 0 ? null : undefined),
       defaultTemperature: algo.temperature,
     });
     const trainStarted = performance.now();
@@ -234,7 +243,12 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       const r = await policyGradients(
         this.options.model.transformer,
         micro,
-        { ...algo, temperature: micro[0].temperature, weight: microTokens / totalTokens },
+        {
+          ...algo,
+          temperature: micro[0].temperature,
+          weight: microTokens / totalTokens,
+          lora: this.options.model.adapterNamed(this.options.adapter),
+        },
         optimizer.sink,
       );
       loss += r.loss;
@@ -269,7 +283,7 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       droppedGroups: batch.metrics.droppedGroups,
       rolloutSeconds: rolloutMs / 1000,
       updateSeconds: trainMs / 1000,
-      adapterVersion: this.options.model.adapterVersion ?? 0,
+      adapterVersion: this.options.model.adapterNamed(this.options.adapter)?.version ?? 0,
     };
     await this.options.store.addTrainingStep({ step: this.step, metrics });
     await this.log({ event: "step", step: this.step, ...metrics });
@@ -300,27 +314,36 @@ export class Trainer<Task extends JsonValue = JsonValue> {
     const { checkpointDir, model } = this.options;
     if (!checkpointDir) throw new Error("no checkpointDir configured");
     if (!this.optimizer) throw new Error("nothing to checkpoint before training starts");
-    const info = await saveCheckpoint(checkpointDir, model, this.optimizer, {
-      step: this.step,
-      extra: { cursor: this.cursor, baseline: this.baseline.value },
-    });
+    const info = await saveCheckpoint(
+      checkpointDir,
+      model,
+      this.optimizer,
+      { step: this.step, extra: { cursor: this.cursor, baseline: this.baseline.value } },
+      this.options.adapter,
+    );
     await this.log({ event: "checkpoint", step: this.step, dir: info.dir });
     this.options.onEvent?.({ type: "checkpoint", step: this.step, dir: info.dir });
     return info;
   }
 
-  /** The adapter now serving becomes resource "adapter" version N; rollouts record N. */
+  /** The resource the trained adapter's versions are published as. */
+  private get resourceName(): string {
+    return this.options.adapter === undefined ? "adapter" : `adapter:${this.options.adapter}`;
+  }
+
+  /** The adapter now serving becomes resource "adapter" (or "adapter:<name>") version N; rollouts record N. */
   private async publishAdapter(): Promise<void> {
     const { model, store } = this.options;
-    const record = await store.addResources("adapter", { step: this.step, model: basename(model.dir) });
-    if (model.adapter) model.adapter.version = record.version;
+    const record = await store.addResources(this.resourceName, { step: this.step, model: basename(model.dir) });
+    const lora = model.adapterNamed(this.options.adapter);
+    if (lora) lora.version = record.version;
   }
 
   private async runRollouts(requests: { task: Task; group: string }[], mode: RolloutMode): Promise<Rollout[]> {
     await this.startAgents();
     return runRollouts(this.options.store, requests, mode, {
       // Rollouts pin the adapter resource once training publishes one (evaluation alone does not).
-      resources: this.optimizer ? { name: "adapter" } : undefined,
+      resources: this.optimizer ? { name: this.resourceName } : undefined,
       maxAttempts: this.options.maxAttempts ?? 2,
       timeoutMs: this.options.rolloutTimeoutMs ?? 120_000,
       onFinished: (done, total) => this.options.onEvent?.({ type: "rollouts", step: this.step, done, total }),
@@ -346,7 +369,9 @@ export class Trainer<Task extends JsonValue = JsonValue> {
       store: runnerStore,
       agent: agent as Agent,
       serverUrl: url,
-      model: basename(model.dir),
+      // A named adapter's agent is served by it: model "<base>:<adapter>".
+      model:
+        this.options.adapter === undefined ? basename(model.dir) : `${basename(model.dir)}:${this.options.adapter}`,
       concurrency: this.options.concurrency ?? 8,
       workerId: `trainer-${process.pid}`,
     });
