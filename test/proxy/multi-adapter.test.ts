@@ -7,9 +7,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { serveApp } from "../../src/http/serve.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
-import { type FulgurServer, parseServerArgs, startServer } from "../../src/server.ts";
+import { LocalBackend } from "../../src/proxy/local.ts";
+import { createApp, type FulgurServer, parseServerArgs, startServer } from "../../src/server.ts";
 
 let dir: string;
 let server: FulgurServer;
@@ -139,5 +141,30 @@ describe("named adapters through the proxy", () => {
     expect(e.message).toContain("tiny:agentZ");
     expect(e.message).toContain("tiny, tiny:agentA, tiny:agentB");
     expect(await server.store.getTransitions({ attemptId })).toHaveLength(0);
+  });
+
+  it("with any model accepted, other names get the default adapter but base:unknown is still a 404", async () => {
+    const { app } = createApp({
+      store: server.store,
+      backend: new LocalBackend(server.model!, { modelId: "tiny" }),
+      acceptAnyModel: true,
+    });
+    const other = await serveApp(app, "127.0.0.1", 0);
+    try {
+      const client = new OpenAI({ baseURL: `${other.url}/v1`, apiKey: "unused", maxRetries: 0 });
+      const ok = await client.chat.completions.create({
+        model: "gpt-4o",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 2,
+      });
+      expect(ok.choices[0].message.role).toBe("assistant");
+      const err = await client.chat.completions
+        .create({ model: "tiny:agentZ", messages: [{ role: "user", content: "hi" }], max_tokens: 2 })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+      expect((err as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found");
+    } finally {
+      await other.close();
+    }
   });
 });
