@@ -3,7 +3,7 @@
 //   dx = dy·W + s·(dy·B)·A,  dA = s·(dy·B)ᵀ·x,  dB = s·dyᵀ·u
 // W (and b) are frozen unless full training asks for dW = dyᵀ·x and db = Σ dy.
 // Serving rows of several adapters in one step (`linearForwardRows`): x·Wᵀ once over all rows,
-// then each adapter's low-rank term over its own contiguous range of rows.
+// then each adapter's low-rank term over its own contiguous range of rows (bound in place).
 
 import { matmul } from "../gpu/kernels/matmul.ts";
 import { dequantize } from "../gpu/kernels/quant.ts";
@@ -62,9 +62,10 @@ export interface LoraRows {
 /**
  * y = x·Wᵀ + b for every row, plus each range's own LoRA term: the base matmul is shared by all
  * rows (one launch, the weight read once); range k adds s_k·(x_k·A_kᵀ)·B_kᵀ to its rows only.
- * A range that is not the whole batch is copied out (x_k, y_k), computed on, and y_k copied back:
- * three buffer copies of [rows_k × width] and two rank-r matmuls per range, small next to x·Wᵀ.
- * `ranges` must tile the rows in order (the engine groups a step's rows by adapter).
+ * A range is bound in place as a view of x and y when its first row starts on the device's
+ * storage-offset alignment (every row does when the width is a multiple of 64 floats, as in real
+ * models); otherwise its rows are copied out and y's copied back. `ranges` must tile the rows in
+ * order (the engine groups a step's rows by adapter).
  */
 export function linearForwardRows(x: Tensor, lin: LinearWeights, ranges: LoraRows[], scope: Scope): Tensor {
   const rows = x.shape[0];
@@ -75,35 +76,32 @@ export function linearForwardRows(x: Tensor, lin: LinearWeights, ranges: LoraRow
   const y = scope.track(matmul(x, w, { transB: true, bias: lin.bias ?? undefined }));
   for (const r of ranges) {
     if (!r.lora) continue;
-    const xr = copyRows(x, r.start, r.count, scope);
-    const u = scope.track(matmul(xr, r.lora.module.a, { transB: true }));
-    const yr = copyRows(y, r.start, r.count, scope);
-    matmul(u, r.lora.module.b, { transB: true, accumulate: true, alpha: r.lora.scale, out: yr });
-    const cols = y.shape[1];
-    y.gpu.commands.copyBufferToBuffer(
-      yr.buffer,
-      yr.byteOffset,
-      y.buffer,
-      y.byteOffset + r.start * cols * 4,
-      yr.byteLength,
-    );
+    const xr = rowsOf(x, r.start, r.count, scope);
+    const u = scope.track(matmul(xr.t, r.lora.module.a, { transB: true }));
+    const yr = rowsOf(y, r.start, r.count, scope);
+    matmul(u, r.lora.module.b, { transB: true, accumulate: true, alpha: r.lora.scale, out: yr.t });
+    if (yr.copied) {
+      const bytes = r.start * y.shape[1] * 4;
+      y.gpu.commands.copyBufferToBuffer(yr.t.buffer, yr.t.byteOffset, y.buffer, y.byteOffset + bytes, yr.t.byteLength);
+    }
   }
   return y;
 }
 
-/** Rows [start, start+count) of an f32 [rows, cols] tensor, copied into a new tensor. */
-function copyRows(t: Tensor, start: number, count: number, scope: Scope): Tensor {
-  if (t.dtype !== "f32" || t.shape.length !== 2) throw new Error(`copyRows: expected an f32 matrix, got ${t.dtype}`);
+/**
+ * Rows [start, start+count) of an f32 [rows, cols] matrix: a view when it can be bound at that
+ * offset, else a copy (then `copied`, and changes must be copied back).
+ */
+function rowsOf(t: Tensor, start: number, count: number, scope: Scope): { t: Tensor; copied: boolean } {
+  if (t.dtype !== "f32" || t.shape.length !== 2) throw new Error(`rowsOf: expected an f32 matrix, got ${t.dtype}`);
   const cols = t.shape[1];
+  const offset = t.byteOffset + start * cols * 4;
+  if (offset % t.gpu.limits.minStorageBufferOffsetAlignment === 0) {
+    return { t: t.view([count, cols], start * cols), copied: false };
+  }
   const out = scope.track(t.gpu.tensor([count, cols], "f32"));
-  t.gpu.commands.copyBufferToBuffer(
-    t.buffer,
-    t.byteOffset + start * cols * 4,
-    out.buffer,
-    out.byteOffset,
-    count * cols * 4,
-  );
-  return out;
+  t.gpu.commands.copyBufferToBuffer(t.buffer, offset, out.buffer, out.byteOffset, count * cols * 4);
+  return { t: out, copied: true };
 }
 
 export interface LinearGrads {

@@ -25,11 +25,16 @@ function perturb(lora: LoraAdapter, phase: number): void {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "fulgur-multi-adapter-"));
-  await writeTinyModel(dir, { hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 96, seed: 5, lmHeadStd: 0.5 });
+  // intermediate 98: an MLP row is 392 bytes, so a range starting at an odd row cannot be bound in
+  // place (16- or 256-byte alignment) and is copied; even rows are views. Both paths run.
+  await writeTinyModel(dir, { hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 98, seed: 5, lmHeadStd: 0.5 });
   model = await loadModel(dir, { gpu: gpu(), maxSlots: 8, maxSeqLen: 128, maxStepTokens: 64 });
   perturb(model.createAdapter({ rank: 4, alpha: 8, seed: 1 }, "agentA"), 0);
   perturb(
-    model.createAdapter({ rank: 2, alpha: 4, seed: 2, targets: ["q_proj", "v_proj", "down_proj"] }, "agentB"),
+    model.createAdapter(
+      { rank: 2, alpha: 4, seed: 2, targets: ["q_proj", "v_proj", "up_proj", "down_proj"] },
+      "agentB",
+    ),
     1.3,
   );
 });
@@ -48,11 +53,11 @@ function logSoftmax(row: Float32Array): Float64Array {
   return Float64Array.from(row, (v) => v - lse);
 }
 
+// One row of A first: in decode steps B's range then starts at an odd row.
 const cases: { prompt: string; adapter: string | null }[] = [
   { prompt: "one adapter per agent", adapter: "agentA" },
   { prompt: "the same batch, another adapter and a longer prompt than the others", adapter: "agentB" },
   { prompt: "no adapter", adapter: null },
-  { prompt: "x", adapter: "agentA" },
   { prompt: "agent B again with seven more", adapter: "agentB" },
   { prompt: "base model, second row", adapter: null },
 ];
