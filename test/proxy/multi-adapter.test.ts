@@ -130,6 +130,31 @@ describe("named adapters through the proxy", () => {
     expect(a.choices[0].logprobs!.token_logprobs).not.toEqual(b.choices[0].logprobs!.token_logprobs);
   });
 
+  it("streams and the Responses API pick the adapter the same way, and record it", async () => {
+    const { attemptId, client } = await attempt();
+    const messages = [{ role: "user" as const, content: "stream as agent A" }];
+    const plain = await client.chat.completions.create({
+      model: "tiny:agentA",
+      messages,
+      max_tokens: 6,
+      temperature: 0,
+    });
+    const stream = await client.chat.completions.create({
+      model: "tiny:agentA",
+      messages,
+      max_tokens: 6,
+      temperature: 0,
+      stream: true,
+    });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+    expect(text).toBe(plain.choices[0].message.content ?? "");
+    const response = await client.responses.create({ model: "tiny:agentB", input: "hello B", max_output_tokens: 4 });
+    expect(["completed", "incomplete"]).toContain(response.status); // incomplete: max_output_tokens reached
+    const recorded = await server.store.getTransitions({ attemptId });
+    expect(recorded.map((t) => t.metadata?.adapter).sort()).toEqual(["agentA", "agentA", "agentB"]);
+  });
+
   it("an unknown adapter is a 404 model_not_found listing the served models, and nothing is recorded", async () => {
     const { attemptId, client } = await attempt();
     const err = await client.chat.completions
