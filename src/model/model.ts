@@ -157,8 +157,13 @@ export class Model {
     });
   }
 
-  /** Detaches (and frees) the default adapter, or the named one. */
+  /**
+   * Detaches (and frees) the default adapter, or the named one. A named adapter that requests are
+   * still generating with is refused (its rows would have no adapter in the next step).
+   */
   removeAdapter(name?: string): void {
+    const busy = name === undefined ? 0 : (this.engineInstance?.scheduler.usingAdapter(name) ?? 0);
+    if (busy > 0) throw new Error(`adapter '${name}' is generating for ${busy} sequence(s); remove it when idle`);
     this.setAdapter(null, name);
   }
 

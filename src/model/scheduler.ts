@@ -211,6 +211,11 @@ export class Scheduler {
     return { waiting: this.waiting.length, running: this.running.length };
   }
 
+  /** Sequences waiting or running with the named adapter (multi-agent; see SubmitOptions.adapter). */
+  usingAdapter(name: string): number {
+    return [...this.waiting, ...this.running].filter((s) => s.options.adapter === name).length;
+  }
+
   /** Resolves once every submitted request has finished. */
   async idle(): Promise<void> {
     while (this.loop) await this.loop;

@@ -130,6 +130,10 @@ describe("several adapters in one engine step", () => {
     expect(c.version).toBe(7);
     const after = await c.toPeft();
     for (const [k, t] of before.tensors) expect(Array.from(after.tensors.get(k)!.data)).toEqual(Array.from(t.data));
+    // Busy adapters are not removed from under their requests.
+    const running = model.engine.submit([1, 2, 3], { adapter: "agentC", maxTokens: 3, ignoreEos: true });
+    expect(() => model.removeAdapter("agentC")).toThrow(/'agentC' is generating for 1 sequence/);
+    await running;
     model.removeAdapter("agentC");
     expect(model.adapterNamed("agentC")).toBeNull();
     expect(model.adapterNamed("agentA")).not.toBeNull();
