@@ -2,17 +2,18 @@
 // adapter ("tiny:agentA", "tiny:agentB"). A Trainer of adapter agentA learns only from agentA's
 // calls (selected by the adapter name each call recorded), steps its own optimizer, publishes
 // resource "adapter:agentA", and leaves agentB's tensors bit-identical.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { loadModel, type Model } from "../../src/model/model.ts";
-import type { PeftAdapter } from "../../src/model/peft.ts";
+import { type PeftAdapter, readPeftAdapter } from "../../src/model/peft.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
 import type { AgentContext } from "../../src/runner/types.ts";
 import { openStore } from "../../src/store/libsql.ts";
 import type { Store } from "../../src/store/types.ts";
+import { latestCheckpoint } from "../../src/trainer/checkpoint.ts";
 import { Trainer } from "../../src/trainer/trainer.ts";
 import { useGpu } from "../helpers/gpu.ts";
 
@@ -82,6 +83,7 @@ it("trains adapter A from A's calls only, with its own optimizer; B stays bit-id
     optimizer: { lr: 0.01 },
     algorithm: { samplesPerTask: 6, tasksPerStep: 2 },
     valEvery: 0,
+    checkpointDir: join(dir, "ckpt"),
   });
   // Created by the trainer (B = 0 at first): snapshot after step 1 is compared with step 2's end.
   const result = await trainer.fit({ train: tasks }, 2);
@@ -103,6 +105,12 @@ it("trains adapter A from A's calls only, with its own optimizer; B stays bit-id
   expect(same(bNow, bBefore)).toBe(true);
   const movedA = [...aNow.tensors].filter(([k, t]) => k.includes("lora_B") && t.data.some((v) => v !== 0));
   expect(movedA.length).toBeGreaterThan(0);
+
+  // The checkpoint holds agentA (not the absent default adapter) and its version.
+  const info = (await latestCheckpoint(join(dir, "ckpt")))!;
+  expect(same(await readPeftAdapter(info.adapterDir, model.config), aNow)).toBe(true);
+  const meta = JSON.parse(readFileSync(join(info.dir, "trainer.json"), "utf8"));
+  expect(meta.adapterVersion).toBe(a.version);
 
   // Versions: resource "adapter:agentA" advanced per step, and no "adapter" (default) resource.
   const published = await store.getResources("adapter:agentA");
