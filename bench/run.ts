@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, one JSON object per line on stdout.
-//   npm run bench -- [kernels|engine|store|proxy|train|demo|constrained|trajectory|scale ...]   (default: all)
+//   npm run bench -- [kernels|engine|store|proxy|train|demo|constrained|trajectory|multi-adapter|scale ...]   (default: all)
 // `scale` runs bench/scale.ts --quick here (the full 8 × 1,024-token 0.5B update takes hours on a
 // software adapter); run it directly for full sizes, or bench/gpu.sh on a real GPU.
 
@@ -18,6 +18,7 @@ const suites: Record<string, string> = {
   demo: "demo.ts",
   constrained: "constrained.ts",
   trajectory: "trajectory.ts --quick",
+  "multi-adapter": "multi-adapter.ts",
   scale: "scale.ts --quick",
 };
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(suites);

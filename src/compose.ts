@@ -118,8 +118,12 @@ export async function train<Task extends JsonValue>(options: TrainOptions<Task>)
     onEvent: options.onEvent,
   });
   const runFit = () => trainer.fit(options.data, options.steps);
+  // A named adapter's agents are served by it: model "<base>:<adapter>".
+  const modelName =
+    options.modelName ??
+    (options.adapter !== undefined && options.model ? `${basename(options.model.dir)}:${options.adapter}` : undefined);
   try {
-    return options.agent ? await withAgents({ ...options, agent: options.agent }, runFit) : await runFit();
+    return options.agent ? await withAgents({ ...options, modelName, agent: options.agent }, runFit) : await runFit();
   } finally {
     if (!given) await trainer.close();
   }

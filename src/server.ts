@@ -114,6 +114,8 @@ export interface ServerOptions {
   modelDir?: string;
   /** PEFT adapter directory to load onto the model. */
   adapterDir?: string;
+  /** Named PEFT adapters (multi-agent): name → directory, served as model "<model>:<name>". */
+  adapters?: Record<string, string>;
   /** Upstream OpenAI-compatible base URL (instead of a local model). */
   upstreamUrl?: string;
   upstreamApiKey?: string;
@@ -160,6 +162,9 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
         quantize: options.quantize,
       });
       if (options.adapterDir) await model.loadAdapter(resolve(options.adapterDir));
+      for (const [name, adapterDir] of Object.entries(options.adapters ?? {})) {
+        await model.loadAdapter(resolve(adapterDir), 0, name);
+      }
       backend = new LocalBackend(model, { modelId: basename(dir) });
       log(`model ${basename(dir)} on ${model.gpu.info.description}`);
     } else if (options.upstreamUrl) {
@@ -224,7 +229,7 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
       store: { type: "string", default: env.FULGUR_STORE ?? "file:fulgur.db" },
       "store-token": { type: "string", default: env.FULGUR_STORE_TOKEN },
       model: { type: "string", default: env.FULGUR_MODEL },
-      adapter: { type: "string", default: env.FULGUR_ADAPTER },
+      adapter: { type: "string", multiple: true },
       upstream: { type: "string", default: env.FULGUR_UPSTREAM },
       "upstream-key": { type: "string", default: env.FULGUR_UPSTREAM_KEY },
       "upstream-timeout-ms": { type: "string", default: env.FULGUR_UPSTREAM_TIMEOUT_MS },
@@ -256,7 +261,7 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     storeUrl: values.store,
     storeAuthToken: values["store-token"],
     modelDir: values.model,
-    adapterDir: values.adapter,
+    ...adapterFlags(values.adapter ?? (env.FULGUR_ADAPTER ? [env.FULGUR_ADAPTER] : [])),
     upstreamUrl: values.upstream,
     upstreamApiKey: values["upstream-key"],
     upstreamTimeoutMs: positive(values["upstream-timeout-ms"], "upstream-timeout-ms"),
@@ -274,6 +279,24 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
   };
 }
 
+/** `--adapter DIR` (the default adapter) and `--adapter NAME=DIR` (named ones), repeatable. */
+function adapterFlags(values: string[]): { adapterDir?: string; adapters?: Record<string, string> } {
+  let adapterDir: string | undefined;
+  const adapters: Record<string, string> = {};
+  for (const v of values) {
+    const named = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})=(.+)$/.exec(v);
+    if (named) {
+      if (named[1] in adapters) throw new Error(`--adapter ${named[1]}= is given twice`);
+      adapters[named[1]] = named[2];
+    } else {
+      if (adapterDir !== undefined)
+        throw new Error("--adapter DIR (the default adapter) is given twice; name the others NAME=DIR");
+      adapterDir = v;
+    }
+  }
+  return { adapterDir, ...(Object.keys(adapters).length > 0 ? { adapters } : {}) };
+}
+
 function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
   if (v === undefined || v === "" || v === "none") return undefined;
   if (v !== "int8" && v !== "int4") throw new Error(`--quantize must be int8, int4 or none, got ${v}`);
@@ -288,6 +311,7 @@ function recordMode(value: string | undefined): "durable" | "async" {
 export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server / npm run server -- [options])
   --model DIR          HF model directory to serve on the GPU (env FULGUR_MODEL)
   --adapter DIR        PEFT LoRA adapter to load onto it (env FULGUR_ADAPTER)
+  --adapter NAME=DIR   a named adapter, served as model "<model>:NAME" (repeatable; multi-agent)
   --upstream URL       forward to an OpenAI-compatible server instead (vLLM, Ollama, …)
   --upstream-key KEY   API key for the upstream
   --upstream-timeout-ms MS  answer 504 when the upstream is silent this long (default 300000)

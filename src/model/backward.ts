@@ -11,6 +11,7 @@ import { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { ProjectionName } from "./config.ts";
 import { type LinearGrads, linearBackward } from "./linear.ts";
+import type { LoraAdapter } from "./lora.ts";
 import type { ForwardResult, LayerActivations, PackedBatch, Transformer } from "./transformer.ts";
 
 /** Where gradients accumulate; absent entries are not computed. */
@@ -23,6 +24,8 @@ export interface GradientSink {
 
 export interface BackwardOptions {
   adapter?: boolean;
+  /** The adapter the forward used (a named one, for multi-agent training); default: the default adapter. */
+  lora?: LoraAdapter | null;
 }
 
 /**
@@ -38,6 +41,7 @@ export function backward(
   options: BackwardOptions = {},
 ): void {
   const useLora = options.adapter ?? true;
+  const lora = options.lora === undefined ? model.lora : options.lora;
   const scope = new Scope();
   const { config, weights } = model;
   const full = sink.full;
@@ -45,9 +49,9 @@ export function backward(
   for (let i = config.numLayers - 1; i >= 0; i--) {
     const saved = fwd.layers[i];
     const inner = new Scope();
-    const acts: LayerActivations = "n1" in saved ? saved : model.layerForward(i, saved.x, batch, useLora, inner);
+    const acts: LayerActivations = "n1" in saved ? saved : model.layerForward(i, saved.x, batch, useLora, inner, lora);
     // The residual gradient flows through every layer in one tensor, updated in place.
-    layerBackward(model, i, acts, dOut, batch, sink, useLora, inner);
+    layerBackward(model, i, acts, dOut, batch, sink, useLora, inner, lora);
     inner.dispose();
   }
   const dEmbed = full?.get("model.embed_tokens.weight");
@@ -68,6 +72,7 @@ function layerBackward(
   sink: GradientSink,
   useLora: boolean,
   scope: Scope,
+  lora: LoraAdapter | null,
 ): void {
   const { config, weights } = model;
   const layer = weights.layers[i];
@@ -76,16 +81,16 @@ function layerBackward(
   const full = sink.full;
   const gradsOf = (p: ProjectionName): LinearGrads => {
     const lin = layer.proj[p];
-    const lora = sink.lora?.get(lin.path);
+    const g = sink.lora?.get(lin.path);
     return {
-      dA: lora?.dA,
-      dB: lora?.dB,
+      dA: g?.dA,
+      dB: g?.dB,
       dW: full?.get(`${lin.path}.weight`),
       db: lin.bias ? full?.get(`${lin.path}.bias`) : undefined,
     };
   };
   const back = (p: ProjectionName, dy: Tensor, x: Tensor, into?: Tensor) =>
-    linearBackward(dy, x, a.u[p] ?? null, layer.proj[p], model.loraFor(i, p, useLora), gradsOf(p), scope, into);
+    linearBackward(dy, x, a.u[p] ?? null, layer.proj[p], model.loraFor(i, p, useLora, lora), gradsOf(p), scope, into);
 
   // out = h + down(swiglu(gate(n2), up(n2))),  n2 = RMSNorm(h). dOut becomes dh below; its
   // readers are recorded first, so updating it in place keeps program order.

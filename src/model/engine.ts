@@ -1,7 +1,9 @@
 // The generation engine: the GPU side of continuous batching. Owns the per-layer KV caches
 // (slots × context) and runs one packed step for the scheduler: every row's tokens go through
 // the transformer together, the rows that sample get the LM head and GPU sampling, and one
-// readback returns the sampled tokens and logprobs.
+// readback returns the sampled tokens and logprobs. Rows of different LoRA adapters share a step:
+// they are grouped by adapter into contiguous ranges, the base matmuls run over all rows and each
+// adapter's low-rank term over its range (Transformer.forwardCached, linearForwardRows).
 
 import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
 import { sample } from "../gpu/kernels/sampling.ts";
@@ -9,6 +11,7 @@ import { Scope } from "../gpu/scope.ts";
 import { readAll } from "../gpu/tensor.ts";
 import { assertRunnable } from "./config.ts";
 import { headLogits } from "./head.ts";
+import type { LoraAdapter } from "./lora.ts";
 import {
   type Generation,
   Scheduler,
@@ -18,7 +21,7 @@ import {
   type SubmitOptions,
 } from "./scheduler.ts";
 import type { ModelTokenizer } from "./tokenizer.ts";
-import type { Transformer } from "./transformer.ts";
+import type { AdapterRows, Transformer } from "./transformer.ts";
 
 export interface EngineOptions {
   /** Sequences decoded at once (KV cache slots). Default 16. */
@@ -66,6 +69,12 @@ export class Engine implements StepRunner {
 
   /** Queues a generation; it joins the running batch at the next step. */
   submit(prompt: number[], options: SubmitOptions = {}): Promise<Generation> {
+    const name = options.adapter;
+    if (typeof name === "string" && !this.model.adapters.has(name)) {
+      return Promise.reject(
+        new RangeError(`no LoRA adapter '${name}' (loaded: ${[...this.model.adapters.keys()].join(", ") || "none"})`),
+      );
+    }
     return this.scheduler.submit(prompt, options);
   }
 
@@ -74,8 +83,34 @@ export class Engine implements StepRunner {
     return this.model.lora?.version ?? null;
   }
 
-  async run(rows: StepRow[]): Promise<(StepOutput | null)[]> {
+  /** The adapter a row names (see SubmitOptions.adapter); none while `useAdapter` is off. */
+  private adapterOf(name: string | null | undefined): LoraAdapter | null {
+    if (!this.useAdapter || name === null) return null;
+    if (name === undefined) return this.model.lora;
+    const lora = this.model.adapters.get(name);
+    if (!lora) throw new Error(`no LoRA adapter '${name}' is loaded (it was removed while generating?)`);
+    return lora;
+  }
+
+  async run(input: StepRow[]): Promise<(StepOutput | null)[]> {
     const gpu = this.model.gpu;
+    // Rows of one adapter next to each other (first-seen order), so each adapter's LoRA term runs
+    // over one range of rows; outputs go back by row, so the order changes nothing else.
+    const byAdapter = new Map<LoraAdapter | null, StepRow[]>();
+    for (const row of input) {
+      const lora = this.adapterOf(row.adapter);
+      const list = byAdapter.get(lora);
+      if (list) list.push(row);
+      else byAdapter.set(lora, [row]);
+    }
+    const rows = [...byAdapter.values()].flat();
+    const ranges: AdapterRows[] = [];
+    let start = 0;
+    for (const [adapter, list] of byAdapter) {
+      const count = list.reduce((n, r) => n + r.tokens.length, 0);
+      ranges.push({ start, count, adapter });
+      start += count;
+    }
     const total = rows.reduce((n, r) => n + r.tokens.length, 0);
     const tokens = new Uint32Array(total);
     const slots = new Uint32Array(total);
@@ -109,11 +144,11 @@ export class Engine implements StepRunner {
         t(Uint32Array.from(picks)),
         maxContext,
         scope,
-        this.useAdapter,
+        ranges,
       );
       if (sampled.length === 0) {
         await gpu.sync();
-        return rows.map(() => null);
+        return input.map(() => null);
       }
       const logits = headLogits(this.model, normed, scope);
       const topN = Math.max(0, ...sampled.map((r) => r.sampling.topLogprobs));
@@ -151,7 +186,7 @@ export class Engine implements StepRunner {
         }
         bySampled.set(row, out);
       });
-      return rows.map((r) => bySampled.get(r) ?? null);
+      return input.map((r) => bySampled.get(r) ?? null);
     } finally {
       scope.dispose();
     }

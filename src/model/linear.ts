@@ -2,6 +2,8 @@
 //   y  = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ                      (u = x·Aᵀ is kept for backward)
 //   dx = dy·W + s·(dy·B)·A,  dA = s·(dy·B)ᵀ·x,  dB = s·dyᵀ·u
 // W (and b) are frozen unless full training asks for dW = dyᵀ·x and db = Σ dy.
+// Serving rows of several adapters in one step (`linearForwardRows`): x·Wᵀ once over all rows,
+// then each adapter's low-rank term over its own contiguous range of rows (bound in place).
 
 import { matmul } from "../gpu/kernels/matmul.ts";
 import { dequantize } from "../gpu/kernels/quant.ts";
@@ -48,6 +50,58 @@ export function linearForward(
   const u = scope.track(matmul(x, lora.module.a, { transB: true }));
   matmul(u, lora.module.b, { transB: true, accumulate: true, alpha: lora.scale, out: y });
   return { y, u };
+}
+
+/** A contiguous range of rows and the LoRA module they use (null: none). */
+export interface LoraRows {
+  start: number;
+  count: number;
+  lora: LoraApplied | null;
+}
+
+/**
+ * y = x·Wᵀ + b for every row, plus each range's own LoRA term: the base matmul is shared by all
+ * rows (one launch, the weight read once); range k adds s_k·(x_k·A_kᵀ)·B_kᵀ to its rows only.
+ * A range is bound in place as a view of x and y when its first row starts on the device's
+ * storage-offset alignment (every row does when the width is a multiple of 64 floats, as in real
+ * models); otherwise its rows are copied out and y's copied back. `ranges` must tile the rows in
+ * order (the engine groups a step's rows by adapter).
+ */
+export function linearForwardRows(x: Tensor, lin: LinearWeights, ranges: LoraRows[], scope: Scope): Tensor {
+  const rows = x.shape[0];
+  if (ranges.length === 1 && ranges[0].start === 0 && ranges[0].count === rows) {
+    return linearForward(x, lin, ranges[0].lora, scope).y;
+  }
+  const w = weightFor(lin, scope, false);
+  const y = scope.track(matmul(x, w, { transB: true, bias: lin.bias ?? undefined }));
+  for (const r of ranges) {
+    if (!r.lora) continue;
+    const xr = rowsOf(x, r.start, r.count, scope);
+    const u = scope.track(matmul(xr.t, r.lora.module.a, { transB: true }));
+    const yr = rowsOf(y, r.start, r.count, scope);
+    matmul(u, r.lora.module.b, { transB: true, accumulate: true, alpha: r.lora.scale, out: yr.t });
+    if (yr.copied) {
+      const bytes = r.start * y.shape[1] * 4;
+      y.gpu.commands.copyBufferToBuffer(yr.t.buffer, yr.t.byteOffset, y.buffer, y.byteOffset + bytes, yr.t.byteLength);
+    }
+  }
+  return y;
+}
+
+/**
+ * Rows [start, start+count) of an f32 [rows, cols] matrix: a view when it can be bound at that
+ * offset, else a copy (then `copied`, and changes must be copied back).
+ */
+function rowsOf(t: Tensor, start: number, count: number, scope: Scope): { t: Tensor; copied: boolean } {
+  if (t.dtype !== "f32" || t.shape.length !== 2) throw new Error(`rowsOf: expected an f32 matrix, got ${t.dtype}`);
+  const cols = t.shape[1];
+  const offset = t.byteOffset + start * cols * 4;
+  if (offset % t.gpu.limits.minStorageBufferOffsetAlignment === 0) {
+    return { t: t.view([count, cols], start * cols), copied: false };
+  }
+  const out = scope.track(t.gpu.tensor([count, cols], "f32"));
+  t.gpu.commands.copyBufferToBuffer(t.buffer, offset, out.buffer, out.byteOffset, count * cols * 4);
+  return { t: out, copied: true };
 }
 
 export interface LinearGrads {

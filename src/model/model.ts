@@ -36,6 +36,20 @@ export interface LoadModelOptions extends EngineOptions {
 export interface LogitsOptions {
   /** Apply the LoRA adapter; defaults to true when one is attached. */
   adapter?: boolean;
+  /** Apply this named adapter instead of the default one. */
+  adapterName?: string;
+}
+
+/** Names a named adapter may have: it is the suffix of a model id ("base:name") and a resource name. */
+const ADAPTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Throws unless `name` can name an adapter (letters, digits, '.', '_', '-'; at most 64). */
+export function checkAdapterName(name: string): void {
+  if (!ADAPTER_NAME.test(name)) {
+    throw new Error(
+      `adapter name '${name}' is not valid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
 }
 
 /** Loads a Qwen2/Qwen3/Llama/Mistral checkpoint directory onto the GPU. */
@@ -94,47 +108,75 @@ export class Model {
     return this.transformer.config;
   }
 
-  /** The attached LoRA adapter, if any. */
+  /** The default (unnamed) LoRA adapter, if any. */
   get adapter(): LoraAdapter | null {
     return this.transformer.lora;
   }
 
-  /** Version of the adapter serving now, or null for the base model. */
+  /** Version of the default adapter serving now, or null for the base model. */
   get adapterVersion(): number | null {
     return this.transformer.lora?.version ?? null;
   }
 
-  /** Attaches a fresh adapter (B = 0, so outputs are unchanged until it is trained). */
-  createAdapter(spec: LoraSpec): LoraAdapter {
-    this.setAdapter(LoraAdapter.create(this.gpu, this.transformer.weights, spec));
-    return this.transformer.lora!;
+  /**
+   * The named adapters on this base (multi-agent): a request for model "base:name" is served
+   * with adapter `name`, in the same batches as every other adapter's requests.
+   */
+  get adapters(): ReadonlyMap<string, LoraAdapter> {
+    return this.transformer.adapters;
+  }
+
+  /** The adapter `name` (the default one when absent); null when there is none. */
+  adapterNamed(name?: string): LoraAdapter | null {
+    return name === undefined ? this.transformer.lora : (this.transformer.adapters.get(name) ?? null);
+  }
+
+  /**
+   * Attaches a fresh adapter (B = 0, so outputs are unchanged until it is trained): the default
+   * one, or the named adapter `name` (replacing one of that name).
+   */
+  createAdapter(spec: LoraSpec, name?: string): LoraAdapter {
+    if (name !== undefined) checkAdapterName(name);
+    return this.setAdapter(LoraAdapter.create(this.gpu, this.transformer.weights, spec), name);
   }
 
   /** Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). */
-  async loadAdapter(dir: string, version = 0): Promise<LoraAdapter> {
+  async loadAdapter(dir: string, version = 0, name?: string): Promise<LoraAdapter> {
+    if (name !== undefined) checkAdapterName(name);
     const peft = await readPeftAdapter(dir, this.config);
-    this.setAdapter(LoraAdapter.fromPeft(this.gpu, this.transformer.weights, peft, version));
-    return this.transformer.lora!;
+    return this.setAdapter(LoraAdapter.fromPeft(this.gpu, this.transformer.weights, peft, version), name);
   }
 
-  /** Saves the attached adapter in PEFT format. */
-  async saveAdapter(dir: string): Promise<void> {
-    const lora = this.transformer.lora;
-    if (!lora) throw new Error("no adapter is attached: nothing to save");
+  /** Saves the default adapter (or the named one) in PEFT format. */
+  async saveAdapter(dir: string, name?: string): Promise<void> {
+    const lora = this.adapterNamed(name);
+    if (!lora) throw new Error(name === undefined ? "no adapter is attached: nothing to save" : `no adapter '${name}'`);
     const peft = await lora.toPeft();
     await writePeftAdapter(dir, { ...peft.config, baseModelNameOrPath: this.dir }, peft.tensors, {
       model: this.config,
     });
   }
 
-  /** Detaches (and frees) the adapter. */
-  removeAdapter(): void {
-    this.setAdapter(null);
+  /**
+   * Detaches (and frees) the default adapter, or the named one. A named adapter that requests are
+   * still generating with is refused (its rows would have no adapter in the next step).
+   */
+  removeAdapter(name?: string): void {
+    const busy = name === undefined ? 0 : (this.engineInstance?.scheduler.usingAdapter(name) ?? 0);
+    if (busy > 0) throw new Error(`adapter '${name}' is generating for ${busy} sequence(s); remove it when idle`);
+    this.setAdapter(null, name);
   }
 
-  private setAdapter(lora: LoraAdapter | null): void {
-    this.transformer.lora?.dispose();
-    this.transformer.lora = lora;
+  private setAdapter<T extends LoraAdapter | null>(lora: T, name?: string): T {
+    if (name === undefined) {
+      this.transformer.lora?.dispose();
+      this.transformer.lora = lora;
+      return lora;
+    }
+    this.transformer.adapters.get(name)?.dispose();
+    if (lora) this.transformer.adapters.set(name, lora);
+    else this.transformer.adapters.delete(name);
+    return lora;
   }
 
   /** Logits for every position of `tokens`: row-major [tokens.length × vocabSize]. */
@@ -144,7 +186,12 @@ export class Model {
     const scope = new Scope();
     try {
       const batch = uploadBatch(this.gpu, packSequences([tokens], vocab), scope);
-      const fwd = this.transformer.forward(batch, { adapter: options.adapter ?? true });
+      let lora: LoraAdapter | null | undefined;
+      if (options.adapterName !== undefined) {
+        lora = this.transformer.adapters.get(options.adapterName);
+        if (!lora) throw new Error(`no adapter '${options.adapterName}'`);
+      }
+      const fwd = this.transformer.forward(batch, { adapter: options.adapter ?? true, lora });
       const out = new Float32Array(tokens.length * vocab);
       try {
         const chunk = headChunkRows(this.transformer, tokens.length);
@@ -187,6 +234,8 @@ export class Model {
     this.disposed = true;
     this.engineInstance?.dispose();
     this.transformer.lora?.dispose();
+    for (const lora of this.transformer.adapters.values()) lora.dispose();
+    this.transformer.adapters.clear();
     disposeWeights(this.transformer.weights);
     if (this.ownsGpu) this.gpu.destroy();
   }

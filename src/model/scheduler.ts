@@ -79,6 +79,8 @@ export interface StepRow {
   sampleIndex: number;
   /** Allowed tokens for this sample (constrained generations only). */
   mask?: Uint32Array;
+  /** The sequence's adapter: a name, null for the base model, absent for the default adapter. */
+  adapter?: string | null;
 }
 
 export interface StepOutput extends TokenChoice {
@@ -110,6 +112,11 @@ export interface SubmitOptions extends SamplingParams {
   /** Streams each sampled token as it arrives. */
   onToken?: (token: TokenChoice, index: number) => void;
   signal?: AbortSignal;
+  /**
+   * Which LoRA adapter generates (multi-agent): a named adapter, null for the base model, absent
+   * for the default adapter. Sequences of different adapters share steps.
+   */
+  adapter?: string | null;
 }
 
 interface Sequence {
@@ -202,6 +209,11 @@ export class Scheduler {
   /** Requests waiting for a slot plus those running. */
   get load(): { waiting: number; running: number } {
     return { waiting: this.waiting.length, running: this.running.length };
+  }
+
+  /** Sequences waiting or running with the named adapter (multi-agent; see SubmitOptions.adapter). */
+  usingAdapter(name: string): number {
+    return [...this.waiting, ...this.running].filter((s) => s.options.adapter === name).length;
   }
 
   /** Resolves once every submitted request has finished. */
@@ -304,6 +316,7 @@ export class Scheduler {
       sampling: seq.sampling,
       sampleIndex: seq.out.tokens.length,
     };
+    if (seq.options.adapter !== undefined) row.adapter = seq.options.adapter;
     const constraint = seq.options.constraint;
     if (sample && constraint) {
       const left = Math.min(seq.maxTokens, this.runner.maxSeqLen - seq.prompt.length) - seq.out.tokens.length;

@@ -22,7 +22,7 @@ import { swiglu } from "../gpu/kernels/swiglu.ts";
 import { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { assertRunnable, type ModelConfig, type ProjectionName, ropeInverseFrequencies } from "./config.ts";
-import { type LoraApplied, linearForward } from "./linear.ts";
+import { type LoraApplied, linearForward, linearForwardRows } from "./linear.ts";
 import type { LoraAdapter } from "./lora.ts";
 import type { LayerWeights, ModelWeights } from "./weights.ts";
 
@@ -75,15 +75,27 @@ export interface ForwardResult {
 export interface ForwardOptions {
   /** Apply the LoRA adapter (default true when one is attached). */
   adapter?: boolean;
+  /** Which adapter to apply (a named one, for multi-agent training); default: the default adapter. */
+  lora?: LoraAdapter | null;
   /** Keep only each layer's input and recompute the rest in backward. */
   recompute?: boolean;
+}
+
+/** A contiguous range of a serving step's rows and the adapter they use (null: the base model). */
+export interface AdapterRows {
+  start: number;
+  count: number;
+  adapter: LoraAdapter | null;
 }
 
 export class Transformer {
   readonly gpu: Gpu;
   readonly config: ModelConfig;
   readonly weights: ModelWeights;
+  /** The default adapter: serves requests that name no adapter, and trains by default. */
   lora: LoraAdapter | null = null;
+  /** Named adapters on the same base (multi-agent): requests pick one by model "base:name". */
+  readonly adapters = new Map<string, LoraAdapter>();
   /** Rescaled RoPE frequencies (Llama 3); null when plain theta^(-2i/d) applies. */
   readonly ropeFrequencies: Float64Array | null;
 
@@ -95,11 +107,19 @@ export class Transformer {
     this.ropeFrequencies = config.ropeScaling ? ropeInverseFrequencies(config) : null;
   }
 
-  /** The LoRA module for a projection of a layer, when an adapter is attached and enabled. */
-  loraFor(layer: number, projection: ProjectionName, enabled: boolean): LoraApplied | null {
-    if (!enabled || !this.lora) return null;
-    const module = this.lora.modules.get(this.weights.layers[layer].proj[projection].path);
-    return module ? { module, scale: this.lora.scale } : null;
+  /**
+   * The LoRA module for a projection of a layer, when enabled and `adapter` (default: the default
+   * adapter) adapts it.
+   */
+  loraFor(
+    layer: number,
+    projection: ProjectionName,
+    enabled: boolean,
+    adapter: LoraAdapter | null = this.lora,
+  ): LoraApplied | null {
+    if (!enabled || !adapter) return null;
+    const module = adapter.modules.get(this.weights.layers[layer].proj[projection].path);
+    return module ? { module, scale: adapter.scale } : null;
   }
 
   /** Forward over a packed batch; see ForwardResult for what is kept. */
@@ -107,18 +127,19 @@ export class Transformer {
     assertRunnable(this.config, batch.longest);
     const scope = new Scope();
     const useLora = options.adapter ?? true;
+    const lora = options.lora === undefined ? this.lora : options.lora;
     let x = scope.track(embedding(this.weights.embed, batch.tokens));
     const layers: ForwardResult["layers"] = [];
     for (let i = 0; i < this.config.numLayers; i++) {
       if (options.recompute) {
         const inner = new Scope();
-        const acts = this.layerForward(i, x, batch, useLora, inner);
+        const acts = this.layerForward(i, x, batch, useLora, inner, lora);
         const next = scope.track(inner.keep(acts.out));
         inner.dispose();
         layers.push({ x });
         x = next;
       } else {
-        const acts = this.layerForward(i, x, batch, useLora, scope);
+        const acts = this.layerForward(i, x, batch, useLora, scope, lora);
         layers.push(acts);
         x = acts.out;
       }
@@ -136,6 +157,7 @@ export class Transformer {
     batch: PackedBatch,
     useLora: boolean,
     scope: Scope,
+    lora: LoraAdapter | null = this.lora,
   ): LayerActivations & { out: Tensor } {
     const { config } = this;
     const layer = this.weights.layers[i];
@@ -143,7 +165,7 @@ export class Transformer {
     const heads = { nHeads: config.numHeads, nKvHeads: config.numKvHeads, headDim: config.headDim };
     const u: LayerActivations["u"] = {};
     const proj = (p: ProjectionName, input: Tensor): Tensor => {
-      const r = linearForward(input, layer.proj[p], this.loraFor(i, p, useLora), scope);
+      const r = linearForward(input, layer.proj[p], this.loraFor(i, p, useLora, lora), scope);
       if (r.u) u[p] = r.u;
       return r.y;
     };
@@ -208,6 +230,8 @@ export class Transformer {
    * Serving forward: `rows` token rows of many sequences, each at (slot, pos) in the KV caches
    * (one per layer). Writes the rows' k/v into the caches, attends over each row's cached
    * prefix, and returns the final normed hidden states of the rows listed in `outputRows`.
+   * `adapters` says which adapter each contiguous range of rows uses (null: the base model); the
+   * base matmuls run once over all rows, the LoRA terms per range (see linearForwardRows).
    */
   forwardCached(
     tokens: Tensor,
@@ -217,16 +241,27 @@ export class Transformer {
     outputRows: Tensor,
     maxContext: number,
     scope: Scope,
-    useLora = true,
+    adapters: AdapterRows[] = [{ start: 0, count: tokens.shape[0], adapter: this.lora }],
   ): Tensor {
     const { config } = this;
     const heads = { nHeads: config.numHeads, nKvHeads: config.numKvHeads, headDim: config.headDim };
     const n = tokens.shape[0];
+    let covered = 0;
+    for (const r of adapters) {
+      if (r.start !== covered || r.count < 1) throw new Error("forwardCached: adapter row ranges must tile the rows");
+      covered += r.count;
+    }
+    if (covered !== n) throw new Error(`forwardCached: adapter row ranges cover ${covered} of ${n} rows`);
     let x = scope.track(embedding(this.weights.embed, tokens));
     for (let i = 0; i < config.numLayers; i++) {
       const layer: LayerWeights = this.weights.layers[i];
       const proj = (p: ProjectionName, input: Tensor) =>
-        linearForward(input, layer.proj[p], this.loraFor(i, p, useLora), scope).y;
+        linearForwardRows(
+          input,
+          layer.proj[p],
+          adapters.map((r) => ({ start: r.start, count: r.count, lora: this.loraFor(i, p, true, r.adapter) })),
+          scope,
+        );
       const { y: n1 } = track2(scope, rmsnorm(x, layer.inputNorm, config.rmsNormEps));
       let qIn = proj("q_proj", n1);
       let kIn = proj("k_proj", n1);

@@ -152,6 +152,8 @@ export interface ChatOutcome {
    * the base model / unknown. A number, like `Transition.adapterVersion` in src/store/types.ts.
    */
   adapterVersion: number | null;
+  /** The named LoRA adapter that generated (multi-agent, model "base:name"); null/absent: the default one or none. */
+  adapter?: string | null;
   /** Exact prompt token ids the model saw (chat template applied); null when unavailable. */
   promptTokenIds: number[] | null;
   /** The rendered prompt text, when the backend rendered it itself. */
@@ -177,6 +179,8 @@ export interface CompletionChoiceOutcome {
 export interface CompletionOutcome {
   model: string;
   adapterVersion: number | null;
+  /** As ChatOutcome.adapter. */
+  adapter?: string | null;
   /** Token ids per prompt (parallel to `CompletionRequest.prompts`); entries null when unavailable. */
   promptTokenIds: (number[] | null)[];
   choices: CompletionChoiceOutcome[];

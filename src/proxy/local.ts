@@ -4,6 +4,8 @@
 // re-tokenised), parses Hermes/Qwen-style <tool_call> blocks, and streams deltas as tokens arrive.
 // Structured output (response_format, forced tool calls) is enforced while decoding: each choice
 // gets a grammar constraint whose token mask the GPU sampler applies (see constrain.ts).
+// Multi-agent: model "<id>:<name>" is served with the model's named adapter <name> (in the same
+// engine steps as every other adapter's requests); "<id>" with the default adapter.
 
 import type { ChatMessage, ToolSpec } from "../model/chat-template.ts";
 import { vocabularyOf } from "../model/grammar/constraint.ts";
@@ -25,7 +27,7 @@ import type {
   TokenLogprob,
 } from "./backend.ts";
 import { chatConstraint, formatConstraint, type RequestConstraint } from "./constrain.ts";
-import { contextLengthExceeded, invalidRequest } from "./errors.ts";
+import { contextLengthExceeded, invalidRequest, modelNotFound } from "./errors.ts";
 import { checkTokenIds } from "./limits.ts";
 import type { ResponseFormatParam } from "./openai-types.ts";
 import { parseToolCalls, StreamingToolCallParser } from "./tool-calls.ts";
@@ -53,12 +55,33 @@ export class LocalBackend implements ChatBackend {
     this.fair = options.fairAdmission ?? true;
   }
 
+  /** The base id, then "<id>:<name>" for each named adapter. */
   async listModels(): Promise<{ id: string; ownedBy: string; created: number }[]> {
-    return [{ id: this.modelId, ownedBy: "fulgur", created: this.created }];
+    return this.modelIds().map((id) => ({ id, ownedBy: "fulgur", created: this.created }));
+  }
+
+  private modelIds(): string[] {
+    return [this.modelId, ...[...this.model.adapters.keys()].map((name) => `${this.modelId}:${name}`)];
+  }
+
+  /**
+   * Which adapter a request's model names: "<id>:<name>" a named one (404 when there is none), any
+   * other name (the id itself, or whatever an agent hard-codes when any model is accepted) the
+   * default. Its version is read now: the version the call records.
+   */
+  private adapterFor(model: string): { name: string | undefined; modelId: string; version: number | null } {
+    const prefix = `${this.modelId}:`;
+    if (!model.startsWith(prefix))
+      return { name: undefined, modelId: this.modelId, version: this.model.adapterVersion };
+    const name = model.slice(prefix.length);
+    const lora = this.model.adapters.get(name);
+    if (!lora) throw modelNotFound(model, this.modelIds());
+    return { name, modelId: model, version: lora.version };
   }
 
   async chat(req: ChatRequest, ctx: BackendContext<ChatDelta>): Promise<ChatOutcome> {
     const tok = this.model.tokenizer;
+    const adapter = this.adapterFor(req.model);
     const tools = req.tools && req.toolChoice !== "none" ? (req.tools as unknown as ToolSpec[]) : null;
     // vLLM's `chat_template_kwargs`: extra template variables, e.g. Qwen3's enable_thinking.
     const kwargs = req.extra.chat_template_kwargs;
@@ -77,20 +100,20 @@ export class LocalBackend implements ChatBackend {
     }
     const prompt = tok.encode(promptText, { addSpecialTokens: false });
     const constraint = chatConstraint(() => this.vocabulary(), req);
-    const adapterVersion = this.model.adapterVersion;
     const choices = await Promise.all(
       Array.from({ length: req.sampling.n }, (_, index) => {
         const stream = ctx.onDelta
           ? new DeltaStream(tok, req.sampling.stop, req.parseToolCalls, (d) => ctx.onDelta?.(index, d))
           : undefined;
-        return this.generate(prompt, req.sampling, index, ctx, "messages", stream, constraint).then((g) =>
+        return this.generate(prompt, req.sampling, index, ctx, "messages", stream, constraint, adapter.name).then((g) =>
           this.chatChoice(index, g, req, stream, constraint),
         );
       }),
     );
     return {
-      model: this.modelId,
-      adapterVersion,
+      model: adapter.modelId,
+      adapterVersion: adapter.version,
+      adapter: adapter.name ?? null,
       promptTokenIds: prompt,
       promptText,
       choices: choices.map((c) => c.choice),
@@ -107,6 +130,7 @@ export class LocalBackend implements ChatBackend {
 
   async completion(req: CompletionRequest, ctx: BackendContext<CompletionDelta>): Promise<CompletionOutcome> {
     const tok = this.model.tokenizer;
+    const adapter = this.adapterFor(req.model);
     const vocab = this.model.config.vocabSize;
     const prompts = req.prompts.map((p, i) => {
       if (typeof p === "string") return tok.encode(p);
@@ -120,7 +144,6 @@ export class LocalBackend implements ChatBackend {
       completionFormat(req.extra.response_format),
       "response_format",
     );
-    const adapterVersion = this.model.adapterVersion;
     const n = req.sampling.n;
     const results = await Promise.all(
       prompts.flatMap((prompt, promptIndex) =>
@@ -131,27 +154,30 @@ export class LocalBackend implements ChatBackend {
                 ctx.onDelta?.(index, { text: d.content ?? "", logprobs: d.logprobs }),
               )
             : undefined;
-          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream, constraint).then((g) => {
-            stream?.finish(g);
-            const { text, stopped } = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
-            const choice: CompletionChoiceOutcome = {
-              index,
-              promptIndex,
-              text,
-              finishReason: stopped ? "stop" : finish(g),
-              tokenIds: g.tokens,
-              logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
-              ...constrainedFields(g, constraint),
-            };
-            return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
-          });
+          return this.generate(prompt, req.sampling, index, ctx, "prompt", stream, constraint, adapter.name).then(
+            (g) => {
+              stream?.finish(g);
+              const { text, stopped } = cutAtStop(tok.decode(g.tokens, { skipSpecialTokens: true }), req.sampling.stop);
+              const choice: CompletionChoiceOutcome = {
+                index,
+                promptIndex,
+                text,
+                finishReason: stopped ? "stop" : finish(g),
+                tokenIds: g.tokens,
+                logprobs: tokenLogprobs(tok, g.tokens, g.logprobs, g.topLogprobs),
+                ...constrainedFields(g, constraint),
+              };
+              return { choice, tokens: g.tokens.length, ttft: g.timeToFirstTokenMs };
+            },
+          );
         }),
       ),
     );
     const promptTokens = prompts.reduce((a, p) => a + p.length, 0);
     return {
-      model: this.modelId,
-      adapterVersion,
+      model: adapter.modelId,
+      adapterVersion: adapter.version,
+      adapter: adapter.name ?? null,
       promptTokenIds: prompts,
       choices: results.map((r) => r.choice),
       usage: {
@@ -174,6 +200,7 @@ export class LocalBackend implements ChatBackend {
     param: string,
     stream?: DeltaStream,
     constraint?: RequestConstraint | null,
+    adapter?: string,
   ): Promise<Generation> {
     const engine = this.model.engine;
     const room = engine.maxSeqLen - prompt.length;
@@ -194,6 +221,7 @@ export class LocalBackend implements ChatBackend {
       group: this.fair ? ctx : undefined,
       onToken: stream ? (t) => stream.push(t) : undefined,
       constraint: constraint?.grammar.constraint(),
+      adapter,
     });
   }
 

@@ -353,6 +353,9 @@ export function toRecords(call: RecordedCall): Pending {
     model: call.model,
     adapterVersion: call.adapterVersion === null ? null : String(call.adapterVersion),
   };
+  // Multi-agent: the named adapter that generated (its version is adapterVersion); trainers of
+  // adapter "name" select the calls that carry it.
+  const adapter = call.outcome?.adapter ?? null;
   const sampling = call.request.sampling as unknown as JsonValue;
   const timings = call.timings as unknown as JsonValue;
   const error = call.error as unknown as JsonValue;
@@ -382,6 +385,7 @@ export function toRecords(call: RecordedCall): Pending {
           text: choice.text,
           // The OpenAI `user` field names the agent in multi-agent rollouts (trainer filter).
           agent: call.request.user,
+          adapter,
           tools,
           sampling,
           timings,
@@ -418,6 +422,7 @@ export function toRecords(call: RecordedCall): Pending {
           callId: call.id,
           kind: "completion",
           choice: choice.index,
+          adapter,
           sampling,
           timings,
           error,

@@ -29,13 +29,15 @@ export async function saveCheckpoint(
   model: Model,
   optimizer: Optimizer,
   state: TrainerState,
+  /** The named adapter trained (multi-agent); default: the default adapter. */
+  adapter?: string,
 ): Promise<CheckpointInfo> {
   const name = `step-${String(state.step).padStart(6, "0")}`;
   const dir = join(root, name);
   const tmp = join(root, `.${name}.tmp`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
-  await model.saveAdapter(join(tmp, "adapter"));
+  await model.saveAdapter(join(tmp, "adapter"), adapter);
   const opt = await optimizer.state();
   const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
   for (const [k, v] of opt.m) tensors[`${k}.exp_avg`] = { dtype: "F32", shape: [v.length], data: v };
@@ -43,7 +45,7 @@ export async function saveCheckpoint(
   await writeSafetensors(join(tmp, "optimizer.safetensors"), tensors);
   await writeFile(
     join(tmp, "trainer.json"),
-    `${JSON.stringify({ step: state.step, optimizerStep: opt.step, adapterVersion: model.adapterVersion, extra: state.extra }, null, 2)}\n`,
+    `${JSON.stringify({ step: state.step, optimizerStep: opt.step, adapterVersion: model.adapterNamed(adapter)?.version ?? null, extra: state.extra }, null, 2)}\n`,
   );
   await rm(dir, { recursive: true, force: true });
   await rename(tmp, dir);
@@ -66,6 +68,7 @@ export async function restoreCheckpoint(
   info: CheckpointInfo,
   model: Model,
   makeOptimizer: () => Optimizer,
+  adapter?: string,
 ): Promise<{ optimizer: Optimizer; state: TrainerState }> {
   const meta = JSON.parse(await readFile(join(info.dir, "trainer.json"), "utf8")) as {
     step: number;
@@ -73,7 +76,7 @@ export async function restoreCheckpoint(
     adapterVersion: number | null;
     extra: Record<string, unknown>;
   };
-  await model.loadAdapter(info.adapterDir, meta.adapterVersion ?? 0);
+  await model.loadAdapter(info.adapterDir, meta.adapterVersion ?? 0, adapter);
   const optimizer = makeOptimizer();
   const reader = await openSafetensors(join(info.dir, "optimizer.safetensors"));
   try {

@@ -9,6 +9,7 @@ import { readAll } from "../gpu/tensor.ts";
 import { backward, type GradientSink } from "../model/backward.ts";
 import { packSequences, uploadBatch } from "../model/batch.ts";
 import { headBackward, headLogprobs } from "../model/head.ts";
+import type { LoraAdapter } from "../model/lora.ts";
 import type { Transformer } from "../model/transformer.ts";
 import { type PpoOptions, type PpoResult, ppoLoss } from "./ppo.ts";
 
@@ -39,6 +40,8 @@ export interface PolicyGradientOptions extends PpoOptions {
   weight?: number;
   /** Recompute layer activations in backward instead of keeping them. */
   recompute?: boolean;
+  /** The adapter trained (a named one, multi-agent); default: the model's default adapter. */
+  lora?: LoraAdapter | null;
 }
 
 /**
@@ -96,7 +99,8 @@ export async function policyGradients(
     const batch = uploadBatch(gpu, host, scope);
     const targetsGpu = scope.track(gpu.tensor([total], "u32", targets));
     let refLogprobs: Float32Array | undefined;
-    if ((options.klCoef ?? 0) > 0 && model.lora) {
+    const lora = options.lora === undefined ? model.lora : options.lora;
+    if ((options.klCoef ?? 0) > 0 && lora) {
       const ref = model.forward(batch, { adapter: false });
       try {
         refLogprobs = await headLogprobs(model, ref.normed, targetsGpu, options.temperature, ref.scope).logprobs.read();
@@ -104,7 +108,7 @@ export async function policyGradients(
         ref.scope.dispose();
       }
     }
-    const fwd = model.forward(batch, { recompute: options.recompute });
+    const fwd = model.forward(batch, { recompute: options.recompute, lora });
     try {
       const { logprobs, lse, entropy } = headLogprobs(
         model,
@@ -148,7 +152,7 @@ export async function policyGradients(
         dEntropy,
         entropy ?? undefined,
       );
-      backward(model, batch, fwd, dNormed, sink);
+      backward(model, batch, fwd, dNormed, sink, { lora });
       await gpu.sync();
       return result;
     } finally {

@@ -34,6 +34,12 @@ export interface LightningRLOptions {
   optimizer?: OptimizerConfig;
   /** The adapter to train (created when the model has none), or "full" for every weight. */
   lora?: LoraSpec | "full";
+  /**
+   * Multi-agent: train the model's named adapter `adapter` (created from `lora` when absent) with
+   * its own optimizer, only on calls it generated (model "<base>:<adapter>"), publishing its
+   * versions as resource "adapter:<adapter>". Default: the default adapter, resource "adapter".
+   */
+  adapter?: string;
   /** Validate every k steps (and before the first and after the last). 0 = never. Default 5. */
   valEvery?: number;
   /** A rollout with reward ≥ this counts as correct for accuracy. Default 1. */
@@ -105,7 +111,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       successThreshold: this.options.successThreshold,
       run: {
         // Rollouts pin the adapter resource once training publishes one (evaluation alone does not).
-        resources: this.optimizer ? { name: "adapter" } : undefined,
+        resources: this.optimizer ? { name: this.resourceName } : undefined,
         maxAttempts: this.options.maxAttempts ?? 2,
         timeoutMs: this.options.rolloutTimeoutMs ?? 120_000,
         onFinished: (done, total) => ctx.emit({ type: "rollouts", step: this.step, done, total }),
@@ -123,23 +129,28 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
   private async prepare(ctx: AlgorithmContext<Task>, model: Model): Promise<void> {
     if (this.optimizer) return;
     const { checkpointDir, resume } = this.options;
+    if (this.options.adapter !== undefined && this.options.lora === "full")
+      throw new Error('a named adapter cannot train "full"');
     const make = () =>
       this.options.lora === "full"
         ? Optimizer.forAllWeights(model.transformer, this.optimizerConfig())
-        : Optimizer.forLora(model.adapter!, this.optimizerConfig());
+        : Optimizer.forLora(model.adapterNamed(this.options.adapter)!, this.optimizerConfig());
     const found = resume && checkpointDir ? await latestCheckpoint(checkpointDir) : null;
     if (found) {
       if (this.options.lora === "full")
         throw new Error("resuming full-weight training is not supported; use a LoRA adapter");
-      const { optimizer, state } = await restoreCheckpoint(found, model, make);
+      const { optimizer, state } = await restoreCheckpoint(found, model, make, this.options.adapter);
       this.optimizer = optimizer;
       this.step = state.step;
       this.cursor = Number(state.extra.cursor ?? 0);
       if (typeof state.extra.baseline === "number") this.baseline.value = state.extra.baseline;
       await ctx.log({ event: "resumed", step: this.step, checkpoint: found.dir });
     } else {
-      if (this.options.lora !== "full" && !model.adapter) {
-        model.createAdapter(this.options.lora ?? { rank: 16, alpha: 32, seed: this.options.seed });
+      if (this.options.lora !== "full" && !model.adapterNamed(this.options.adapter)) {
+        model.createAdapter(
+          this.options.lora ?? { rank: 16, alpha: 32, seed: this.options.seed },
+          this.options.adapter,
+        );
       }
       this.optimizer = make();
     }
@@ -158,7 +169,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       Array.from({ length: algo.samplesPerTask }, () => ({ task, group: `train-${forStep}-${i}` })),
     );
     const batch = await startRollouts(ctx.store, requests, "train", {
-      resources: { name: "adapter" },
+      resources: { name: this.resourceName },
       maxAttempts: this.options.maxAttempts ?? 2,
       timeoutMs: this.options.rolloutTimeoutMs ?? 120_000,
       onFinished: (done, total) => ctx.emit({ type: "rollouts", step: this.step, done, total }),
@@ -196,6 +207,8 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       advantage: estimator,
       credit: algo.credit,
       agents: algo.agents,
+      // A named adapter learns from its own calls; the default one, next to named ones, from the rest.
+      adapter: this.options.adapter ?? (model.adapters.size > 0 ? null : undefined),
       defaultTemperature: algo.temperature,
       trajectory: algo.trajectory,
       lossNormalization: algo.lossNormalization,
@@ -203,7 +216,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
     const trainStarted = performance.now();
     ctx.emit({ type: "update", step: forStep, phase: "start" });
     // The adapter version being updated: the "old" policy of this update.
-    const current = model.adapterVersion ?? 0;
+    const current = model.adapterNamed(this.options.adapter)?.version ?? 0;
     const lags = batch.samples.map((s) => staleness(s, current));
     const maxStaleness = algo.async?.maxStaleness ?? Infinity;
     const samples = batch.samples.filter((_, i) => lags[i] <= maxStaleness);
@@ -227,6 +240,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
           temperature: micro[0].temperature,
           weight: microTokens / totalTokens,
           isTruncation: algo.async?.isTruncation,
+          lora: model.adapterNamed(this.options.adapter),
         },
         optimizer.sink,
       );
@@ -272,7 +286,7 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
       mergedCalls: batch.metrics.mergedCalls,
       rolloutSeconds: rolloutMs / 1000,
       updateSeconds: trainMs / 1000,
-      adapterVersion: model.adapterVersion ?? 0,
+      adapterVersion: model.adapterNamed(this.options.adapter)?.version ?? 0,
       stalenessMean: lags.length ? lags.reduce((a, b) => a + b, 0) / lags.length : 0,
       stalenessMax: lags.length ? Math.max(...lags) : 0,
       droppedStale,
@@ -316,19 +330,28 @@ export class LightningRL<Task extends JsonValue = JsonValue> implements Algorith
     if (!this.optimizer) throw new Error("nothing to checkpoint before training starts");
     // Batches enqueued ahead are not in the checkpoint: a resumed run draws their tasks again.
     const cursor = this.cursor - this.pending.size * this.config.tasksPerStep;
-    const info = await saveCheckpoint(checkpointDir, model, this.optimizer, {
-      step: this.step,
-      extra: { cursor, baseline: this.baseline.value },
-    });
+    const info = await saveCheckpoint(
+      checkpointDir,
+      model,
+      this.optimizer,
+      { step: this.step, extra: { cursor, baseline: this.baseline.value } },
+      this.options.adapter,
+    );
     await ctx.log({ event: "checkpoint", step: this.step, dir: info.dir });
     ctx.emit({ type: "checkpoint", step: this.step, dir: info.dir });
     return info;
   }
 
-  /** The adapter now serving becomes resource "adapter" version N; rollouts record N. */
+  /** The resource the trained adapter's versions are published as. */
+  get resourceName(): string {
+    return this.options.adapter === undefined ? "adapter" : `adapter:${this.options.adapter}`;
+  }
+
+  /** The adapter now serving becomes resource "adapter" (or "adapter:<name>") version N; rollouts record N. */
   private async publishAdapter(ctx: AlgorithmContext<Task>, model: Model): Promise<void> {
-    const record = await ctx.store.addResources("adapter", { step: this.step, model: basename(model.dir) });
-    if (model.adapter) model.adapter.version = record.version;
+    const record = await ctx.store.addResources(this.resourceName, { step: this.step, model: basename(model.dir) });
+    const lora = model.adapterNamed(this.options.adapter);
+    if (lora) lora.version = record.version;
   }
 }
 

@@ -25,6 +25,8 @@ export interface AlgorithmSetup {
   checkpointDir?: string;
   checkpointEvery?: number;
   resume?: boolean;
+  /** Multi-agent: the named adapter LightningRL trains (see LightningRLOptions.adapter). */
+  adapter?: string;
   rolloutTimeoutMs?: number;
   maxAttempts?: number;
   seed?: number;
