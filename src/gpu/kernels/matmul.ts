@@ -163,9 +163,17 @@ function shapeClass(g: Geometry, l: Launch, family: "gemm" | "gemv"): string {
   return `${t}:${g.bDtype}:${v}:b${g.batch > 1 ? "n" : "1"}:m${m}:n${bucket(l.n)}:k${bucket(l.k)}`;
 }
 
+/**
+ * gemv_sg.wgsl's variants are candidates when the adapter has subgroups, unless FULGUR_GEMV_SG=0
+ * (read per call, so a benchmark can put the old GEMV path beside the new one in one process).
+ */
+function gemvSgEnabled(gpu: Gpu): boolean {
+  return gpu.features.subgroups && process.env.FULGUR_GEMV_SG !== "0";
+}
+
 /** Variants that can run this launch. */
 function candidateVariants(gpu: Gpu, g: Geometry, l: Launch): (GemmVariant | GemvVariant)[] {
-  if (gemvLegal(g, l)) return GEMV_VARIANTS.filter((v) => !v.rn || gpu.features.subgroups);
+  if (gemvLegal(g, l)) return GEMV_VARIANTS.filter((v) => !v.rn || gemvSgEnabled(gpu));
   const v4 = vec4Legal(g, l);
   return GEMM_VARIANTS.filter((v) => (v4 || v.load === "scalar") && (!v.subgroups || gpu.features.subgroups));
 }
@@ -176,7 +184,7 @@ function defaultVariant(gpu: Gpu, g: Geometry, l: Launch): string {
   if (gemvLegal(g, l)) {
     if (!software) return "gemv-l64";
     // One load of x per lane instead of MR (gemv_sg.wgsl); at M = 8 ~10× gemv-l1 on lavapipe.
-    return gpu.features.subgroups ? (g.m <= 2 ? "gemv-sg-r4" : "gemv-sg-r8") : "gemv-l1";
+    return gemvSgEnabled(gpu) ? (g.m <= 2 ? "gemv-sg-r4" : "gemv-sg-r8") : "gemv-l1";
   }
   if (software && vec4Legal(g, l)) return gpu.features.subgroups ? "sg-16x4-vec4" : "reg-8x4-vec4";
   if (software) return "reg-8x4-scalar";
