@@ -1,5 +1,5 @@
-// Launchers for matmul.wgsl (GEMM) and gemv.wgsl (decode GEMV): C = alpha·op(A)·op(B) (+bias)
-// (+C), batched, with B optionally a row-sharded weight and optionally stored as f16.
+// Launchers for matmul.wgsl/matmul_sg.wgsl (GEMM) and gemv.wgsl/gemv_sg.wgsl (decode GEMV, M ≤ 8):
+// C = alpha·op(A)·op(B) (+bias) (+C), batched, with B optionally a row-sharded weight and optionally stored as f16.
 //
 // Conventions: linear weights are HF-style W[out, in], so a layer's forward is
 // matmul(x, W, { transB: true }), dW = dYᵀ·X is matmul(dY, X, { transA: true }) and
