@@ -2,7 +2,8 @@
 // against the plain-loop reference (test/reference/gemv.ts): M = 1..8 rows, awkward N (1, 7, 129,
 // and past one workgroup's 64·RN rows; K = 4, 12, 28, 68, 132), f32 and f16 weights, bias/accumulate/alpha, every RN;
 // shapes GEMV cannot take (K not a multiple of 4, M > 8) fall back to GEMM and stay correct;
-// the adapter default picks it; a cached tuning that predates it is re-measured.
+// the adapter default picks it (and FULGUR_GEMV_SG=0 does not); a cached tuning that predates it
+// is re-measured.
 //
 // Tolerance as in matmul.test.ts: |x|, |w| ≤ 1, so a length-K f32 dot product is within K²·2^-24.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -143,6 +144,13 @@ describe("gemv_sg selection", () => {
     const [variant] = matmulVariants(x, w, { transB: true });
     if (adapterKind(g) === "software" && g.features.subgroups) expect(variant).toMatch(/^gemv-sg-/);
     else expect(variant).toMatch(/^gemv-/);
+    // FULGUR_GEMV_SG=0 (benchmarks' A/B switch) takes gemv_sg out of the choice, read per call.
+    process.env.FULGUR_GEMV_SG = "0";
+    try {
+      expect(matmulVariants(x, w, { transB: true })[0]).toMatch(/^gemv-l/);
+    } finally {
+      delete process.env.FULGUR_GEMV_SG;
+    }
     x.dispose();
     w.dispose();
   });
