@@ -3,7 +3,8 @@
 // (each dispatch then runs in its own pass, which costs a little; compare the shares, not sums
 // with an unprofiled run). Prints one line per kernel (shader.entry and its numeric defines) with
 // total ms, calls and share of the profiled GPU time, plus the run's wall time.
-//   npx tsx bench/decode-profile.ts [--model 25m|tiny] [--batch 8] [--prompt 4] [--decode 16]
+//   npx tsx bench/decode-profile.ts [--model 25m|tiny | --dir <HF checkpoint dir>] [--dtype f32|f16|auto]
+//     [--batch 8] [--prompt 4] [--decode 16]
 //     [--plain-gemv] (FULGUR_GEMV_SG=0: the old GEMV path)
 
 import { mkdtempSync, rmSync } from "node:fs";
@@ -89,14 +90,16 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const prompt = Number(arg("--prompt", "4"));
   const decode = Number(arg("--decode", "16"));
   if (process.argv.includes("--plain-gemv")) process.env.FULGUR_GEMV_SG = "0";
+  const given = process.argv.includes("--dir") ? arg("--dir", "") : null;
+  const dtype = arg("--dtype", "auto") as "f32" | "f16" | "auto";
   const spec = ENGINE_MODELS[name];
-  if (!spec) throw new Error(`--model must be one of ${Object.keys(ENGINE_MODELS).join(", ")}`);
+  if (!given && !spec) throw new Error(`--model must be one of ${Object.keys(ENGINE_MODELS).join(", ")}`);
   const gpu = await acquireGpu();
   if (!gpu.features.timestampQuery) throw new Error("decode-profile needs the timestamp-query feature");
-  const dir = mkdtempSync(join(tmpdir(), `fulgur-decode-profile-${name}-`));
+  const dir = given ?? mkdtempSync(join(tmpdir(), `fulgur-decode-profile-${name}-`));
   try {
-    await writeTinyModel(dir, spec);
-    const model = await loadModel(dir, { gpu, maxSlots: batch, maxSeqLen: prompt + decode + 8 });
+    if (!given) await writeTinyModel(dir, spec);
+    const model = await loadModel(dir, { gpu, dtype, maxSlots: batch, maxSeqLen: prompt + decode + 8 });
     const prompts = decodePrompts(batch, prompt, model.config.vocabSize);
     await model.generate(prompts, { temperature: 0, maxTokens: 2, ignoreEos: true }); // compile pipelines
     const profile = profileDispatches(gpu);
@@ -105,7 +108,14 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const wallMs = performance.now() - t0;
     const kernels = [...(await profile.stop())].sort((a, b) => b[1].ms - a[1].ms);
     const total = kernels.reduce((s, [, e]) => s + e.ms, 0);
-    const common = { bench: "decode-profile", model: name, batch, prompt, decode, adapter: gpu.info.description };
+    const common = {
+      bench: "decode-profile",
+      model: given ?? name,
+      batch,
+      prompt,
+      decode,
+      adapter: gpu.info.description,
+    };
     emit({ ...common, metric: "wall", value: +wallMs.toFixed(1), unit: "ms" });
     emit({ ...common, metric: "gpu_total", value: +total.toFixed(1), unit: "ms" });
     for (const [kernel, e] of kernels) {
@@ -121,7 +131,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     }
     model.dispose();
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (!given) rmSync(dir, { recursive: true, force: true });
     gpu.destroy();
   }
 }
