@@ -32,6 +32,21 @@ export async function timeFulgur(model: Model, prompts: number[][], decode: numb
   return timing(prompts, decode, Math.max(...out.map((g) => g.timeToFirstTokenMs)), totalMs);
 }
 
+/**
+ * Runs `fn` with the subgroup decode GEMV (gemv_sg.wgsl) switched off (FULGUR_GEMV_SG=0), so a
+ * benchmark can time the old GEMV path beside the new one in the same run (`--ab-gemv`).
+ */
+export async function withPlainGemv<T>(fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.FULGUR_GEMV_SG;
+  process.env.FULGUR_GEMV_SG = "0";
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.FULGUR_GEMV_SG;
+    else process.env.FULGUR_GEMV_SG = saved;
+  }
+}
+
 /** llama.cpp: the same prompts on parallel sequences of one context (one llama_decode per step). */
 export async function timeLlamaCpp(
   sequences: LlamaContextSequence[],

@@ -14,6 +14,7 @@
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
 //     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
+//     [--ab-gemv] (also time decode with the old GEMV path, FULGUR_GEMV_SG=0, in the same run)
 //     [--cache-dir dir | --no-cache]   (generated checkpoints are cached, default $TMPDIR/fulgur-scale-cache)
 
 import { spawnSync } from "node:child_process";
@@ -40,7 +41,7 @@ import { loadModel } from "../src/model/model.ts";
 import { type RandomModel, writeRandomModel } from "../src/model/random-init.ts";
 import { type PolicySample, policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
-import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp } from "./decode-timing.ts";
+import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp, withPlainGemv } from "./decode-timing.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -77,6 +78,8 @@ export interface ScaleOptions {
   vocab?: number;
   /** Keep generated checkpoints here between runs (null: a temporary directory per run). */
   cacheDir: string | null;
+  /** Also time decode with the old GEMV path (FULGUR_GEMV_SG=0) beside the default, same run. */
+  abGemv?: boolean;
 }
 
 /** Parses argv into options; --quick shrinks every phase to minutes on a software adapter. */
@@ -114,6 +117,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     torchThreads: int("--torch-threads", cpus().length),
     out: value("--out"),
     vocab: value("--vocab") === undefined ? undefined : int("--vocab", 1),
+    abGemv: argv.includes("--ab-gemv"),
     cacheDir: argv.includes("--no-cache") ? null : (value("--cache-dir") ?? join(tmpdir(), "fulgur-scale-cache")),
   };
 }
@@ -293,6 +297,14 @@ export async function benchScaleModel(
           put({ ...s, metric: "prefill_tokens_per_s", value: t.prefillTokPerS, unit: "tok/s" });
           put({ ...s, metric: "decode_tokens_per_s", value: t.decodeTokPerS, unit: "tok/s" });
           put({ ...s, metric: "serve_peak_memory", value: gpu.pool.peakBytes / MiB, unit: "MiB" });
+          if (opts.abGemv) {
+            const p = await withPlainGemv(() =>
+              timeFulgur(model, decodePrompts(batch, opts.prompt, config.vocabSize), opts.decode),
+            );
+            const sp = { ...s, engine: "fulgur-gemv-plain" };
+            put({ ...sp, metric: "prefill_tokens_per_s", value: p.prefillTokPerS, unit: "tok/s" });
+            put({ ...sp, metric: "decode_tokens_per_s", value: p.decodeTokPerS, unit: "tok/s" });
+          }
         }
       } finally {
         model.dispose();
@@ -334,17 +346,20 @@ export async function benchScaleModel(
         const s = { ...common, batch, promptLen: opts.prompt, decode: opts.decode, engine: "llama.cpp-cpu" };
         put({ ...s, threads: bestThreads, metric: "prefill_tokens_per_s", value: best.prefillTokPerS, unit: "tok/s" });
         put({ ...s, threads: bestThreads, metric: "decode_tokens_per_s", value: best.decodeTokPerS, unit: "tok/s" });
-        const ours = records.find(
-          (r) => r.metric === "decode_tokens_per_s" && r.engine === "fulgur" && r.batch === batch,
-        );
-        if (ours)
-          put({
-            ...common,
-            batch,
-            metric: "decode_ratio_fulgur_over_llamacpp",
-            value: ours.value / best.decodeTokPerS,
-            unit: "x",
-          });
+        for (const engine of ["fulgur", "fulgur-gemv-plain"]) {
+          const ours = records.find(
+            (r) => r.metric === "decode_tokens_per_s" && r.engine === engine && r.batch === batch,
+          );
+          if (ours)
+            put({
+              ...common,
+              batch,
+              metric:
+                engine === "fulgur" ? "decode_ratio_fulgur_over_llamacpp" : "decode_ratio_gemv_plain_over_llamacpp",
+              value: ours.value / best.decodeTokPerS,
+              unit: "x",
+            });
+        }
       }
       rmSync(gguf, { force: true });
     }

@@ -5,6 +5,7 @@
 // machine's WebGPU adapter vs llama.cpp's prebuilt CPU build (node-llama-cpp, f16 KV cache as by
 // default, best of 1 thread and all cores), with the ratio in the same run.
 //   npx tsx bench/vs-llamacpp.ts [--quick] [--results]   (--results rewrites its section of bench/RESULTS.md)
+//     [--models tiny,25m] [--ab-gemv]   (--ab-gemv: also time Fulgur with the old GEMV path, FULGUR_GEMV_SG=0)
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -24,7 +25,7 @@ import {
   openGguf,
   openLlamaCpp,
 } from "../test/export/llamacpp.ts";
-import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp } from "./decode-timing.ts";
+import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp, withPlainGemv } from "./decode-timing.ts";
 import { ENGINE_MODELS } from "./engine.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
@@ -35,7 +36,11 @@ function prompts(batch: number, vocab: number): number[][] {
 }
 
 /** Runs parity and speed for every engine model; returns the records it emitted. */
-export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?: boolean } = {}) {
+export async function benchVsLlamaCpp(
+  gpu: Gpu,
+  llama: Llama,
+  options: { quick?: boolean; abGemv?: boolean; models?: string[] } = {},
+) {
   const records: BenchRecord[] = [];
   const put = (r: BenchRecord) => {
     emit(r);
@@ -44,6 +49,7 @@ export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?:
   const adapter = gpu.info.description;
   const decode = options.quick ? 8 : 32;
   for (const [name, spec] of Object.entries(ENGINE_MODELS)) {
+    if (options.models && !options.models.includes(name)) continue;
     const dir = mkdtempSync(join(tmpdir(), `fulgur-vs-llamacpp-${name}-`));
     try {
       await writeTinyModel(dir, spec);
@@ -82,6 +88,9 @@ export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?:
         await model.generate([prompts(1, vocab)[0]], { temperature: 0, maxTokens: 2, ignoreEos: true }); // warm-up
         for (const batch of [1, 8]) {
           const fulgur = await timeFulgur(model, prompts(batch, model.config.vocabSize), decode);
+          const plain = options.abGemv
+            ? await withPlainGemv(() => timeFulgur(model, prompts(batch, model.config.vocabSize), decode))
+            : null;
           // ggml's threads spin at barriers: on a loaded machine 1 thread can beat all cores by
           // far, so both are measured and the ratio is taken against llama.cpp's better one.
           const llamaCpp: Record<string, Timing> = {};
@@ -119,6 +128,10 @@ export async function benchVsLlamaCpp(gpu: Gpu, llama: Llama, options: { quick?:
             }
             put({ ...speed, metric: `${phase}_tokens_per_s_llamacpp_best`, value: best, unit: "tok/s" });
             put({ ...speed, metric: `${phase}_ratio_fulgur_over_llamacpp`, value: fulgur[key] / best, unit: "x" });
+            if (plain) {
+              put({ ...speed, metric, engine: "fulgur-gemv-plain", value: plain[key], unit: "tok/s" });
+              put({ ...speed, metric: `${phase}_ratio_gemv_plain_over_llamacpp`, value: plain[key] / best, unit: "x" });
+            }
           }
         }
       } finally {
@@ -196,7 +209,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const gpu = await acquireGpu();
   const llama = await openLlamaCpp();
   try {
-    const records = await benchVsLlamaCpp(gpu, llama, { quick: process.argv.includes("--quick") });
+    const at = process.argv.indexOf("--models");
+    const records = await benchVsLlamaCpp(gpu, llama, {
+      quick: process.argv.includes("--quick"),
+      abGemv: process.argv.includes("--ab-gemv"),
+      models: at >= 0 ? process.argv[at + 1].split(",") : undefined,
+    });
     if (process.argv.includes("--results")) writeResults(resultsSection(records, gpu.info.description));
   } finally {
     await llama.dispose();

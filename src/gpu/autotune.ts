@@ -43,6 +43,8 @@ export interface PendingTune {
   family: string;
   shapeClass: string;
   prepare: () => { candidates: TuneCandidate[]; dispose: () => void };
+  /** Today's candidate names: a cached entry that did not measure them all is re-measured. */
+  variants?: readonly string[];
 }
 
 const memory = new WeakMap<Gpu, Map<string, CacheEntry>>();
@@ -111,9 +113,27 @@ function writeDisk(gpu: Gpu): void {
   renameSync(tmp, path);
 }
 
-/** The measured choice for a class on this adapter, if any (memory first, then disk). */
-export function cachedVariant(gpu: Gpu, family: string, shapeClass: string): string | undefined {
-  return entries(gpu).get(key(family, shapeClass))?.variant;
+/**
+ * A cached entry is stale when it was measured before some of today's candidates existed (a
+ * newer build added variants): it is then re-measured rather than trusted.
+ */
+function fresh(entry: CacheEntry | undefined, candidates?: readonly string[]): entry is CacheEntry {
+  if (!entry) return false;
+  return !candidates || candidates.every((c) => c in entry.ms);
+}
+
+/**
+ * The measured choice for a class on this adapter, if any (memory first, then disk); with
+ * `candidates`, only a measurement that covered all of them counts.
+ */
+export function cachedVariant(
+  gpu: Gpu,
+  family: string,
+  shapeClass: string,
+  candidates?: readonly string[],
+): string | undefined {
+  const entry = entries(gpu).get(key(family, shapeClass));
+  return fresh(entry, candidates) ? entry.variant : undefined;
 }
 
 /** Forgets every choice for this adapter in memory (the disk file stays). For tests. */
@@ -160,7 +180,7 @@ export function notePending(gpu: Gpu, job: PendingTune): void {
     pending.set(gpu, map);
   }
   const k = key(job.family, job.shapeClass);
-  if (!map.has(k) && !entries(gpu).has(k)) map.set(k, job);
+  if (!map.has(k) && !fresh(entries(gpu).get(k), job.variants)) map.set(k, job);
 }
 
 /** Classes noted by launchers and not measured yet. */

@@ -1,5 +1,5 @@
-// Launchers for matmul.wgsl (GEMM) and gemv.wgsl (decode GEMV): C = alpha·op(A)·op(B) (+bias)
-// (+C), batched, with B optionally a row-sharded weight and optionally stored as f16.
+// Launchers for matmul.wgsl/matmul_sg.wgsl (GEMM) and gemv.wgsl/gemv_sg.wgsl (decode GEMV, M ≤ 8):
+// C = alpha·op(A)·op(B) (+bias) (+C), batched, with B optionally a row-sharded weight and optionally stored as f16.
 //
 // Conventions: linear weights are HF-style W[out, in], so a layer's forward is
 // matmul(x, W, { transB: true }), dW = dYᵀ·X is matmul(dY, X, { transA: true }) and
@@ -54,8 +54,14 @@ export interface GemmVariant {
 
 export interface GemvVariant {
   name: string;
+  /** gemv.wgsl: K split over `lanes` invocations per output row, `rows` rows per workgroup. */
   lanes: number;
   rows: number;
+  /**
+   * gemv_sg.wgsl instead (needs subgroups): x rows shared by subgroup shuffle, `rn` rows of W per
+   * invocation, 64 invocations per workgroup (lanes/rows unused).
+   */
+  rn?: number;
 }
 
 export const GEMM_VARIANTS: readonly GemmVariant[] = [
@@ -78,7 +84,16 @@ export const GEMV_VARIANTS: readonly GemvVariant[] = [
   { name: "gemv-l4", lanes: 4, rows: 16 },
   { name: "gemv-l16", lanes: 16, rows: 4 },
   { name: "gemv-l64", lanes: 64, rows: 1 },
+  { name: "gemv-sg-r2", lanes: 1, rows: 128, rn: 2 },
+  { name: "gemv-sg-r4", lanes: 1, rows: 256, rn: 4 },
+  { name: "gemv-sg-r8", lanes: 1, rows: 512, rn: 8 },
 ];
+
+/** How gemv_sg.wgsl declares and widens W: f16 is read as u32 pairs (see the shader). */
+function gemvSgWeight(dtype: "f32" | "f16"): { W_ELEM: string; W_WIDEN: string } {
+  if (dtype === "f32") return { W_ELEM: "vec4<f32>", W_WIDEN: "return v;" };
+  return { W_ELEM: "vec2<u32>", W_WIDEN: "return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));" };
+}
 
 /** GEMV handles up to this many rows of x (decode); more rows go to the GEMM path. */
 export const GEMV_MAX_ROWS = 8;
@@ -148,9 +163,17 @@ function shapeClass(g: Geometry, l: Launch, family: "gemm" | "gemv"): string {
   return `${t}:${g.bDtype}:${v}:b${g.batch > 1 ? "n" : "1"}:m${m}:n${bucket(l.n)}:k${bucket(l.k)}`;
 }
 
+/**
+ * gemv_sg.wgsl's variants are candidates when the adapter has subgroups, unless FULGUR_GEMV_SG=0
+ * (read per call, so a benchmark can put the old GEMV path beside the new one in one process).
+ */
+function gemvSgEnabled(gpu: Gpu): boolean {
+  return gpu.features.subgroups && process.env.FULGUR_GEMV_SG !== "0";
+}
+
 /** Variants that can run this launch. */
 function candidateVariants(gpu: Gpu, g: Geometry, l: Launch): (GemmVariant | GemvVariant)[] {
-  if (gemvLegal(g, l)) return [...GEMV_VARIANTS];
+  if (gemvLegal(g, l)) return GEMV_VARIANTS.filter((v) => !v.rn || gemvSgEnabled(gpu));
   const v4 = vec4Legal(g, l);
   return GEMM_VARIANTS.filter((v) => (v4 || v.load === "scalar") && (!v.subgroups || gpu.features.subgroups));
 }
@@ -158,7 +181,11 @@ function candidateVariants(gpu: Gpu, g: Geometry, l: Launch): (GemmVariant | Gem
 /** The per-adapter default when nothing is measured: lavapipe likes registers, GPUs shared memory. */
 function defaultVariant(gpu: Gpu, g: Geometry, l: Launch): string {
   const software = adapterKind(gpu) === "software";
-  if (gemvLegal(g, l)) return software ? "gemv-l1" : "gemv-l64";
+  if (gemvLegal(g, l)) {
+    if (!software) return "gemv-l64";
+    // One load of x per lane instead of MR (gemv_sg.wgsl); at M = 8 ~10× gemv-l1 on lavapipe.
+    return gemvSgEnabled(gpu) ? (g.m <= 2 ? "gemv-sg-r4" : "gemv-sg-r8") : "gemv-l1";
+  }
   if (software && vec4Legal(g, l)) return gpu.features.subgroups ? "sg-16x4-vec4" : "reg-8x4-vec4";
   if (software) return "reg-8x4-scalar";
   return "wg-8x8";
@@ -178,7 +205,7 @@ function isGemv(v: GemmVariant | GemvVariant): v is GemvVariant {
 }
 
 function checkForced(gpu: Gpu, g: Geometry, l: Launch, v: GemmVariant | GemvVariant): void {
-  if (!isGemv(v) && v.subgroups && !gpu.features.subgroups) {
+  if (((!isGemv(v) && v.subgroups) || (isGemv(v) && v.rn)) && !gpu.features.subgroups) {
     throw new Error(`matmul: variant '${v.name}' needs the subgroups feature, which this adapter lacks`);
   }
   if (isGemv(v) && !gemvLegal(g, l)) {
@@ -204,12 +231,10 @@ function chooseVariant(gpu: Gpu, g: Geometry, l: Launch, forced?: string): GemmV
   }
   const family = gemvLegal(g, l) ? "gemv" : "gemm";
   const cls = shapeClass(g, l, family);
-  const cached = cachedVariant(gpu, family, cls);
-  if (cached) {
-    const v = findVariant(cached);
-    if (candidateVariants(gpu, g, l).includes(v)) return v;
-  }
-  notePending(gpu, { family, shapeClass: cls, prepare: () => scratchCandidates(gpu, g, l) });
+  const names = candidateVariants(gpu, g, l).map((v) => v.name);
+  const cached = cachedVariant(gpu, family, cls, names);
+  if (cached && names.includes(cached)) return findVariant(cached);
+  notePending(gpu, { family, shapeClass: cls, prepare: () => scratchCandidates(gpu, g, l), variants: names });
   return findVariant(defaultVariant(gpu, g, l));
 }
 
@@ -237,24 +262,36 @@ function record(
   const enable = g.bDtype === "f16" ? "enable f16;" : "";
   const flags = (l.bias ? 1 : 0) | (l.accumulate ? 2 : 0);
   if (isGemv(v)) {
+    const params = {
+      n: l.n,
+      k4: l.k / 4,
+      ldx4: g.lda / 4,
+      ldw4: l.k / 4,
+      ldy: g.n,
+      off_x4: l.offA / 4,
+      off_w4: 0,
+      off_y: l.offC,
+      alpha,
+      flags,
+      off_bias: l.offBias,
+    };
+    if (v.rn) {
+      gpu.commands.dispatch({
+        shader: "gemv_sg",
+        entry: "gemv_sg",
+        defines: { MR: g.m, RN: v.rn, ...gemvSgWeight(g.bDtype) },
+        bindings: [a, l.b, bias, c],
+        params,
+        workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
+      });
+      return;
+    }
     gpu.commands.dispatch({
       shader: "gemv",
       entry: "gemv",
       defines: { MR: g.m, K_LANES: v.lanes, ROWS: v.rows, B_TYPE: g.bDtype, ENABLE_F16: enable },
       bindings: [a, l.b, bias, c],
-      params: {
-        n: l.n,
-        k4: l.k / 4,
-        ldx4: g.lda / 4,
-        ldw4: l.k / 4,
-        ldy: g.n,
-        off_x4: l.offA / 4,
-        off_w4: 0,
-        off_y: l.offC,
-        alpha,
-        flags,
-        off_bias: l.offBias,
-      },
+      params,
       workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
     });
     return;
@@ -444,7 +481,12 @@ export async function tuneMatmul(
     const cls = shapeClass(g, l, family);
     if (seen.has(cls)) continue;
     seen.add(cls);
-    const cached = cachedVariant(gpu, family, cls);
+    const cached = cachedVariant(
+      gpu,
+      family,
+      cls,
+      candidateVariants(gpu, g, l).map((v) => v.name),
+    );
     if (cached) {
       results.push({ variant: cached, ms: {} });
       continue;
