@@ -132,6 +132,8 @@ describe("cachedAttention", () => {
     { h: { nHeads: 4, nKvHeads: 2, headDim: 8, window: 5 }, lengths: [13, 4, 1], prompts: [9, 2, 1] },
     { h: { nHeads: 2, nKvHeads: 1, headDim: 7, window: 3 }, lengths: [12, 7, 30], prompts: [12, 2, 20], splitSize: 4 },
     { h: { nHeads: 2, nKvHeads: 2, headDim: 64, window: 1 }, lengths: [6, 3], prompts: [2, 3] },
+    // Gemma 3 1B's heads (head_dim 256, 4:1 GQA) with a window.
+    { h: { nHeads: 4, nKvHeads: 1, headDim: 256, window: 4 }, lengths: [9, 2], prompts: [5, 2] },
   ];
   for (const c of cases) {
     const name = `H${c.h.nHeads}/KV${c.h.nKvHeads} D${c.h.headDim}${c.h.window ? ` window ${c.h.window}` : ""} lengths [${c.lengths}] prompts [${c.prompts}]`;

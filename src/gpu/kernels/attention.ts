@@ -44,8 +44,11 @@ export interface AttentionGrads {
   dv: Tensor;
 }
 
-/** Largest head dimension the kernels hold in registers. */
-export const MAX_HEAD_DIM = 128;
+/**
+ * Largest head dimension the kernels hold in private arrays: 256, Gemma 3's (1B–12B). On software
+ * adapters `attentionVariant` then takes fewer query heads per invocation to stay in budget.
+ */
+export const MAX_HEAD_DIM = 256;
 const WG = 64;
 
 /** Checks the head configuration and returns the resolved scale, group size and window (0: none). */
