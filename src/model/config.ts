@@ -12,8 +12,6 @@ export const SUPPORTED_ARCHITECTURES = [
   "MistralForCausalLM",
   "Gemma3ForCausalLM",
 ] as const;
-/** Architectures whose config and tensor list we read, but whose forward the kernels lack. */
-export const PARSED_ONLY_ARCHITECTURES = [] as const;
 export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -170,7 +168,7 @@ function parseRopeScaling(raw: Json): RopeScaling | null {
 }
 
 /**
- * Parses a HF `config.json` object for a Qwen2 or Llama causal LM.
+ * Parses a HF `config.json` object for a Qwen2, Qwen3, Llama, Mistral or Gemma 3 (text) causal LM.
  * Throws naming the architecture when it is not one we support, and naming the field when a
  * required field is missing or malformed.
  */
