@@ -14,6 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import type { PeftAdapter } from "../../src/model/peft.ts";
+import { saveFullWeights } from "../../src/model/save-weights.ts";
 import { type TinyModelSpec, writeTinyModel } from "../../src/model/tiny.ts";
 import { policyGradients } from "../../src/trainer/grads.ts";
 import { lossAndGrads } from "../../src/trainer/loss-and-grads.ts";
@@ -280,6 +281,27 @@ for (const [label, spec] of CASES) {
           }
         }
         optimizer.dispose();
+      });
+    }
+
+    if (spec.architecture === "Gemma3ForCausalLM") {
+      it("saves every weight (the four norms per layer included) and reloads to the same logits", async () => {
+        const out = join(root, "gemma-saved");
+        // Another seed's directory, whose weights saveFullWeights must replace, every one of them.
+        await writeTinyModel(out, { ...spec, seed: 1000 });
+        await saveFullWeights(model.transformer, out);
+        const reloaded = await loadModel(out, { gpu: gpu(), maxSlots: 1, maxSeqLen: 32 });
+        try {
+          const tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+          const got = await reloaded.logits(tokens);
+          const want = await model.logits(tokens);
+          // Same f32 weights and kernels: equal up to rounding (a lost norm would be off by O(1)).
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+          expect(worst).toBeLessThan(1e-5);
+        } finally {
+          reloaded.dispose();
+        }
       });
     }
 
