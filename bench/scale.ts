@@ -1,6 +1,7 @@
 // Real model sizes: random-init checkpoints with the exact shapes of Qwen2.5-0.5B, Qwen3-0.6B,
-// Llama-3.2-1B, Qwen3-1.7B and Qwen3-4B (written by src/model/random-init.ts from the configs in
-// test/fixtures/configs), measured end to end on this machine's WebGPU adapter:
+// Llama-3.2-1B, Qwen3-1.7B, Qwen3-4B and Gemma-3-1B (written by src/model/random-init.ts from the
+// configs in test/fixtures/configs; Gemma without the llama.cpp and PyTorch references, which do
+// not implement it), measured end to end on this machine's WebGPU adapter:
 //   - load time and the weights' GPU bytes;
 //   - prefill and decode tokens/s at batch 1/8/32 with peak pooled GPU memory, against llama.cpp
 //     (node-llama-cpp's prebuilt CPU build) decoding the same weights exported as an F16 GGUF;
@@ -10,7 +11,7 @@
 //     (bench/reference/scale_step.py, same weights, adapter and tokens; its losses must match).
 // Ratios are taken in the same run. Each phase is bounded by flags, because on a software
 // adapter a full 8 × 1,024-token update of a 0.5B model takes hours.
-//   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b] [--quick] [--sequences 8]
+//   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b,gemma-3-1b] [--quick] [--sequences 8]
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
 //     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
@@ -60,6 +61,8 @@ export const SCALE_MODELS: Record<string, string> = {
   "llama-3.2-1b": "llama-3.2-1b",
   "qwen3-1.7b": "qwen3-1.7b",
   "qwen3-4b": "qwen3-4b",
+  // Fulgur only: GGUF export and the PyTorch reference script do not implement Gemma 3.
+  "gemma-3-1b": "gemma-3-1b",
 };
 
 export interface ScaleOptions {
@@ -312,7 +315,9 @@ export async function benchScaleModel(
       }
     }
 
-    if (!opts.skip.has("llamacpp") && !opts.skip.has("decode") && llama) {
+    if (config.gemma3 && !opts.skip.has("llamacpp") && !opts.skip.has("decode") && llama) {
+      put({ ...common, metric: "llamacpp_reference", value: 0, unit: "skipped", reason: "no GGUF export for Gemma 3" });
+    } else if (!opts.skip.has("llamacpp") && !opts.skip.has("decode") && llama) {
       const gguf = join(work, "model-f16.gguf");
       const ck = await loadCheckpoint(dir);
       try {
@@ -432,7 +437,9 @@ export async function benchScaleModel(
           disposed = true;
           gpu.pool.trim();
 
-          if (!opts.skip.has("torch")) {
+          if (config.gemma3 && !opts.skip.has("torch")) {
+            put({ ...u, metric: "torch_reference", value: 0, unit: "skipped", reason: "scale_step.py has no Gemma 3" });
+          } else if (!opts.skip.has("torch")) {
             const torch = runTorch(dir, adapterDir, batch, opts.micro, opts.torchThreads);
             if ("skipped" in torch) {
               put({ ...u, metric: "torch_reference", value: 0, unit: "skipped", reason: torch.skipped });

@@ -72,7 +72,7 @@ export function permuteForLlamaRope(data: Float32Array, rows: number, cols: numb
 /** Llama 3 rope_freqs.weight: per-pair divisors of the base frequencies, as the converter computes. */
 export function llama3RopeFactors(config: ModelConfig): Float32Array {
   const s = config.ropeScaling;
-  if (!s) throw new Error("llama3RopeFactors needs a config with llama3 rope_scaling");
+  if (s?.type !== "llama3") throw new Error("llama3RopeFactors needs a config with llama3 rope_scaling");
   const half = config.headDim / 2;
   const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
   const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
@@ -116,6 +116,7 @@ export function ggufArchitecture(config: ModelConfig): "qwen2" | "qwen3" | "llam
 /** Hyperparameter metadata (general.* and <arch>.*) in the converter's order. */
 export function modelMetadata(config: ModelConfig, name: string, dtype: GgufDtype): Map<string, GgufValue> {
   const arch = ggufArchitecture(config);
+  if (config.ropeScaling?.type === "linear") throw new Error("GGUF export does not support linear rope_scaling");
   const kv = new Map<string, GgufValue>();
   kv.set("general.architecture", str(arch));
   kv.set("general.type", str("model"));

@@ -3,10 +3,10 @@
 // Transformer.layerForward line by line, in reverse; `recompute` layers rerun their forward first.
 
 import { attentionBackward } from "../gpu/kernels/attention.ts";
-import { addInPlace } from "../gpu/kernels/elementwise.ts";
+import { addInPlace, scale } from "../gpu/kernels/elementwise.ts";
 import { embeddingBackward } from "../gpu/kernels/embedding.ts";
 import { rmsnormBackward, rmsnormBackwardInput } from "../gpu/kernels/rmsnorm.ts";
-import { swigluBackward } from "../gpu/kernels/swiglu.ts";
+import { gatedActivationBackward } from "../gpu/kernels/swiglu.ts";
 import { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { ProjectionName } from "./config.ts";
@@ -45,7 +45,8 @@ export function backward(
   const scope = new Scope();
   const { config, weights } = model;
   const full = sink.full;
-  const dOut = normBackward(dNormed, fwd.last, weights.norm, fwd.lastRstd, full?.get("model.norm.weight"), scope);
+  const off = model.normOffset;
+  const dOut = normBackward(dNormed, fwd.last, weights.norm, fwd.lastRstd, off, full?.get("model.norm.weight"), scope);
   for (let i = config.numLayers - 1; i >= 0; i--) {
     const saved = fwd.layers[i];
     const inner = new Scope();
@@ -55,7 +56,11 @@ export function backward(
     inner.dispose();
   }
   const dEmbed = full?.get("model.embed_tokens.weight");
-  if (dEmbed) embeddingBackward(dOut, batch.tokenIds, dEmbed);
+  if (dEmbed) {
+    // Gemma scales the looked-up rows, so their gradient carries the same factor.
+    const dRows = model.embedScale === 1 ? dOut : scale(dOut, model.embedScale, dOut);
+    embeddingBackward(dRows, batch.tokenIds, dEmbed);
+  }
   scope.dispose();
 }
 
@@ -92,20 +97,38 @@ function layerBackward(
   const back = (p: ProjectionName, dy: Tensor, x: Tensor, into?: Tensor) =>
     linearBackward(dy, x, a.u[p] ?? null, layer.proj[p], model.loraFor(i, p, useLora, lora), gradsOf(p), scope, into);
 
-  // out = h + down(swiglu(gate(n2), up(n2))),  n2 = RMSNorm(h). dOut becomes dh below; its
-  // readers are recorded first, so updating it in place keeps program order.
+  // out = h + down(act(gate(n2), up(n2))),  n2 = RMSNorm(h)  [Gemma 3: out = h + RMSNorm(down(…)),
+  // n2 = pre_feedforward_layernorm(h)]. dOut becomes dh below; its readers are recorded first, so
+  // updating it in place keeps program order.
+  const off = model.normOffset;
+  const norm = (name: string) => full?.get(`model.layers.${i}.${name}.weight`);
   const dh = dOut;
-  const dAct = back("down_proj", dOut, a.act);
-  const { dgate, dup } = swigluBackward(dAct, a.gate, a.up);
+  const sw =
+    a.sandwich && layer.preFfnNorm && layer.postFfnNorm
+      ? { ...a.sandwich, preFfn: layer.preFfnNorm, postFfn: layer.postFfnNorm }
+      : null;
+  const dDown = sw
+    ? normBackward(dOut, sw.down, sw.postFfn, sw.downRstd, off, norm("post_feedforward_layernorm"), scope)
+    : dOut;
+  const dAct = back("down_proj", dDown, a.act);
+  const { dgate, dup } = gatedActivationBackward(model.activation, dAct, a.gate, a.up);
   scope.track(dgate);
   scope.track(dup);
   const dn2 = back("gate_proj", dgate, a.n2);
   back("up_proj", dup, a.n2, dn2);
-  const dPost = full?.get(`model.layers.${i}.post_attention_layernorm.weight`);
-  addInPlace(dh, normBackward(dn2, a.h, layer.postNorm, a.rstd2, dPost, scope));
+  if (sw) {
+    const dPre = norm("pre_feedforward_layernorm");
+    addInPlace(dh, normBackward(dn2, a.h, sw.preFfn, a.rstd2, off, dPre, scope));
+  } else {
+    const dPost = norm("post_attention_layernorm");
+    addInPlace(dh, normBackward(dn2, a.h, layer.postNorm, a.rstd2, off, dPost, scope));
+  }
 
   // h = x + o_proj(attention(rope(q(n1)), rope(k(n1)), v(n1))),  n1 = RMSNorm(x)
-  const dAttn = back("o_proj", dh, a.attn);
+  // [Gemma 3: h = x + post_attention_layernorm(o_proj(…))]
+  const dO = sw ? normBackward(dh, sw.o, layer.postNorm, sw.oRstd, off, norm("post_attention_layernorm"), scope) : dh;
+  const dAttn = back("o_proj", dO, a.attn);
+  const plan = model.attentionPlans[i];
   const shape3 = (t: Tensor, n: number) => t.reshape([tokens, n, heads.headDim]);
   const g = attentionBackward(
     shape3(dAttn, heads.nHeads),
@@ -115,28 +138,28 @@ function layerBackward(
     shape3(a.attn, heads.nHeads),
     a.lse,
     batch.seqStart,
-    heads,
+    { ...heads, scale: plan.scale, window: plan.window },
   );
   scope.track(g.dq);
   scope.track(g.dk);
   scope.track(g.dv);
   const unrotate = (t: Tensor, n: number) =>
-    model.rotate(t.reshape([tokens, n * heads.headDim]), batch.positions, n, true);
+    model.rotate(t.reshape([tokens, n * heads.headDim]), batch.positions, n, i, true);
   let dq = unrotate(g.dq, heads.nHeads);
   let dk = unrotate(g.dk, heads.nKvHeads);
   if (a.qk && layer.qNorm && layer.kNorm) {
-    // Through Qwen3's per-head norms: rows are (token, head) pairs of headDim values.
+    // Through the per-head q/k norms: rows are (token, head) pairs of headDim values.
     const rows = (t: Tensor, n: number) => t.reshape([tokens * n, heads.headDim]);
     const flat = (t: Tensor, n: number) => t.reshape([tokens, n * heads.headDim]);
     const dqNorm = full?.get(`model.layers.${i}.self_attn.q_norm.weight`);
     const dkNorm = full?.get(`model.layers.${i}.self_attn.k_norm.weight`);
     const { qRaw, qRstd, kRaw, kRstd } = a.qk;
     dq = flat(
-      normBackward(rows(dq, heads.nHeads), rows(qRaw, heads.nHeads), layer.qNorm, qRstd, dqNorm, scope),
+      normBackward(rows(dq, heads.nHeads), rows(qRaw, heads.nHeads), layer.qNorm, qRstd, off, dqNorm, scope),
       heads.nHeads,
     );
     dk = flat(
-      normBackward(rows(dk, heads.nKvHeads), rows(kRaw, heads.nKvHeads), layer.kNorm, kRstd, dkNorm, scope),
+      normBackward(rows(dk, heads.nKvHeads), rows(kRaw, heads.nKvHeads), layer.kNorm, kRstd, off, dkNorm, scope),
       heads.nKvHeads,
     );
   }
@@ -145,18 +168,22 @@ function layerBackward(
   back("k_proj", dk, a.n1, dn1);
   back("v_proj", dv, a.n1, dn1);
   const dInput = full?.get(`model.layers.${i}.input_layernorm.weight`);
-  addInPlace(dh, normBackward(dn1, a.x, layer.inputNorm, a.rstd1, dInput, scope));
+  addInPlace(dh, normBackward(dn1, a.x, layer.inputNorm, a.rstd1, off, dInput, scope));
 }
 
-/** RMSNorm's input gradient; the weight gradient (a reduction over rows) only when it is trained. */
+/**
+ * RMSNorm's input gradient (weight scaling by weight + offset); the weight gradient (a reduction
+ * over rows) only when it is trained.
+ */
 function normBackward(
   dy: Tensor,
   x: Tensor,
   weight: Tensor,
   rstd: Tensor,
+  weightOffset: number,
   dWeight: Tensor | undefined,
   scope: Scope,
 ): Tensor {
-  if (!dWeight) return scope.track(rmsnormBackwardInput(dy, x, weight, rstd));
-  return scope.track(rmsnormBackward(dy, x, weight, rstd, { dweight: dWeight, accumulate: true }).dx);
+  if (!dWeight) return scope.track(rmsnormBackwardInput(dy, x, weight, rstd, { weightOffset }));
+  return scope.track(rmsnormBackward(dy, x, weight, rstd, { dweight: dWeight, accumulate: true, weightOffset }).dx);
 }

@@ -1,7 +1,8 @@
-// Model configuration: parses a Hugging Face `config.json` (Qwen2, Qwen3, Llama, Mistral; Gemma 3
-// for its tensor list only) into one typed ModelConfig, and lists the tensors (names and shapes)
-// such a model needs. Everything downstream (loader, reference transformer, GPU engine) reads only
-// ModelConfig; `assertRunnable` is where an architecture we parse but cannot run is refused.
+// Model configuration: parses a Hugging Face `config.json` (Qwen2, Qwen3, Llama, Mistral, Gemma 3
+// text) into one typed ModelConfig, and lists the tensors (names and shapes) such a model needs.
+// Everything downstream (loader, reference transformer, GPU engine) reads only ModelConfig and the
+// per-layer helpers here (`layerAttention`, `ropeInverseFrequencies`, `normWeightOffset`,
+// `embeddingScale`); `assertRunnable` is where a config the kernels cannot run faithfully is refused.
 
 /** Architectures we can run; the HF `architectures[0]` string. */
 export const SUPPORTED_ARCHITECTURES = [
@@ -9,20 +10,40 @@ export const SUPPORTED_ARCHITECTURES = [
   "Qwen3ForCausalLM",
   "LlamaForCausalLM",
   "MistralForCausalLM",
+  "Gemma3ForCausalLM",
 ] as const;
-/** Architectures whose config and tensor list we read, but whose forward the kernels lack. */
-export const PARSED_ONLY_ARCHITECTURES = ["Gemma3ForCausalLM"] as const;
-export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number] | (typeof PARSED_ONLY_ARCHITECTURES)[number];
+export type Architecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
-/** What Gemma 3 needs beyond the Llama family; kept so the refusal can say exactly what is missing. */
+/**
+ * What Gemma 3 (text) adds to the Llama family, as transformers' modeling_gemma3.py computes it:
+ * (1 + w) RMSNorms in f32, four per layer ("sandwich": post_attention_layernorm normalises the
+ * attention output before the residual add, pre/post_feedforward_layernorm wrap the MLP),
+ * embeddings × √hidden, a GELU-tanh gated MLP, q/k norms, attention scale
+ * query_pre_attn_scalar^-½, and sliding-window local layers with their own RoPE base
+ * interleaved with global layers (whose RoPE takes `rope_theta` and `rope_scaling`).
+ */
 export interface Gemma3Extras {
   hiddenActivation: string;
-  /** Every n-th layer is global; the others attend within `slidingWindow`. */
+  /** Every n-th layer is global when `layer_types` is absent (transformers' default, 6). */
   slidingWindowPattern: number;
+  /** Per layer: true for a local (sliding-window) layer, false for a global one. */
+  slidingLayers: boolean[];
   /** RoPE base of the local (sliding-window) layers. */
   ropeLocalTheta: number;
   /** Attention scale is queryPreAttnScalar^-1/2 instead of headDim^-1/2. */
   queryPreAttnScalar: number;
+  /** tanh soft cap of the final logits (null in Gemma 3 configs; refused when set). */
+  finalLogitSoftcapping: number | null;
+  /** tanh soft cap of attention scores (null in Gemma 3 configs; refused when set). */
+  attnLogitSoftcapping: number | null;
+  /** `use_bidirectional_attention` (EmbeddingGemma); refused when true. */
+  bidirectional: boolean;
+}
+
+/** `rope_scaling.rope_type == "linear"`: every inverse frequency divided by `factor` (Gemma 3 4B+). */
+export interface LinearRopeScaling {
+  type: "linear";
+  factor: number;
 }
 
 /** Llama 3.x frequency-dependent RoPE rescaling (`rope_scaling.rope_type == "llama3"`). */
@@ -34,6 +55,8 @@ export interface Llama3RopeScaling {
   originalMaxPositionEmbeddings: number;
 }
 
+export type RopeScaling = Llama3RopeScaling | LinearRopeScaling;
+
 export interface ModelConfig {
   architecture: Architecture;
   vocabSize: number;
@@ -44,8 +67,8 @@ export interface ModelConfig {
   numKvHeads: number;
   headDim: number;
   ropeTheta: number;
-  /** null: plain RoPE with `ropeTheta`. */
-  ropeScaling: Llama3RopeScaling | null;
+  /** null: plain RoPE with `ropeTheta` (for Gemma 3: of its global layers). */
+  ropeScaling: RopeScaling | null;
   rmsNormEps: number;
   tieWordEmbeddings: boolean;
   /** Whether q/k/v projections carry a bias (Qwen2: always; Llama: `attention_bias`). */
@@ -62,9 +85,9 @@ export interface ModelConfig {
   /** Per-head RMSNorm of q and k (weights [headDim]) before RoPE: Qwen3, Gemma 3. */
   qkNorm: boolean;
   /**
-   * Attention window (Mistral `sliding_window`, Qwen2 with `use_sliding_window`): null for full
-   * causal attention. The kernels attend fully, so sequences may not exceed it (checked where
-   * sequence lengths are known: the engine's context and each packed training batch).
+   * Attention window (Mistral `sliding_window`, Gemma 3's local layers, Qwen2 with
+   * `use_sliding_window`): null for full causal attention. Which layers it applies to is
+   * `layerAttention`'s business.
    */
   slidingWindow: number | null;
   /** Gemma 3 specifics; null for every other architecture. */
@@ -118,16 +141,21 @@ function tokenIds(v: unknown, key: string): number[] {
   return list as number[];
 }
 
-function parseRopeScaling(raw: Json): Llama3RopeScaling | null {
+function parseRopeScaling(raw: Json): RopeScaling | null {
   const rs = field(raw, "rope_scaling");
   if (rs === undefined || rs === null) return null;
   if (typeof rs !== "object") throw new Error(`config.json: "rope_scaling" must be an object or null`);
   const r = rs as Json;
   const kind = r.rope_type ?? r.type;
   if (kind === "default") return null;
+  if (kind === "linear") {
+    const factor = optionalNumber(r, "factor", 1);
+    if (!(factor > 0)) throw new Error(`config.json: rope_scaling factor must be > 0, got ${factor}`);
+    return { type: "linear", factor };
+  }
   if (kind !== "llama3") {
     throw new Error(
-      `config.json: rope_scaling type ${JSON.stringify(kind)} is not supported (supported: none, "default", "llama3")`,
+      `config.json: rope_scaling type ${JSON.stringify(kind)} is not supported (supported: none, "default", "linear", "llama3")`,
     );
   }
   return {
@@ -140,7 +168,7 @@ function parseRopeScaling(raw: Json): Llama3RopeScaling | null {
 }
 
 /**
- * Parses a HF `config.json` object for a Qwen2 or Llama causal LM.
+ * Parses a HF `config.json` object for a Qwen2, Qwen3, Llama, Mistral or Gemma 3 (text) causal LM.
  * Throws naming the architecture when it is not one we support, and naming the field when a
  * required field is missing or malformed.
  */
@@ -154,7 +182,7 @@ export function parseModelConfig(raw: unknown): ModelConfig {
   if (typeof arch !== "string") {
     throw new Error(`config.json has no "architectures" list; expected one of ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   }
-  const known = [...SUPPORTED_ARCHITECTURES, ...PARSED_ONLY_ARCHITECTURES] as readonly string[];
+  const known = SUPPORTED_ARCHITECTURES as readonly string[];
   if (!known.includes(arch)) {
     throw new Error(
       `unsupported architecture "${arch}" (model_type ${JSON.stringify(cfg.model_type)}); ` +
@@ -217,7 +245,7 @@ export function parseModelConfig(raw: unknown): ModelConfig {
     torchDtype: typeof dtype === "string" ? dtype : null,
     qkNorm: architecture === "Qwen3ForCausalLM" || isGemma3,
     slidingWindow: parseSlidingWindow(cfg, architecture),
-    gemma3: isGemma3 ? parseGemma3(cfg) : null,
+    gemma3: isGemma3 ? parseGemma3(cfg, requireInt(cfg, "num_hidden_layers")) : null,
   };
 }
 
@@ -232,39 +260,149 @@ function parseSlidingWindow(cfg: Json, architecture: Architecture): number | nul
   return requireInt(cfg, "sliding_window");
 }
 
-function parseGemma3(cfg: Json): Gemma3Extras {
+function parseGemma3(cfg: Json, numLayers: number): Gemma3Extras {
   const act = cfg.hidden_activation ?? cfg.hidden_act ?? "gelu_pytorch_tanh";
+  const pattern = cfg.sliding_window_pattern == null ? 6 : requireInt(cfg, "sliding_window_pattern");
+  // Gemma3TextConfig: `layer_types` when given, else layer i is global iff (i + 1) % pattern == 0.
+  let slidingLayers: boolean[];
+  const types = cfg.layer_types;
+  if (types != null) {
+    if (!Array.isArray(types) || types.length !== numLayers) {
+      throw new Error(`config.json: "layer_types" must list one type per layer (${numLayers})`);
+    }
+    slidingLayers = types.map((t, i) => {
+      if (t !== "sliding_attention" && t !== "full_attention") {
+        throw new Error(
+          `config.json: layer_types[${i}] is ${JSON.stringify(t)}; expected "sliding_attention" or "full_attention"`,
+        );
+      }
+      return t === "sliding_attention";
+    });
+  } else {
+    slidingLayers = Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern !== 0);
+  }
+  const cap = (key: string): number | null => (cfg[key] == null ? null : optionalNumber(cfg, key, 0));
   return {
     hiddenActivation: String(act),
-    slidingWindowPattern: cfg.sliding_window_pattern == null ? 6 : requireInt(cfg, "sliding_window_pattern"),
+    slidingWindowPattern: pattern,
+    slidingLayers,
     ropeLocalTheta: optionalNumber(cfg, "rope_local_base_freq", 10000),
     queryPreAttnScalar: optionalNumber(cfg, "query_pre_attn_scalar", 256),
+    finalLogitSoftcapping: cap("final_logit_softcapping"),
+    attnLogitSoftcapping: cap("attn_logit_softcapping"),
+    bidirectional: cfg.use_bidirectional_attention === true,
   };
 }
 
+/** How one layer attends: its window (null: the whole causal prefix), RoPE and score scale. */
+export interface LayerAttention {
+  window: number | null;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  /** Multiplies q·k before the softmax. */
+  scale: number;
+}
+
 /**
- * Throws a clear error when the engine cannot run this config faithfully: Gemma 3 (its pieces the
- * kernels lack are listed), or a sliding window shorter than the context asked for.
- * `context` is the longest sequence that will be run (prompt + completion, or a training sequence).
+ * Layer `layer`'s attention. Mistral's window applies to every layer; Gemma 3's only to its local
+ * layers, which also take `rope_local_base_freq` without scaling (transformers' rotary_emb_local),
+ * while its global layers take `rope_theta` and `rope_scaling`. Qwen2/Qwen3's `use_sliding_window`
+ * (applied from layer `max_window_layers` on) is not modelled: `assertRunnable` keeps such
+ * sequences within the window, where the window changes nothing.
+ */
+export function layerAttention(config: ModelConfig, layer: number): LayerAttention {
+  const g = config.gemma3;
+  if (g) {
+    const local = g.slidingLayers[layer];
+    return {
+      window: local ? config.slidingWindow : null,
+      ropeTheta: local ? g.ropeLocalTheta : config.ropeTheta,
+      ropeScaling: local ? null : config.ropeScaling,
+      scale: g.queryPreAttnScalar ** -0.5,
+    };
+  }
+  return {
+    window: config.architecture === "MistralForCausalLM" ? config.slidingWindow : null,
+    ropeTheta: config.ropeTheta,
+    ropeScaling: config.ropeScaling,
+    scale: 1 / Math.sqrt(config.headDim),
+  };
+}
+
+/** Added to every RMSNorm weight before it scales: 1 for Gemma's (1 + w) norms, else 0. */
+export function normWeightOffset(config: ModelConfig): number {
+  return config.gemma3 ? 1 : 0;
+}
+
+/** bfloat16 rounding (round to nearest even) of an f64 value. */
+function toBf16(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer);
+  u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
+  return f[0];
+}
+
+/** float16 rounding of an f64 value (normal range; enough for √hidden). */
+function toF16(x: number): number {
+  const e = Math.floor(Math.log2(Math.abs(x)));
+  const step = 2 ** (e - 10);
+  return Math.round(x / step) * step;
+}
+
+/**
+ * What the embedding rows are multiplied by: √hidden for Gemma (1 elsewhere), as the tensor
+ * transformers multiplies by, `embed_scale.to(weight.dtype)`: rounded to the checkpoint's dtype
+ * (`torch_dtype`), so a bfloat16 Gemma 3 1B scales by 34, not 33.94.
+ */
+export function embeddingScale(config: ModelConfig): number {
+  if (!config.gemma3) return 1;
+  const s = Math.sqrt(config.hiddenSize);
+  if (config.torchDtype === "bfloat16") return toBf16(s);
+  if (config.torchDtype === "float16") return toF16(s);
+  return Math.fround(s);
+}
+
+/**
+ * Throws a clear error when the engine cannot run this config faithfully: Gemma 3 variants with
+ * pieces the kernels lack (logit soft-capping, bidirectional attention, another activation), or
+ * Qwen2/Qwen3's `use_sliding_window` with a context longer than the window. `context` is the
+ * longest sequence that will be run (prompt + completion, or a training sequence).
  */
 export function assertRunnable(config: ModelConfig, context?: number): void {
-  if (config.gemma3) {
+  const g = config.gemma3;
+  if (g) {
+    const missing: string[] = [];
+    if (g.hiddenActivation !== "gelu_pytorch_tanh") {
+      missing.push(`hidden_activation "${g.hiddenActivation}" (only "gelu_pytorch_tanh")`);
+    }
+    if (g.finalLogitSoftcapping !== null) missing.push(`final_logit_softcapping ${g.finalLogitSoftcapping}`);
+    if (g.attnLogitSoftcapping !== null) missing.push(`attn_logit_softcapping ${g.attnLogitSoftcapping}`);
+    if (g.bidirectional) missing.push("use_bidirectional_attention");
+    if (missing.length > 0) {
+      throw new Error(
+        `${config.architecture}: this Gemma 3 config needs what the kernels do not implement: ${missing.join(", ")}`,
+      );
+    }
+    if (g.slidingLayers.some((s) => s) && config.slidingWindow === null) {
+      throw new Error(`${config.architecture}: sliding-window layers need "sliding_window" in config.json`);
+    }
+  }
+  const windowed = slidingWindowMasked(config);
+  if (!windowed && config.slidingWindow !== null && context !== undefined && context > config.slidingWindow) {
     throw new Error(
-      `${config.architecture} (Gemma 3) is not supported yet: the engine lacks its GELU-tanh MLP ` +
-        `("${config.gemma3.hiddenActivation}"), (1 + w) RMSNorm with pre/post "sandwich" norms around ` +
-        "attention and MLP, the sqrt(hidden) embedding scale, the query_pre_attn_scalar attention scale, " +
-        `and interleaved sliding-window layers (window ${config.slidingWindow}, every ` +
-        `${config.gemma3.slidingWindowPattern}th layer global) with a separate local RoPE theta ` +
-        `(${config.gemma3.ropeLocalTheta}). Supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`,
+      `${config.architecture} with use_sliding_window (window ${config.slidingWindow}) applies the window ` +
+        `from layer max_window_layers on, which the engine does not model, so sequences are limited to ` +
+        `${config.slidingWindow} tokens; ${context} asked for (lower the context length)`,
     );
   }
-  if (config.slidingWindow !== null && context !== undefined && context > config.slidingWindow) {
-    throw new Error(
-      `${config.architecture} uses sliding-window attention (window ${config.slidingWindow}) and the ` +
-        `kernels attend over the full causal prefix, so sequences are limited to ${config.slidingWindow} ` +
-        `tokens; ${context} asked for (lower the context length)`,
-    );
-  }
+}
+
+/**
+ * Whether the kernels mask this config's sliding window as transformers applies it (Mistral,
+ * Gemma 3); otherwise a window caps the context (`assertRunnable`).
+ */
+export function slidingWindowMasked(config: ModelConfig): boolean {
+  return config.architecture === "MistralForCausalLM" || config.architecture === "Gemma3ForCausalLM";
 }
 
 /** The projections a decoder layer has, in HF module names. */
@@ -345,16 +483,21 @@ export function tensorNames(config: ModelConfig): string[] {
 }
 
 /**
- * RoPE inverse frequencies, one per rotated pair (headDim/2 values): theta^(-2i/headDim), with
- * Llama 3 rescaling applied when the config asks for it (same formula as transformers'
- * `_compute_llama3_parameters`).
+ * RoPE inverse frequencies of layer `layer` (default 0; they differ per layer only for Gemma 3),
+ * one per rotated pair (headDim/2 values): theta^(-2i/headDim), divided by the factor for linear
+ * scaling, or with Llama 3 rescaling applied (same formula as transformers'
+ * `_compute_llama3_parameters`) when the config asks for it.
  */
-export function ropeInverseFrequencies(config: ModelConfig): Float64Array {
+export function ropeInverseFrequencies(config: ModelConfig, layer = 0): Float64Array {
+  const { ropeTheta, ropeScaling: s } = layerAttention(config, layer);
   const half = config.headDim / 2;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
-  const s = config.ropeScaling;
+  for (let i = 0; i < half; i++) inv[i] = 1 / ropeTheta ** ((2 * i) / config.headDim);
   if (s === null) return inv;
+  if (s.type === "linear") {
+    for (let i = 0; i < half; i++) inv[i] /= s.factor;
+    return inv;
+  }
   const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
   const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
   for (let i = 0; i < half; i++) {

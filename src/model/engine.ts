@@ -9,7 +9,7 @@ import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
 import { sample } from "../gpu/kernels/sampling.ts";
 import { Scope } from "../gpu/scope.ts";
 import { readAll } from "../gpu/tensor.ts";
-import { assertRunnable } from "./config.ts";
+import { assertRunnable, slidingWindowMasked } from "./config.ts";
 import { headLogits } from "./head.ts";
 import type { LoraAdapter } from "./lora.ts";
 import {
@@ -27,8 +27,9 @@ export interface EngineOptions {
   /** Sequences decoded at once (KV cache slots). Default 16. */
   maxSlots?: number;
   /**
-   * Longest sequence (prompt + completion) served. Default min(model's max positions, 2048, its
-   * sliding window); a window shorter than an explicit value is refused.
+   * Longest sequence (prompt + completion) served. Default min(model's max positions, 2048, and a
+   * Qwen `use_sliding_window` window, which the engine does not mask and so also refuses below an
+   * explicit value; Mistral's and Gemma 3's windows are masked and cap nothing).
    */
   maxSeqLen?: number;
   /** Most tokens one step feeds (prompt chunks + decode rows). Default 512. */
@@ -49,9 +50,10 @@ export class Engine implements StepRunner {
     const { config } = model;
     this.model = model;
     this.maxSlots = options.maxSlots ?? 16;
-    // A sliding window caps the context (the kernels attend over the whole cached prefix).
-    this.maxSeqLen =
-      options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048, config.slidingWindow ?? Infinity);
+    // Qwen's use_sliding_window (not modelled, see config.layerAttention) caps the context at the
+    // window; Mistral's and Gemma 3's windows are masked in the attention kernels.
+    const cap = slidingWindowMasked(config) ? Infinity : (config.slidingWindow ?? Infinity);
+    this.maxSeqLen = options.maxSeqLen ?? Math.min(config.maxPositionEmbeddings, 2048, cap);
     assertRunnable(config, this.maxSeqLen);
     this.maxStepTokens = options.maxStepTokens ?? 512;
     if (this.maxStepTokens < this.maxSlots) {

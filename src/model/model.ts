@@ -52,14 +52,15 @@ export function checkAdapterName(name: string): void {
   }
 }
 
-/** Loads a Qwen2/Qwen3/Llama/Mistral checkpoint directory onto the GPU. */
+/** Loads a Qwen2/Qwen3/Llama/Mistral/Gemma 3 checkpoint directory onto the GPU. */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
   const ownsGpu = !options.gpu;
   const gpu = options.gpu ?? (await acquireGpu());
   try {
     const checkpoint = await loadCheckpoint(dir);
     try {
-      // A context longer than a sliding window is refused now, not at the first request.
+      // A context the engine cannot run faithfully (a Qwen sliding window shorter than it) is
+      // refused now, not at the first request.
       assertRunnable(checkpoint.config, options.maxSeqLen);
       const tokenizer = await ModelTokenizer.load(dir);
       const weights = await uploadWeights(gpu, checkpoint, {

@@ -70,11 +70,14 @@ export function gaussianFill(out: Float32Array, seed: number, std: number): Floa
   return out;
 }
 
-/** The values of one tensor of a random-init model (exported for the test and for references). */
-export function randomTensor(name: string, shape: number[], seed: number, std: number): Float32Array {
+/**
+ * The values of one tensor of a random-init model (exported for the test and for references).
+ * `normValue` is what a norm weight holds: 1, or 0 for Gemma, whose norms scale by (1 + w).
+ */
+export function randomTensor(name: string, shape: number[], seed: number, std: number, normValue = 1): Float32Array {
   const n = shape.reduce((a, b) => a * b, 1);
   const out = new Float32Array(n);
-  if (name.endsWith("norm.weight")) return out.fill(1);
+  if (name.endsWith("norm.weight")) return out.fill(normValue);
   if (name.endsWith(".bias")) return out;
   return gaussianFill(out, Math.imul(seed, 0x9e3779b1) ^ nameHash(name), std);
 }
@@ -153,7 +156,7 @@ export async function writeRandomModel(
     await fh.write(prefix);
     await fh.write(json);
     for (const { name, shape } of specs) {
-      const data = randomTensor(name, shape, seed, std);
+      const data = randomTensor(name, shape, seed, std, config.gemma3 ? 0 : 1);
       // Chunked so a 545 MB embedding is not narrowed into one more full-size copy.
       const chunk = 1 << 22;
       for (let i = 0; i < data.length; i += chunk) await fh.write(encode(data.subarray(i, i + chunk), dtype));

@@ -53,6 +53,8 @@ export async function saveFullWeights(model: Transformer, dir: string): Promise<
     await vector(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
     if (layer.qNorm) await vector(`model.layers.${i}.self_attn.q_norm.weight`, layer.qNorm);
     if (layer.kNorm) await vector(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
+    if (layer.preFfnNorm) await vector(`model.layers.${i}.pre_feedforward_layernorm.weight`, layer.preFfnNorm);
+    if (layer.postFfnNorm) await vector(`model.layers.${i}.post_feedforward_layernorm.weight`, layer.postFfnNorm);
     for (const p of PROJECTIONS) {
       const lin = layer.proj[p];
       await matrix(`${lin.path}.weight`, denseWeight(lin, "saveFullWeights"), lin.outFeatures, lin.inFeatures);

@@ -1,8 +1,9 @@
 // Tiny random models in the exact on-disk format of a HF checkpoint (config.json, safetensors,
 // tokenizer.json, tokenizer_config.json with Qwen2.5's ChatML tool template, generation_config.json),
-// so tests, benchmarks and demos exercise the same loading path as real Qwen2/Qwen3/Llama/Mistral
-// checkpoints.
-// Weights are deterministic in the seed: N(0, 0.02) like HF init, norms 1, small random biases.
+// so tests, benchmarks and demos exercise the same loading path as real Qwen2/Qwen3/Llama/Mistral/
+// Gemma 3 checkpoints.
+// Weights are deterministic in the seed: N(0, 0.02) like HF init, norms 1 (Gemma's (1 + w) norms:
+// 0), small random biases.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mulberry32 } from "../random.ts";
@@ -54,10 +55,19 @@ export interface TinyModelSpec {
   attentionBias?: boolean;
   /** Llama only: bias on gate/up/down (`mlp_bias`). */
   mlpBias?: boolean;
-  /** Llama 3 `rope_scaling` (the HF object, e.g. { rope_type: "llama3", factor: 8, ... }). */
+  /**
+   * Llama 3 `rope_scaling` (the HF object, e.g. { rope_type: "llama3", factor: 8, ... }), or for
+   * Gemma 3 its global layers' (e.g. { rope_type: "linear", factor: 8 }).
+   */
   ropeScaling?: Record<string, unknown>;
-  /** Mistral `sliding_window` (default null: full attention). */
+  /** Mistral / Gemma 3 `sliding_window` (default null: full attention; Gemma 3: 512). */
   slidingWindow?: number | null;
+  /** Gemma 3: every n-th layer global (`sliding_window_pattern`, default 6). */
+  slidingWindowPattern?: number;
+  /** Gemma 3: RoPE base of the local layers (`rope_local_base_freq`, default 10000). */
+  ropeLocalTheta?: number;
+  /** Gemma 3: attention scale query_pre_attn_scalar^-½ (default 256). */
+  queryPreAttnScalar?: number;
   /** Norm weights 1 + N(0, 0.1) instead of exactly 1, so a kernel that ignores them is caught. */
   perturbNorms?: boolean;
 }
@@ -115,11 +125,20 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
     use_cache: true,
     vocab_size: vocabSize,
   };
-  if (spec.ropeScaling && architecture !== "LlamaForCausalLM") {
-    throw new Error("ropeScaling applies to LlamaForCausalLM only");
+  const isGemma3 = architecture === "Gemma3ForCausalLM";
+  if (spec.ropeScaling && architecture !== "LlamaForCausalLM" && !isGemma3) {
+    throw new Error("ropeScaling applies to LlamaForCausalLM and Gemma3ForCausalLM only");
   }
-  if (spec.slidingWindow != null && architecture !== "MistralForCausalLM") {
-    throw new Error("slidingWindow applies to MistralForCausalLM only");
+  if (spec.slidingWindow != null && architecture !== "MistralForCausalLM" && !isGemma3) {
+    throw new Error("slidingWindow applies to MistralForCausalLM and Gemma3ForCausalLM only");
+  }
+  if (
+    !isGemma3 &&
+    (spec.slidingWindowPattern !== undefined ||
+      spec.ropeLocalTheta !== undefined ||
+      spec.queryPreAttnScalar !== undefined)
+  ) {
+    throw new Error("slidingWindowPattern, ropeLocalTheta and queryPreAttnScalar apply to Gemma3ForCausalLM only");
   }
   if (spec.mlpBias !== undefined && architecture !== "LlamaForCausalLM") {
     throw new Error("mlpBias applies to LlamaForCausalLM only");
@@ -144,6 +163,24 @@ function buildConfigJson(spec: TinyModelSpec, vocabSize: number, ids: Record<str
       head_dim: spec.headDim ?? hidden / heads,
       rms_norm_eps: spec.rmsNormEps ?? 1e-5,
       sliding_window: spec.slidingWindow ?? null,
+    };
+  }
+  if (isGemma3) {
+    // Gemma3TextConfig's fields, as gemma-3-1b-it's config.json writes them.
+    const { hidden_act: _, ...rest } = common;
+    return {
+      ...rest,
+      model_type: "gemma3_text",
+      attention_bias: spec.attentionBias ?? false,
+      attn_logit_softcapping: null,
+      final_logit_softcapping: null,
+      head_dim: spec.headDim ?? hidden / heads,
+      hidden_activation: "gelu_pytorch_tanh",
+      query_pre_attn_scalar: spec.queryPreAttnScalar ?? 256,
+      rms_norm_eps: spec.rmsNormEps ?? 1e-6,
+      rope_local_base_freq: spec.ropeLocalTheta ?? 10000,
+      sliding_window: spec.slidingWindow ?? 512,
+      sliding_window_pattern: spec.slidingWindowPattern ?? 6,
     };
   }
   if (architecture === "LlamaForCausalLM") {
@@ -254,7 +291,10 @@ export async function writeTinyModel(dir: string, spec: TinyModelSpec = {}): Pro
     const n = shape.reduce((a, b) => a * b, 1);
     const s = Math.imul(seed, 0x9e3779b1) ^ nameHash(name);
     let data: Float32Array;
-    if (name.endsWith("norm.weight")) data = spec.perturbNorms ? gaussian(n, s, 1, 0.1) : new Float32Array(n).fill(1);
+    // Gemma's norms scale by (1 + w), so its neutral weight is 0 (HF initialises them to zeros).
+    const neutral = config.gemma3 ? 0 : 1;
+    if (name.endsWith("norm.weight"))
+      data = spec.perturbNorms ? gaussian(n, s, neutral, 0.1) : new Float32Array(n).fill(neutral);
     else data = gaussian(n, s, 0, name === "lm_head.weight" ? (spec.lmHeadStd ?? 0.02) : 0.02);
     tensors[name] = { dtype, shape, data };
   }

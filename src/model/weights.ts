@@ -36,9 +36,12 @@ export interface LinearWeights {
 export interface LayerWeights {
   inputNorm: Tensor;
   postNorm: Tensor;
-  /** Per-head RMSNorm weights [headDim] of q and k (Qwen3); null without q/k norm. */
+  /** Per-head RMSNorm weights [headDim] of q and k (Qwen3, Gemma 3); null without q/k norm. */
   qNorm: Tensor | null;
   kNorm: Tensor | null;
+  /** Gemma 3's pre/post_feedforward_layernorm (postNorm is then the attention output's norm). */
+  preFfnNorm: Tensor | null;
+  postFfnNorm: Tensor | null;
   proj: Record<ProjectionName, LinearWeights>;
 }
 
@@ -138,8 +141,10 @@ export async function uploadWeights(
     const qNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.q_norm.weight`) : null;
     const kNorm = config.qkNorm ? await vector(`model.layers.${i}.self_attn.k_norm.weight`) : null;
     const postNorm = await vector(`model.layers.${i}.post_attention_layernorm.weight`);
+    const preFfnNorm = config.gemma3 ? await vector(`model.layers.${i}.pre_feedforward_layernorm.weight`) : null;
+    const postFfnNorm = config.gemma3 ? await vector(`model.layers.${i}.post_feedforward_layernorm.weight`) : null;
     for (const p of MLP_PROJECTIONS) proj[p] = await linear(config, i, p, weight, vector, frozenType);
-    layers.push({ inputNorm, postNorm, qNorm, kNorm, proj });
+    layers.push({ inputNorm, postNorm, qNorm, kNorm, preFfnNorm, postFfnNorm, proj });
   }
   const norm = await vector("model.norm.weight");
   const lmHead = config.tieWordEmbeddings
@@ -192,6 +197,8 @@ export function disposeWeights(weights: ModelWeights): void {
     layer.postNorm.dispose();
     layer.qNorm?.dispose();
     layer.kNorm?.dispose();
+    layer.preFfnNorm?.dispose();
+    layer.postFfnNorm?.dispose();
     for (const p of PROJECTIONS) {
       const w = layer.proj[p].weight;
       if ("kind" in w) disposeQuantized(w);

@@ -95,6 +95,8 @@ export class Optimizer {
       add(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
       if (layer.qNorm) add(`model.layers.${i}.self_attn.q_norm.weight`, layer.qNorm);
       if (layer.kNorm) add(`model.layers.${i}.self_attn.k_norm.weight`, layer.kNorm);
+      if (layer.preFfnNorm) add(`model.layers.${i}.pre_feedforward_layernorm.weight`, layer.preFfnNorm);
+      if (layer.postFfnNorm) add(`model.layers.${i}.post_feedforward_layernorm.weight`, layer.postFfnNorm);
       for (const p of PROJECTIONS) {
         const lin = layer.proj[p];
         single(`${lin.path}.weight`, denseWeight(lin, "full training"));

@@ -2,7 +2,10 @@
 // plain-TypeScript f64 reference transformer: training-forward logprobs, LoRA gradients (central
 // finite differences of the reference), and cached decoding through the serving engine. Shapes
 // are chosen to exercise each architecture's differences: Qwen3's q/k norms with a head_dim that
-// is not hidden/heads, Llama 3's rescaled RoPE with an untied head and biases, Mistral's window.
+// is not hidden/heads, Llama 3's rescaled RoPE with an untied head and biases, Mistral's window
+// shorter than the sequences, and Gemma 3's (1 + w) sandwich norms, GeGLU, scaled embeddings,
+// query_pre_attn_scalar, and local (windowed, own RoPE base) layers next to a global one with
+// linear RoPE scaling.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import type { PeftAdapter } from "../../src/model/peft.ts";
+import { saveFullWeights } from "../../src/model/save-weights.ts";
 import { type TinyModelSpec, writeTinyModel } from "../../src/model/tiny.ts";
 import { policyGradients } from "../../src/trainer/grads.ts";
 import { lossAndGrads } from "../../src/trainer/loss-and-grads.ts";
@@ -48,7 +52,26 @@ const CASES: [label: string, spec: TinyModelSpec][] = [
       seed: 23,
     },
   ],
-  ["MistralForCausalLM", { ...small, architecture: "MistralForCausalLM", kvHeads: 1, seed: 24 }],
+  // A window of 6 keys, shorter than every sequence below, so the masking is exercised.
+  ["MistralForCausalLM", { ...small, architecture: "MistralForCausalLM", kvHeads: 1, slidingWindow: 6, seed: 24 }],
+  [
+    "Gemma3ForCausalLM (local window 5 + global layer, linear rope scaling)",
+    {
+      ...small,
+      architecture: "Gemma3ForCausalLM",
+      // Like gemma-3-1b: one kv head, head_dim ≠ hidden/heads, tied head; pattern 2 makes layer 0
+      // local (window 5, RoPE base 1e4) and layer 1 global (base 1e6 with linear scaling 8).
+      kvHeads: 1,
+      headDim: 16,
+      slidingWindow: 5,
+      slidingWindowPattern: 2,
+      ropeTheta: 1e6,
+      ropeLocalTheta: 1e4,
+      ropeScaling: { rope_type: "linear", factor: 8 },
+      queryPreAttnScalar: 24,
+      seed: 26,
+    },
+  ],
 ];
 
 /** log-softmax of row t of logits [T × V] at `token`. */
@@ -99,6 +122,21 @@ for (const [label, spec] of CASES) {
       }
       // f32 sums over ≤ 48 terms against f64: logprobs of O(5) agree to ~1e-5; 1e-3 leaves room.
       expect(worst).toBeLessThan(1e-3);
+      if (spec.slidingWindow) {
+        // The window matters at 24 tokens: attending the whole prefix moves the logits far more
+        // than the GPU's rounding, so a kernel that ignored the window would fail above.
+        const unwindowed = referenceForward(
+          { config: { ...ref.config, slidingWindow: 1 << 20 }, weights: ref.weights },
+          tokens,
+        );
+        let off = 0;
+        let err = 0;
+        for (let i = 0; i < want.length; i++) {
+          off = Math.max(off, Math.abs(unwindowed[i] - want[i]));
+          err = Math.max(err, Math.abs(got[i] - want[i]));
+        }
+        expect(off).toBeGreaterThan(20 * err);
+      }
       if (spec.ropeScaling) {
         // The rescaled frequencies matter at these positions: plain RoPE is far further off than
         // the GPU's rounding, so a kernel that ignored the scaling would fail above.
@@ -183,8 +221,23 @@ for (const [label, spec] of CASES) {
       }
     });
 
-    if (spec.architecture === "Qwen3ForCausalLM") {
-      it("full training: q_norm/k_norm gradients match finite differences", async () => {
+    const fullChecks: Partial<Record<string, string[]>> = {
+      Qwen3ForCausalLM: ["model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"],
+      // Every (1 + w) norm of the sandwich, the final norm, and the √hidden-scaled tied embedding.
+      Gemma3ForCausalLM: [
+        "model.layers.0.self_attn.q_norm.weight",
+        "model.layers.1.self_attn.k_norm.weight",
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.1.pre_feedforward_layernorm.weight",
+        "model.layers.0.post_feedforward_layernorm.weight",
+        "model.layers.1.input_layernorm.weight",
+        "model.norm.weight",
+        "model.embed_tokens.weight",
+      ],
+    };
+    const fullNames = fullChecks[spec.architecture ?? ""];
+    if (fullNames) {
+      it(`full training: ${fullNames.length} norm/embedding gradients match finite differences`, async () => {
         const V = model.config.vocabSize;
         const r = rng(9);
         const promptLen = 2;
@@ -207,7 +260,7 @@ for (const [label, spec] of CASES) {
           { temperature: 1, clipLow: 0.2, clipHigh: 0.2 },
           optimizer.sink,
         );
-        for (const name of ["model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"]) {
+        for (const name of fullNames) {
           const grad = await optimizer.sink.full!.get(name)!.read();
           const w = ref.weights.get(name)!;
           let scale = 0;
@@ -231,37 +284,32 @@ for (const [label, spec] of CASES) {
       });
     }
 
+    if (spec.architecture === "Gemma3ForCausalLM") {
+      it("saves every weight (the four norms per layer included) and reloads to the same logits", async () => {
+        const out = join(root, "gemma-saved");
+        // Another seed's directory, whose weights saveFullWeights must replace, every one of them.
+        await writeTinyModel(out, { ...spec, seed: 1000 });
+        await saveFullWeights(model.transformer, out);
+        const reloaded = await loadModel(out, { gpu: gpu(), maxSlots: 1, maxSeqLen: 32 });
+        try {
+          const tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+          const got = await reloaded.logits(tokens);
+          const want = await model.logits(tokens);
+          // Same f32 weights and kernels: equal up to rounding (a lost norm would be off by O(1)).
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+          expect(worst).toBeLessThan(1e-5);
+        } finally {
+          reloaded.dispose();
+        }
+      });
+    }
+
     it("frees its weights", () => {
       model.dispose();
     });
   });
 }
-
-describe("MistralForCausalLM with a sliding window", () => {
-  it("runs up to the window and refuses longer sequences with a clear error", async () => {
-    const dir = join(root, "mistral-window");
-    await writeTinyModel(dir, { ...small, architecture: "MistralForCausalLM", slidingWindow: 16, seed: 25 });
-    await expect(loadModel(dir, { gpu: gpu(), maxSeqLen: 64 })).rejects.toThrow(
-      /sliding-window attention \(window 16\).*64 asked for/,
-    );
-    const model = await loadModel(dir, { gpu: gpu(), maxSlots: 2 });
-    try {
-      expect(model.engine.maxSeqLen).toBe(16);
-      const ck = await loadCheckpoint(dir);
-      const ref = await loadReferenceModel(ck);
-      await ck.close();
-      const tokens = Array.from({ length: 16 }, (_, i) => (i * 7) % model.config.vocabSize);
-      const got = await model.logits(tokens);
-      const want = referenceForward(ref, tokens);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
-      expect(worst).toBeLessThan(1e-3);
-      await expect(model.logits([...tokens, 1])).rejects.toThrow(/limited to 16 tokens; 17 asked for/);
-    } finally {
-      model.dispose();
-    }
-  });
-});
 
 describe("LlamaForCausalLM on the GPU vs PyTorch", () => {
   // Its 11 positions are too few for the llama3 rescaling to move logits past 1e-3 (the tiny Llama

@@ -56,7 +56,8 @@ function upload(g: Gpu, c: Case, x: Inputs): { q: Tensor; k: Tensor; v: Tensor; 
 
 function label(c: Case): string {
   const variant = c.headsPerInvocation ? ` ${c.headsPerInvocation} head/invocation` : "";
-  return `lengths [${c.lengths}] H${c.nHeads}/KV${c.nKvHeads} D${c.headDim}${c.scale ? ` scale ${c.scale}` : ""}${variant}`;
+  const window = c.window ? ` window ${c.window}` : "";
+  return `lengths [${c.lengths}] H${c.nHeads}/KV${c.nKvHeads} D${c.headDim}${c.scale ? ` scale ${c.scale}` : ""}${window}${variant}`;
 }
 
 const forwardCases: Case[] = [
@@ -68,6 +69,15 @@ const forwardCases: Case[] = [
   { lengths: [17, 6], nHeads: 3, nKvHeads: 3, headDim: 8, scale: 0.7 },
   // The one-head-per-invocation variant (the GPU default) on the shape software picks 7 for.
   { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, headsPerInvocation: 1 },
+  // Sliding windows (Gemma 3's local layers, Mistral): shorter than some sequences, equal to one,
+  // longer than all, and a window of 1 (each token sees only itself).
+  { lengths: [3, 129, 1], nHeads: 4, nKvHeads: 2, headDim: 64, window: 7 },
+  { lengths: [7, 9, 1], nHeads: 4, nKvHeads: 1, headDim: 7, window: 7 },
+  { lengths: [5, 2], nHeads: 2, nKvHeads: 2, headDim: 8, window: 1 },
+  { lengths: [6], nHeads: 2, nKvHeads: 1, headDim: 8, window: 64 },
+  { lengths: [129], nHeads: 14, nKvHeads: 2, headDim: 64, window: 16, headsPerInvocation: 1 },
+  // Gemma 3 1B's heads: head_dim 256, 4 query heads on one kv head, windowed.
+  { lengths: [9, 1, 4], nHeads: 4, nKvHeads: 1, headDim: 256, window: 7 },
 ];
 
 describe("attention forward", () => {
@@ -104,6 +114,26 @@ describe("attention forward", () => {
     expectClose(await lse.read(), ref.lse, { atol: 1e-3, rtol: 1e-5 }, "lse (huge logits)");
   });
 
+  it("masks keys outside the window: changing them leaves the output untouched", async () => {
+    const g = gpu();
+    const c: Case = { lengths: [10], nHeads: 2, nKvHeads: 1, headDim: 8, window: 4 };
+    const x = makeInputs(c, 5);
+    const t = upload(g, c, x);
+    const before = await attention(t.q, t.k, t.v, t.s, c).out.read();
+    const k2 = Float32Array.from(x.k);
+    const v2 = Float32Array.from(x.v);
+    for (let i = 0; i < 8; i++) {
+      k2[i] += 5; // token 0's key and value: outside the window of tokens 4..9
+      v2[i] -= 3;
+    }
+    t.k.write(k2);
+    t.v.write(v2);
+    const after = await attention(t.q, t.k, t.v, t.s, c).out.read();
+    const seen = 4 * 2 * 8;
+    expect(Array.from(after.subarray(seen))).toEqual(Array.from(before.subarray(seen)));
+    expect(Array.from(after.subarray(0, seen))).not.toEqual(Array.from(before.subarray(0, seen)));
+  });
+
   it("keeps sequences apart: changing one sequence leaves the others' outputs untouched", async () => {
     const g = gpu();
     const c: Case = { lengths: [4, 6], nHeads: 2, nKvHeads: 1, headDim: 8 };
@@ -126,6 +156,10 @@ const backwardCases: Case[] = [
   { lengths: [9, 33], nHeads: 4, nKvHeads: 4, headDim: 128 },
   { lengths: [5, 1, 9], nHeads: 4, nKvHeads: 2, headDim: 7, scale: 0.5 },
   { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, headsPerInvocation: 1 },
+  { lengths: [3, 129, 1], nHeads: 4, nKvHeads: 2, headDim: 64, window: 7 },
+  { lengths: [7, 9, 1], nHeads: 4, nKvHeads: 1, headDim: 7, window: 7, scale: 0.5 },
+  { lengths: [5, 2], nHeads: 2, nKvHeads: 2, headDim: 8, window: 1 },
+  { lengths: [9, 1, 4], nHeads: 4, nKvHeads: 1, headDim: 256, window: 7 },
 ];
 
 describe("attention backward", () => {
@@ -151,6 +185,7 @@ describe("attention backward", () => {
   const small: Case[] = [
     { lengths: [3, 4], nHeads: 4, nKvHeads: 2, headDim: 8 },
     { lengths: [5], nHeads: 2, nKvHeads: 1, headDim: 7 },
+    { lengths: [7, 3], nHeads: 4, nKvHeads: 2, headDim: 8, window: 3 },
   ];
   for (const c of small) {
     it(`passes finite-difference checks for q, k and v: ${label(c)}`, async () => {
@@ -190,13 +225,15 @@ describe("attention input checks", () => {
     const s = g.tensor([3], "u32", packedSeqStart([3]));
     const opts = { nHeads: 4, nKvHeads: 2, headDim: 8 };
     expect(() => attention(q, k, k, s, { ...opts, nKvHeads: 3 })).toThrow(/must divide nHeads/);
-    expect(() => attention(q, k, k, s, { ...opts, headDim: 256 })).toThrow(/exceeds the supported 128/);
+    expect(() => attention(q, k, k, s, { ...opts, headDim: 512 })).toThrow(/exceeds the supported 256/);
     expect(() => attention(q, g.tensor([3, 1, 8]), k, s, opts)).toThrow(
       /k has shape \[3, 1, 8\], expected \[3, 2, 8\]/,
     );
     expect(() => attention(q, k, k, g.tensor([3]), opts)).toThrow(/seqStart must be u32/);
     expect(() => attention(q, k, k, s, { ...opts, scale: Number.NaN })).toThrow(/finite/);
     expect(() => attention(q, k, k, s, { ...opts, headsPerInvocation: 3 })).toThrow(/must divide the group size 2/);
+    expect(() => attention(q, k, k, s, { ...opts, window: 0 })).toThrow(/window must be a positive integer/);
+    expect(() => attention(q, k, k, s, { ...opts, window: 2.5 })).toThrow(/window must be a positive integer/);
     const { out } = attention(q, k, k, s, opts);
     expect(() => attentionBackward(out, q, k, k, out, g.tensor([3, 4]), s, opts)).toThrow(/lse has shape/);
   });

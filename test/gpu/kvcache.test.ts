@@ -16,6 +16,8 @@ interface Heads {
   nHeads: number;
   nKvHeads: number;
   headDim: number;
+  /** Sliding window (Gemma 3's local layers, Mistral); absent: the whole prefix. */
+  window?: number;
 }
 
 /** Rows of a [tokens, heads, D] array picked by token index. */
@@ -125,9 +127,16 @@ describe("cachedAttention", () => {
     { h: { nHeads: 14, nKvHeads: 2, headDim: 64 }, lengths: [5, 19, 1], prompts: [3, 10, 1] },
     { h: { nHeads: 4, nKvHeads: 2, headDim: 7 }, lengths: [9, 4], prompts: [1, 4] },
     { h: { nHeads: 2, nKvHeads: 1, headDim: 128 }, lengths: [12, 7, 30], prompts: [12, 2, 20], splitSize: 4 },
+    // Windowed: prompts longer and shorter than the window, decode walking past it, and splits
+    // lying wholly before the window (empty partials the combine pass must weigh as 0).
+    { h: { nHeads: 4, nKvHeads: 2, headDim: 8, window: 5 }, lengths: [13, 4, 1], prompts: [9, 2, 1] },
+    { h: { nHeads: 2, nKvHeads: 1, headDim: 7, window: 3 }, lengths: [12, 7, 30], prompts: [12, 2, 20], splitSize: 4 },
+    { h: { nHeads: 2, nKvHeads: 2, headDim: 64, window: 1 }, lengths: [6, 3], prompts: [2, 3] },
+    // Gemma 3 1B's heads (head_dim 256, 4:1 GQA) with a window.
+    { h: { nHeads: 4, nKvHeads: 1, headDim: 256, window: 4 }, lengths: [9, 2], prompts: [5, 2] },
   ];
   for (const c of cases) {
-    const name = `H${c.h.nHeads}/KV${c.h.nKvHeads} D${c.h.headDim} lengths [${c.lengths}] prompts [${c.prompts}]`;
+    const name = `H${c.h.nHeads}/KV${c.h.nKvHeads} D${c.h.headDim}${c.h.window ? ` window ${c.h.window}` : ""} lengths [${c.lengths}] prompts [${c.prompts}]`;
     it(`prefill then decode equals full causal attention: ${name}${c.splitSize ? ` split ${c.splitSize}` : ""}`, async () => {
       const g = gpu();
       const seqStart = packedSeqStart(c.lengths);
@@ -185,6 +194,13 @@ describe("cachedAttention", () => {
       const out = await cachedAttention(qRows, cache.k, cache.v, slot, pos, { ...h, ...opts }).read();
       // 700-key softmax with scores of a few units: errors stay at a few ulps of O(1) outputs.
       expectClose(out, expected, { atol: 2e-5, rtol: 1e-4 }, `decode ${JSON.stringify(opts)}`);
+    }
+    // A 129-key window over the 700-key context: most splits lie wholly before the window.
+    const windowed = attentionReference(q, k, v, seqStart, { ...h, window: 129 });
+    const expectedWindowed = gatherRows(Float32Array.from(windowed.out), 4 * 64, last);
+    for (const opts of [{}, { splitSize: 37 }, { splitSize: 1024 }]) {
+      const out = await cachedAttention(qRows, cache.k, cache.v, slot, pos, { ...h, window: 129, ...opts }).read();
+      expectClose(out, expectedWindowed, { atol: 2e-5, rtol: 1e-4 }, `windowed decode ${JSON.stringify(opts)}`);
     }
   });
 

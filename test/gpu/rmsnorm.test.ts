@@ -100,6 +100,62 @@ describe("rmsnorm details", () => {
     expectClose(await y.read(), rmsnormRef(xd, wd, rows, dim, EPS).y, FWD, "folded rows");
   });
 
+  it("(1 + w) norms (Gemma, weightOffset 1): forward and backward match the reference for 1×7, 7×129, 5×896", async () => {
+    const g = withFeatures();
+    for (const [rows, dim] of [
+      [1, 7],
+      [7, 129],
+      [5, 896],
+    ]) {
+      const xd = normal(rows * dim, rows * dim, 2);
+      // Gemma stores w near 0 (the norm scales by 1 + w), including negative values.
+      const wd = uniform(dim, 5, -0.5, 0.5);
+      const dyd = uniform(rows * dim, 6);
+      const x = g.tensor([rows, dim], "f32", xd);
+      const w = g.tensor([dim], "f32", wd);
+      const dy = g.tensor([rows, dim], "f32", dyd);
+      const { y, rstd } = rmsnorm(x, w, EPS, { weightOffset: 1 });
+      const ref = rmsnormRef(xd, wd, rows, dim, EPS, 1);
+      expectClose(await y.read(), ref.y, FWD, `y (1 + w) [${rows}, ${dim}]`);
+      // The offset matters: the plain norm of the same weights is far off.
+      const plain = rmsnormRef(xd, wd, rows, dim, EPS);
+      expect(Math.abs(plain.y[0] - ref.y[0])).toBeGreaterThan(0.1 * Math.abs(xd[0]));
+      const { dx, dweight } = rmsnormBackward(dy, x, w, rstd, { weightOffset: 1 });
+      const bref = rmsnormBackwardRef(dyd, xd, wd, rows, dim, EPS, 1);
+      expectClose(await dx.read(), bref.dx, FWD, `dx (1 + w) [${rows}, ${dim}]`);
+      expectClose(await dweight.read(), bref.dweight, DW, `dweight (1 + w) [${rows}, ${dim}]`);
+      const dxOnly = rmsnormBackwardInput(dy, x, w, rstd, { weightOffset: 1 });
+      expectClose(await dxOnly.read(), bref.dx, FWD, `dx only (1 + w) [${rows}, ${dim}]`);
+      for (const t of [x, w, dy, y, rstd, dx, dweight, dxOnly]) t.dispose();
+    }
+  });
+
+  it("(1 + w) norms pass finite-difference gradient checks for x and weight", async () => {
+    const g = withFeatures();
+    const [rows, dim] = [3, 7];
+    const xd = uniform(rows * dim, 23);
+    const wd = uniform(dim, 24, -0.5, 0.5);
+    const r = uniform(rows * dim, 25);
+    const dy = g.tensor([rows, dim], "f32", r);
+    const opts = { weightOffset: 1 };
+    const lossAt = async (xv: Float32Array, wv: Float32Array) => {
+      const x = g.tensor([rows, dim], "f32", xv);
+      const w = g.tensor([dim], "f32", wv);
+      const { y, rstd } = rmsnorm(x, w, EPS, opts);
+      const yv = await y.read();
+      for (const t of [x, w, y, rstd]) t.dispose();
+      let loss = 0;
+      for (let i = 0; i < yv.length; i++) loss += yv[i] * r[i];
+      return loss;
+    };
+    const x = g.tensor([rows, dim], "f32", xd);
+    const w = g.tensor([dim], "f32", wd);
+    const { rstd } = rmsnorm(x, w, EPS, opts);
+    const { dx, dweight } = rmsnormBackward(dy, x, w, rstd, opts);
+    await gradCheck(xd, await dx.read(), (xv) => lossAt(xv, wd), { samples: 12 }, "dx (1 + w)");
+    await gradCheck(wd, await dweight.read(), (wv) => lossAt(xd, wv), { samples: 7 }, "dweight (1 + w)");
+  });
+
   it("passes finite-difference gradient checks for x and weight", async () => {
     const g = withFeatures();
     for (const [rows, dim] of [

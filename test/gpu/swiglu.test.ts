@@ -1,12 +1,27 @@
 // SwiGLU forward and backward on the real device vs an f64 reference, for separate gate/up
 // tensors and the fused [tokens, 2·ffn] layout, with finite-difference gradient checks.
 import { describe, expect, it } from "vitest";
-import { swiglu, swigluBackward, swigluFused, swigluFusedBackward } from "../../src/gpu/kernels/swiglu.ts";
+import {
+  geglu,
+  gegluBackward,
+  swiglu,
+  swigluBackward,
+  swigluFused,
+  swigluFusedBackward,
+} from "../../src/gpu/kernels/swiglu.ts";
 import { expectClose } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { gradCheck } from "../helpers/gradcheck.ts";
 import { normal, uniform } from "../helpers/random.ts";
-import { joinGateUp, splitGateUp, swigluBackwardRef, swigluRef } from "../reference/swiglu.ts";
+import {
+  gegluBackwardRef,
+  gegluRef,
+  geluTanh,
+  joinGateUp,
+  splitGateUp,
+  swigluBackwardRef,
+  swigluRef,
+} from "../reference/swiglu.ts";
 
 const gpu = useGpu();
 
@@ -67,6 +82,57 @@ describe("swiglu, separate gate and up", () => {
       return l;
     };
     const { dgate, dup } = swigluBackward(
+      g.tensor([tokens, ffn], "f32", r),
+      g.tensor([tokens, ffn], "f32", gd),
+      g.tensor([tokens, ffn], "f32", ud),
+    );
+    await gradCheck(gd, await dgate.read(), (gv) => loss(gv, ud), { samples: 15 }, "dgate");
+    await gradCheck(ud, await dup.read(), (uv) => loss(gd, uv), { samples: 15 }, "dup");
+  });
+});
+
+describe("geglu (Gemma's gelu-tanh gate), separate gate and up", () => {
+  it.each(SHAPES)("forward and backward match the reference for [%i, %i]", async (tokens, ffn) => {
+    const g = gpu();
+    const n = tokens * ffn;
+    // Saturated ends (±100, where g³ is 1e6 and tanh must be exactly ±1) included.
+    const gd = gateValues(n, n + 1);
+    const ud = uniform(n, 4);
+    const dhd = uniform(n, 5);
+    const gate = g.tensor([tokens, ffn], "f32", gd);
+    const up = g.tensor([tokens, ffn], "f32", ud);
+    const dh = g.tensor([tokens, ffn], "f32", dhd);
+    expectClose(await geglu(gate, up).read(), gegluRef(gd, ud), TOL, "h");
+    const { dgate, dup } = gegluBackward(dh, gate, up);
+    const ref = gegluBackwardRef(dhd, gd, ud);
+    expectClose(await dgate.read(), ref.dgate, TOL, "dgate");
+    expectClose(await dup.read(), ref.dup, TOL, "dup");
+  });
+
+  it("is PyTorch's tanh approximation, not the erf GELU nor SiLU", () => {
+    // torch.nn.functional.gelu(torch.tensor(1.0, dtype=torch.float64), approximate="tanh")
+    expect(geluTanh(1)).toBeCloseTo(0.8411919906082768, 14);
+    // The exact (erf) GELU at 1 is 0.8413447460685429: the two differ in the 4th digit.
+    expect(Math.abs(geluTanh(1) - 0.8413447460685429)).toBeGreaterThan(1e-4);
+  });
+
+  it("passes a finite-difference gradient check for gate and up", async () => {
+    const g = gpu();
+    const [tokens, ffn] = [3, 7];
+    const gd = normal(tokens * ffn, 41, 2);
+    const ud = uniform(tokens * ffn, 42);
+    const r = uniform(tokens * ffn, 43);
+    const loss = async (gv: Float32Array, uv: Float32Array) => {
+      const gate = g.tensor([tokens, ffn], "f32", gv);
+      const up = g.tensor([tokens, ffn], "f32", uv);
+      const h = await geglu(gate, up).read();
+      gate.dispose();
+      up.dispose();
+      let l = 0;
+      for (let i = 0; i < h.length; i++) l += h[i] * r[i];
+      return l;
+    };
+    const { dgate, dup } = gegluBackward(
       g.tensor([tokens, ffn], "f32", r),
       g.tensor([tokens, ffn], "f32", gd),
       g.tensor([tokens, ffn], "f32", ud),

@@ -5,7 +5,10 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import {
   assertRunnable,
+  embeddingScale,
   expectedTensors,
+  layerAttention,
+  normWeightOffset,
   parameterCount,
   parseModelConfig,
   ropeInverseFrequencies,
@@ -226,34 +229,96 @@ describe("real model configs (test/fixtures/configs)", () => {
     expect(() => assertRunnable(c, 40960)).not.toThrow();
   });
 
-  it("Mistral: a null window runs; a window runs up to its length and refuses longer contexts", () => {
+  it("Mistral: a window applies to every layer and runs at any context; Qwen's use_sliding_window caps it", () => {
     const base = { ...readConfig("smollm2-1.7b-instruct.json"), architectures: ["MistralForCausalLM"] };
     const open = parseModelConfig({ ...base, sliding_window: null });
     expect(open.slidingWindow).toBeNull();
     expect(() => assertRunnable(open, 1 << 20)).not.toThrow();
     const windowed = parseModelConfig({ ...base, sliding_window: 4096 });
     expect(windowed.slidingWindow).toBe(4096);
-    expect(() => assertRunnable(windowed, 4096)).not.toThrow();
-    expect(() => assertRunnable(windowed, 4097)).toThrow(/sliding-window attention \(window 4096\).*4097 asked for/);
-    // Qwen2 writes a window but only uses it with use_sliding_window.
+    expect(layerAttention(windowed, 0).window).toBe(4096);
+    expect(layerAttention(windowed, 23).window).toBe(4096);
+    // The kernels mask the window, so longer contexts run.
+    expect(() => assertRunnable(windowed, 8192)).not.toThrow();
+    // Qwen2 writes a window but only uses it with use_sliding_window, and then from layer
+    // max_window_layers on, which is not modelled: contexts stay within the window.
     expect(parseModelConfig(readConfig("qwen2.5-0.5b-instruct.json")).slidingWindow).toBeNull();
-    const qwenSwa = parseModelConfig({ ...readConfig("qwen2.5-0.5b-instruct.json"), use_sliding_window: true });
-    expect(qwenSwa.slidingWindow).toBe(32768);
+    const qwenSwa = parseModelConfig({
+      ...readConfig("qwen2.5-0.5b-instruct.json"),
+      use_sliding_window: true,
+      sliding_window: 4096,
+    });
+    expect(qwenSwa.slidingWindow).toBe(4096);
+    expect(layerAttention(qwenSwa, 0).window).toBeNull();
+    expect(() => assertRunnable(qwenSwa, 4096)).not.toThrow();
+    expect(() => assertRunnable(qwenSwa, 4097)).toThrow(/use_sliding_window \(window 4096\).*4097 asked for/);
   });
 
-  it("Gemma 3: parsed for its tensors, refused for running with what the kernels lack", () => {
+  it("Gemma 3 1B: (1 + w) norms, √hidden embedding in bf16, local/global layers with their RoPE and window", () => {
     const c = parseModelConfig(readConfig("gemma-3-1b-it.json"));
+    const globals = [5, 11, 17, 23];
     expect(c.gemma3).toEqual({
       hiddenActivation: "gelu_pytorch_tanh",
       slidingWindowPattern: 6,
+      slidingLayers: Array.from({ length: 26 }, (_, i) => !globals.includes(i)),
       ropeLocalTheta: 10000,
       queryPreAttnScalar: 256,
+      finalLogitSoftcapping: null,
+      attnLogitSoftcapping: null,
+      bidirectional: false,
     });
-    expect(c.slidingWindow).toBe(512);
+    expect([c.slidingWindow, c.qkNorm, c.tieWordEmbeddings, c.headDim, c.numKvHeads]).toEqual([
+      512,
+      true,
+      true,
+      256,
+      1,
+    ]);
+    expect(c.eosTokenIds).toEqual([1, 106]);
+    expect(normWeightOffset(c)).toBe(1);
+    // sqrt(1152) = 33.941…, which bfloat16 (8 significant bits) rounds to 34, as torch does.
+    expect(embeddingScale(c)).toBe(34);
+    expect(embeddingScale({ ...c, torchDtype: "float32" })).toBe(Math.fround(Math.sqrt(1152)));
+    expect(embeddingScale({ ...c, torchDtype: "float16" })).toBe(33.9375);
+    expect(layerAttention(c, 0)).toEqual({ window: 512, ropeTheta: 10000, ropeScaling: null, scale: 1 / 16 });
+    expect(layerAttention(c, 5)).toEqual({ window: null, ropeTheta: 1e6, ropeScaling: null, scale: 1 / 16 });
+    expect(ropeInverseFrequencies(c, 0)[1]).toBeCloseTo(10000 ** (-2 / 256), 15);
+    expect(ropeInverseFrequencies(c, 5)[1]).toBeCloseTo(1e6 ** (-2 / 256), 15);
     const names = tensorNames(c);
     expect(names).toContain("model.layers.25.pre_feedforward_layernorm.weight");
     expect(names).toContain("model.layers.25.post_feedforward_layernorm.weight");
     expect(names).toContain("model.layers.0.self_attn.k_norm.weight");
-    expect(() => assertRunnable(c)).toThrow(/Gemma 3\) is not supported yet: .*GELU-tanh.*sandwich.*sliding-window/);
+    expect(names).not.toContain("lm_head.weight");
+    expect(() => assertRunnable(c, 32768)).not.toThrow();
+  });
+
+  it("Gemma 3 4B-style: linear rope_scaling on the global layers only; layer_types overrides the pattern", () => {
+    const raw = { ...readConfig("gemma-3-1b-it.json"), rope_scaling: { rope_type: "linear", factor: 8 } };
+    const c = parseModelConfig(raw);
+    expect(c.ropeScaling).toEqual({ type: "linear", factor: 8 });
+    expect(layerAttention(c, 0).ropeScaling).toBeNull();
+    expect(layerAttention(c, 5).ropeScaling).toEqual({ type: "linear", factor: 8 });
+    expect(ropeInverseFrequencies(c, 5)[3]).toBeCloseTo(1e6 ** (-6 / 256) / 8, 15);
+    expect(ropeInverseFrequencies(c, 4)[3]).toBeCloseTo(1e4 ** (-6 / 256), 15);
+    const types = Array.from({ length: 26 }, (_, i) => (i % 2 === 0 ? "full_attention" : "sliding_attention"));
+    const typed = parseModelConfig({ ...raw, layer_types: types });
+    expect(typed.gemma3?.slidingLayers.slice(0, 4)).toEqual([false, true, false, true]);
+    expect(() => parseModelConfig({ ...raw, layer_types: types.slice(1) })).toThrow(/one type per layer \(26\)/);
+    expect(() => parseModelConfig({ ...raw, layer_types: ["chunked", ...types.slice(1)] })).toThrow(
+      /layer_types\[0\] is "chunked"/,
+    );
+  });
+
+  it("Gemma 3: refuses what the kernels do not implement (soft-capping, bidirectional, other activations)", () => {
+    const raw = readConfig("gemma-3-1b-it.json");
+    const refused: [Record<string, unknown>, RegExp][] = [
+      [{ final_logit_softcapping: 30 }, /final_logit_softcapping 30/],
+      [{ attn_logit_softcapping: 50 }, /attn_logit_softcapping 50/],
+      [{ use_bidirectional_attention: true }, /use_bidirectional_attention/],
+      [{ hidden_activation: "gelu" }, /hidden_activation "gelu"/],
+    ];
+    for (const [patch, message] of refused) {
+      expect(() => assertRunnable(parseModelConfig({ ...raw, ...patch }))).toThrow(message);
+    }
   });
 });

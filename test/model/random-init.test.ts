@@ -11,6 +11,7 @@ import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { randomTensor, writeRandomModel } from "../../src/model/random-init.ts";
 import { TINY_CORPUS } from "../../src/model/tiny-corpus.ts";
+import { loadReferenceModel, referenceForward } from "../reference/transformer.ts";
 
 const root = mkdtempSync(join(tmpdir(), "fulgur-random-init-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -90,4 +91,31 @@ describe("writeRandomModel", () => {
       model.dispose();
     }
   }, 600_000);
+
+  it("Gemma 3 1B's real shapes (head_dim 256, 4:1 GQA, f16 weights) match the f64 reference, windowed", async () => {
+    // Two layers of gemma-3-1b-it, one local (window 4, shorter than the 7 tokens) and one global.
+    const real = { ...fixture("gemma-3-1b-it.json"), sliding_window: 4, sliding_window_pattern: 2 };
+    const m = await writeRandomModel(join(root, "gemma"), real, { seed: 2, layers: 2, vocabSize: 600, tokenizer });
+    expect(m.config.headDim).toBe(256);
+    expect(m.config.gemma3?.slidingLayers).toEqual([true, false]);
+    const model = await loadModel(m.dir, { maxSlots: 1, maxSeqLen: 64 });
+    try {
+      const tokens = [1, 50, 200, 7, 129, 3, 77];
+      const got = await model.logits(tokens);
+      const ck = await loadCheckpoint(m.dir);
+      const want = referenceForward(await loadReferenceModel(ck), tokens);
+      await ck.close();
+      let worst = 0;
+      let scale = 0;
+      for (let i = 0; i < want.length; i++) {
+        worst = Math.max(worst, Math.abs(got[i] - want[i]));
+        scale = Math.max(scale, Math.abs(want[i]));
+      }
+      expect(scale).toBeGreaterThan(1e-3);
+      // f32 sums over 6912-long rows against f64: ~1e-6 relative; 1e-3 leaves room.
+      expect(worst / scale).toBeLessThan(1e-3);
+    } finally {
+      model.dispose();
+    }
+  }, 1_200_000);
 });

@@ -3,13 +3,17 @@
 // derived by hand. The GPU kernels are checked against these.
 //
 // Layouts as in the kernels: q/out [T, H, D], k/v [T, KV, D], lse [H, T]; query head h uses kv
-// head floor(h / (H / KV)); token t attends keys seqStart[t] ..= t.
+// head floor(h / (H / KV)); token t attends keys seqStart[t] ..= t, or with `window` only keys j
+// with j > t − window (transformers' sliding-window mask), so the window's start is
+// max(seqStart[t], t − window + 1).
 
 export interface RefAttentionOptions {
   nHeads: number;
   nKvHeads: number;
   headDim: number;
   scale?: number;
+  /** Sliding window (keys a query sees, itself included); absent or null: the whole prefix. */
+  window?: number | null;
 }
 
 interface Dims {
@@ -19,11 +23,25 @@ interface Dims {
   D: number;
   G: number;
   scale: number;
+  window: number;
 }
 
 function dims(q: ArrayLike<number>, opts: RefAttentionOptions): Dims {
   const { nHeads: H, nKvHeads: KV, headDim: D } = opts;
-  return { T: q.length / (H * D), H, KV, D, G: H / KV, scale: opts.scale ?? 1 / Math.sqrt(D) };
+  return {
+    T: q.length / (H * D),
+    H,
+    KV,
+    D,
+    G: H / KV,
+    scale: opts.scale ?? 1 / Math.sqrt(D),
+    window: opts.window ?? Number.POSITIVE_INFINITY,
+  };
+}
+
+/** First key token t attends: its sequence's start, or the window's when that is later. */
+function firstKey(t: number, seqStart: ArrayLike<number>, d: Dims): number {
+  return Math.max(seqStart[t], t - d.window + 1);
 }
 
 /** Softmax probabilities of row (t, h) over keys start..=t, with the row's logsumexp. */
@@ -63,10 +81,11 @@ export function attentionReference(
   for (let t = 0; t < d.T; t++) {
     for (let h = 0; h < d.H; h++) {
       const kvh = Math.floor(h / d.G);
-      const row = rowProbs(q, k, t, h, seqStart[t], d);
+      const start = firstKey(t, seqStart, d);
+      const row = rowProbs(q, k, t, h, start, d);
       lse[h * d.T + t] = row.lse;
-      for (let j = seqStart[t]; j <= t; j++) {
-        const pj = row.p[j - seqStart[t]];
+      for (let j = start; j <= t; j++) {
+        const pj = row.p[j - start];
         for (let i = 0; i < d.D; i++) out[(t * d.H + h) * d.D + i] += pj * v[(j * d.KV + kvh) * d.D + i];
       }
     }
@@ -94,7 +113,7 @@ export function attentionBackwardReference(
   for (let t = 0; t < d.T; t++) {
     for (let h = 0; h < d.H; h++) {
       const kvh = Math.floor(h / d.G);
-      const start = seqStart[t];
+      const start = firstKey(t, seqStart, d);
       const { p } = rowProbs(q, k, t, h, start, d);
       const qo = (t * d.H + h) * d.D;
       const dp = p.map((_, n) => {

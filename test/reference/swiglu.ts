@@ -1,4 +1,5 @@
-// Plain-TypeScript SwiGLU forward and backward in f64: the source of truth for swiglu.wgsl.
+// Plain-TypeScript SwiGLU and GeGLU (gelu-tanh) forward and backward in f64: the source of truth
+// for swiglu.wgsl.
 
 const sigmoid = (g: number): number => 1 / (1 + Math.exp(-g));
 
@@ -21,6 +22,39 @@ export function swigluBackwardRef(
     const s = sigmoid(gate[i]);
     dgate[i] = dh[i] * up[i] * s * (1 + gate[i] * (1 - s));
     dup[i] = dh[i] * gate[i] * s;
+  }
+  return { dgate, dup };
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
+
+/** PyTorch's gelu(approximate="tanh") (transformers' "gelu_pytorch_tanh"), in f64. */
+export function geluTanh(g: number): number {
+  return 0.5 * g * (1 + Math.tanh(GELU_C * (g + GELU_A * g ** 3)));
+}
+
+/** Gemma's GeGLU: h = gelu_tanh(gate) · up elementwise. */
+export function gegluRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  const h = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; i++) h[i] = geluTanh(gate[i]) * up[i];
+  return h;
+}
+
+/** Gradients of Σ h·dh for GeGLU, by the derivative of gelu_tanh worked out by hand. */
+export function gegluBackwardRef(
+  dh: ArrayLike<number>,
+  gate: ArrayLike<number>,
+  up: ArrayLike<number>,
+): { dgate: Float64Array; dup: Float64Array } {
+  const dgate = new Float64Array(gate.length);
+  const dup = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i];
+    const t = Math.tanh(GELU_C * (g + GELU_A * g ** 3));
+    const dgelu = 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * g * g);
+    dgate[i] = dh[i] * up[i] * dgelu;
+    dup[i] = dh[i] * geluTanh(g);
   }
   return { dgate, dup };
 }

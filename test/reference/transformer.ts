@@ -1,10 +1,13 @@
-// Reference Qwen2/Qwen3/Llama/Mistral forward pass in plain TypeScript with f64 accumulation: the
-// source of truth the GPU transformer is checked against. Written to read like the architecture
-// diagram (and transformers' modeling_qwen2.py / modeling_qwen3.py / modeling_llama.py), not to be
-// fast.
+// Reference Qwen2/Qwen3/Llama/Mistral/Gemma 3 forward pass in plain TypeScript with f64
+// accumulation: the source of truth the GPU transformer is checked against. Written to read like
+// the architecture diagram (and transformers' modeling_qwen2.py / modeling_qwen3.py /
+// modeling_llama.py / modeling_mistral.py / modeling_gemma3.py), not to be fast. Written
+// independently of the GPU path's per-layer plan: window, scale and RoPE base come from the HF
+// config fields directly.
 
 import {
   assertRunnable,
+  embeddingScale,
   type ModelConfig,
   type ProjectionName,
   projectionHasBias,
@@ -85,14 +88,22 @@ function project(
   return y;
 }
 
-/** RMSNorm per row: x / sqrt(mean(x²) + eps) · w. */
-function rmsNorm(x: Float64Array, rows: number, dim: number, w: ArrayLike<number>, eps: number): Float64Array {
+/** RMSNorm per row: x / sqrt(mean(x²) + eps) · w, or · (1 + w) for Gemma (Gemma3RMSNorm). */
+function rmsNorm(
+  x: Float64Array,
+  rows: number,
+  dim: number,
+  w: ArrayLike<number>,
+  eps: number,
+  gemma: boolean,
+): Float64Array {
   const y = new Float64Array(x.length);
+  const off = gemma ? 1 : 0;
   for (let t = 0; t < rows; t++) {
     let sumSq = 0;
     for (let i = 0; i < dim; i++) sumSq += x[t * dim + i] ** 2;
     const inv = 1 / Math.sqrt(sumSq / dim + eps);
-    for (let i = 0; i < dim; i++) y[t * dim + i] = x[t * dim + i] * inv * w[i];
+    for (let i = 0; i < dim; i++) y[t * dim + i] = x[t * dim + i] * inv * (off + w[i]);
   }
   return y;
 }
@@ -119,25 +130,31 @@ function applyRope(x: Float64Array, rows: number, heads: number, headDim: number
   }
 }
 
-/** Causal grouped-query attention: query head h reads kv head ⌊h / (heads / kvHeads)⌋. */
+/**
+ * Causal grouped-query attention: query head h reads kv head ⌊h / (heads / kvHeads)⌋; with a
+ * sliding window, query t sees keys s > t − window only (transformers' sliding-window mask).
+ */
 function causalAttention(
   q: Float64Array,
   k: Float64Array,
   v: Float64Array,
   rows: number,
   config: ModelConfig,
+  scale: number,
+  window: number | null,
 ): Float64Array {
   const { numHeads, numKvHeads, headDim } = config;
   const group = numHeads / numKvHeads;
   const out = new Float64Array(rows * numHeads * headDim);
-  const scale = 1 / Math.sqrt(headDim);
   const scores = new Float64Array(rows);
   for (let h = 0; h < numHeads; h++) {
     const kvh = Math.floor(h / group);
     for (let t = 0; t < rows; t++) {
       const qBase = (t * numHeads + h) * headDim;
+      const first = window === null ? 0 : Math.max(0, t - window + 1);
+      for (let s = 0; s < first; s++) scores[s] = 0;
       let max = Number.NEGATIVE_INFINITY;
-      for (let s = 0; s <= t; s++) {
+      for (let s = first; s <= t; s++) {
         const kBase = (s * numKvHeads + kvh) * headDim;
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += q[qBase + d] * k[kBase + d];
@@ -145,11 +162,11 @@ function causalAttention(
         max = Math.max(max, scores[s]);
       }
       let sum = 0;
-      for (let s = 0; s <= t; s++) {
+      for (let s = first; s <= t; s++) {
         scores[s] = Math.exp(scores[s] - max);
         sum += scores[s];
       }
-      for (let s = 0; s <= t; s++) {
+      for (let s = first; s <= t; s++) {
         const p = scores[s] / sum;
         const vBase = (s * numKvHeads + kvh) * headDim;
         for (let d = 0; d < headDim; d++) out[qBase + d] += p * v[vBase + d];
@@ -160,6 +177,30 @@ function causalAttention(
 }
 
 const silu = (x: number) => x / (1 + Math.exp(-x));
+/** PyTorch's gelu(approximate="tanh"), transformers' "gelu_pytorch_tanh" (Gemma 3). */
+const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+
+/**
+ * Window, score scale and RoPE inverse frequencies of layer `l`, read from the HF fields:
+ * Gemma 3 local layers (layer_types / every sliding_window_pattern-th layer global) use
+ * sliding_window and rope_local_base_freq unscaled, its global layers rope_theta with
+ * rope_scaling; Gemma scales scores by query_pre_attn_scalar^-½; Mistral windows every layer.
+ */
+function layerSetup(c: ModelConfig, l: number): { window: number | null; scale: number; invFreq: Float64Array } {
+  const g = c.gemma3;
+  if (!g) {
+    return {
+      window: c.architecture === "MistralForCausalLM" ? c.slidingWindow : null,
+      scale: 1 / Math.sqrt(c.headDim),
+      invFreq: ropeInverseFrequencies(c),
+    };
+  }
+  const local = g.slidingLayers[l];
+  const invFreq = local
+    ? Float64Array.from({ length: c.headDim / 2 }, (_, i) => g.ropeLocalTheta ** ((-2 * i) / c.headDim))
+    : ropeInverseFrequencies({ ...c, gemma3: null });
+  return { window: local ? c.slidingWindow : null, scale: 1 / Math.sqrt(g.queryPreAttnScalar), invFreq };
+}
 
 /** Logits [T × vocab] for `tokens` (positions 0..T-1), optionally with a LoRA adapter applied. */
 export function referenceForward(model: ReferenceModel, tokens: ArrayLike<number>, lora?: PeftAdapter): Float64Array {
@@ -169,66 +210,56 @@ export function referenceForward(model: ReferenceModel, tokens: ArrayLike<number
   if (T === 0) throw new Error("referenceForward needs at least one token");
   assertRunnable(c, T);
 
-  // Embedding lookup.
+  // Embedding lookup (Gemma: rows × √hidden in the checkpoint's dtype).
   const embed = weight(model, "model.embed_tokens.weight");
+  const gemma = c.gemma3 !== null;
+  const embedScale = embeddingScale(c);
   let hidden = new Float64Array(T * H);
   for (let t = 0; t < T; t++) {
     const id = tokens[t];
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
       throw new Error(`token ${id} outside vocab [0, ${c.vocabSize})`);
-    for (let i = 0; i < H; i++) hidden[t * H + i] = embed[id * H + i];
+    for (let i = 0; i < H; i++) hidden[t * H + i] = embed[id * H + i] * embedScale;
   }
 
-  const invFreq = ropeInverseFrequencies(c);
+  const norm = (x: Float64Array, rows: number, dim: number, name: string) =>
+    rmsNorm(x, rows, dim, weight(model, name), c.rmsNormEps, gemma);
   for (let l = 0; l < c.numLayers; l++) {
-    // Attention block: RMSNorm → q/k/v → RoPE → causal GQA → o_proj → residual.
-    const normed = rmsNorm(hidden, T, H, weight(model, `model.layers.${l}.input_layernorm.weight`), c.rmsNormEps);
+    const { window, scale, invFreq } = layerSetup(c, l);
+    const prefix = `model.layers.${l}`;
+    // Attention block: RMSNorm → q/k/v → [q/k norms] → RoPE → causal GQA → o_proj
+    // [Gemma: → RMSNorm] → residual.
+    const normed = norm(hidden, T, H, `${prefix}.input_layernorm.weight`);
     const q = project(model, l, "q_proj", normed, T, lora);
     const k = project(model, l, "k_proj", normed, T, lora);
     const v = project(model, l, "v_proj", normed, T, lora);
     if (c.qkNorm) {
-      // Qwen3: RMSNorm over each head's headDim values (rows = token·head), before RoPE.
-      const qn = rmsNorm(
-        q,
-        T * c.numHeads,
-        c.headDim,
-        weight(model, `model.layers.${l}.self_attn.q_norm.weight`),
-        c.rmsNormEps,
-      );
-      const kn = rmsNorm(
-        k,
-        T * c.numKvHeads,
-        c.headDim,
-        weight(model, `model.layers.${l}.self_attn.k_norm.weight`),
-        c.rmsNormEps,
-      );
-      q.set(qn);
-      k.set(kn);
+      // Qwen3, Gemma 3: RMSNorm over each head's headDim values (rows = token·head), before RoPE.
+      q.set(norm(q, T * c.numHeads, c.headDim, `${prefix}.self_attn.q_norm.weight`));
+      k.set(norm(k, T * c.numKvHeads, c.headDim, `${prefix}.self_attn.k_norm.weight`));
     }
     applyRope(q, T, c.numHeads, c.headDim, invFreq);
     applyRope(k, T, c.numKvHeads, c.headDim, invFreq);
-    const attn = causalAttention(q, k, v, T, c);
-    const o = project(model, l, "o_proj", attn, T, lora);
+    const attn = causalAttention(q, k, v, T, c, scale, window);
+    let o = project(model, l, "o_proj", attn, T, lora);
+    if (gemma) o = norm(o, T, H, `${prefix}.post_attention_layernorm.weight`);
     for (let i = 0; i < hidden.length; i++) hidden[i] += o[i];
 
-    // MLP block: RMSNorm → down(silu(gate) · up) → residual.
-    const normed2 = rmsNorm(
-      hidden,
-      T,
-      H,
-      weight(model, `model.layers.${l}.post_attention_layernorm.weight`),
-      c.rmsNormEps,
-    );
+    // MLP block: RMSNorm → down(act(gate) · up) [Gemma: → RMSNorm] → residual.
+    const preMlp = gemma ? `${prefix}.pre_feedforward_layernorm.weight` : `${prefix}.post_attention_layernorm.weight`;
+    const normed2 = norm(hidden, T, H, preMlp);
     const gate = project(model, l, "gate_proj", normed2, T, lora);
     const up = project(model, l, "up_proj", normed2, T, lora);
-    for (let i = 0; i < gate.length; i++) gate[i] = silu(gate[i]) * up[i];
-    const down = project(model, l, "down_proj", gate, T, lora);
+    const act = gemma ? geluTanh : silu;
+    for (let i = 0; i < gate.length; i++) gate[i] = act(gate[i]) * up[i];
+    let down = project(model, l, "down_proj", gate, T, lora);
+    if (gemma) down = norm(down, T, H, `${prefix}.post_feedforward_layernorm.weight`);
     const next = new Float64Array(hidden.length);
     for (let i = 0; i < hidden.length; i++) next[i] = hidden[i] + down[i];
     hidden = next;
   }
 
-  const final = rmsNorm(hidden, T, H, weight(model, "model.norm.weight"), c.rmsNormEps);
+  const final = norm(hidden, T, H, "model.norm.weight");
   const head = c.tieWordEmbeddings ? embed : weight(model, "lm_head.weight");
   return linear(final, T, H, head, c.vocabSize);
 }

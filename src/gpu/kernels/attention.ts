@@ -17,6 +17,11 @@ export interface AttentionOptions {
   /** Softmax temperature on q·k; defaults to 1/sqrt(headDim). */
   scale?: number;
   /**
+   * Sliding window: each query attends only the last `window` keys of its causal prefix, itself
+   * included (transformers' `kv_idx > q_idx - sliding_window`). Absent or null: the whole prefix.
+   */
+  window?: number | null;
+  /**
    * Kernel variant (defaults per adapter, see `attentionVariant`): query heads of one kv group
    * handled per invocation (must divide nHeads / nKvHeads).
    */
@@ -39,12 +44,15 @@ export interface AttentionGrads {
   dv: Tensor;
 }
 
-/** Largest head dimension the kernels hold in registers. */
-export const MAX_HEAD_DIM = 128;
+/**
+ * Largest head dimension the kernels hold in private arrays: 256, Gemma 3's (1B–12B). On software
+ * adapters `attentionVariant` then takes fewer query heads per invocation to stay in budget.
+ */
+export const MAX_HEAD_DIM = 256;
 const WG = 64;
 
-/** Checks the head configuration and returns the resolved scale and group size. */
-export function resolveHeads(opts: AttentionOptions, what: string): { scale: number; group: number } {
+/** Checks the head configuration and returns the resolved scale, group size and window (0: none). */
+export function resolveHeads(opts: AttentionOptions, what: string): { scale: number; group: number; window: number } {
   const { nHeads, nKvHeads, headDim } = opts;
   for (const [name, value] of [
     ["nHeads", nHeads],
@@ -60,7 +68,11 @@ export function resolveHeads(opts: AttentionOptions, what: string): { scale: num
   if (headDim > MAX_HEAD_DIM) throw new Error(`${what}: headDim ${headDim} exceeds the supported ${MAX_HEAD_DIM}`);
   const scale = opts.scale ?? 1 / Math.sqrt(headDim);
   if (!Number.isFinite(scale)) throw new Error(`${what}: scale must be a finite number, got ${opts.scale}`);
-  return { scale, group: nHeads / nKvHeads };
+  const window = opts.window ?? 0;
+  if (!Number.isInteger(window) || window < 0 || (opts.window != null && window < 1)) {
+    throw new Error(`${what}: window must be a positive integer or null, got ${opts.window}`);
+  }
+  return { scale, group: nHeads / nKvHeads, window };
 }
 
 /**
@@ -159,7 +171,7 @@ export function validateSeqStart(seqStart: ArrayLike<number>): void {
 
 /**
  * Causal attention over a packed batch: token t attends keys seqStart[t] ..= t (its own
- * sequence only). q [tokens, nHeads, headDim], k/v [tokens, nKvHeads, headDim], seqStart u32
+ * sequence only; with `opts.window` only the last `window` of them). q [tokens, nHeads, headDim], k/v [tokens, nKvHeads, headDim], seqStart u32
  * [tokens] (contiguous sequences, see `packedSeqStart`). Returns out and the logsumexp the
  * backward pass needs.
  */
@@ -172,7 +184,7 @@ export function attention(
   into?: Partial<AttentionResult>,
 ): AttentionResult {
   const what = "attention";
-  const { scale, group } = resolveHeads(opts, what);
+  const { scale, group, window } = resolveHeads(opts, what);
   const tokens = tokensOf(q, opts, what);
   const { nHeads, nKvHeads, headDim } = opts;
   requireShape(k, [tokens, nKvHeads, headDim], what, "k", "f32");
@@ -189,7 +201,7 @@ export function attention(
     entry: "attn_fwd",
     defines: variantDefines(headDim, variant),
     bindings: [q, k, v, seqStart, out, lse],
-    params: { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale },
+    params: { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale, window },
     workgroups: grid1d(gpu, (tokens * nHeads) / variant.headsPerInvocation, WG),
   });
   return { out, lse };
@@ -210,7 +222,7 @@ export function attentionBackward(
   opts: AttentionOptions,
 ): AttentionGrads {
   const what = "attentionBackward";
-  const { scale, group } = resolveHeads(opts, what);
+  const { scale, group, window } = resolveHeads(opts, what);
   const tokens = tokensOf(q, opts, what);
   const { nHeads, nKvHeads, headDim } = opts;
   requireShape(k, [tokens, nKvHeads, headDim], what, "k", "f32");
@@ -222,7 +234,7 @@ export function attentionBackward(
   const gpu: Gpu = q.gpu;
   const variant = attentionVariant(gpu, opts, what);
   const defines = variantDefines(headDim, variant);
-  const params = { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale };
+  const params = { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale, window };
   const stats = gpu.tensor([nHeads, tokens, 2]);
   gpu.commands.dispatch({
     shader: "attention",

@@ -110,6 +110,7 @@ export function kvWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, sl
       chunk: 0,
       splits: 0,
       scale: 0,
+      window: 0,
     },
     workgroups: grid1d(gpu, tokens * c.nKvHeads * hdv, WG),
   });
@@ -130,7 +131,7 @@ export function splitPlan(rowHeads: number, context: number, splitSize?: number)
 
 /**
  * Attention of query rows q [tokens, nHeads, headDim] over the cache: row t attends
- * cache[slot[t], 0 ..= pos[t]] (write the rows' own k/v with `kvWrite` first). Returns
+ * cache[slot[t], 0 ..= pos[t]], or its last `opts.window` keys (write the rows' own k/v with `kvWrite` first). Returns
  * out [tokens, nHeads, headDim]. Long contexts are split across invocations and combined.
  */
 export function cachedAttention(
@@ -142,7 +143,7 @@ export function cachedAttention(
   opts: CachedAttentionOptions,
 ): Tensor {
   const what = "cachedAttention";
-  const { scale, group } = resolveHeads(opts, what);
+  const { scale, group, window } = resolveHeads(opts, what);
   const c = cacheShapeOf(kCache, vCache, what);
   const { nHeads, nKvHeads, headDim } = opts;
   if (c.nKvHeads !== nKvHeads || c.headDim !== headDim) {
@@ -177,6 +178,7 @@ export function cachedAttention(
     chunk,
     splits,
     scale,
+    window,
   };
   const out = gpu.tensor([tokens, nHeads, headDim]);
   if (splits === 1) {

@@ -15,6 +15,11 @@ const DWEIGHT_CHUNK_ROWS = 64;
 const DEFAULT_WORKGROUP = 32;
 
 export interface RmsNormVariant {
+  /**
+   * Added to the weight before it scales: 0 (default) for Llama/Qwen, 1 for Gemma's (1 + w)
+   * norms. The weight gradient is the same either way.
+   */
+  weightOffset?: number;
   /** Invocations per row (a power of two up to the adapter's limit). Default 32, or the largest subgroup size if larger. */
   workgroupSize?: number;
   /** Use subgroup operations for the row sum when the adapter has them (default true). */
@@ -55,8 +60,11 @@ function variant(gpu: Gpu, dim: number, v: RmsNormVariant) {
   // The subgroup reduction needs full subgroups: WG a multiple of the largest subgroup size.
   const subgroups = wantSubgroups && size % maxSubgroup === 0;
   const width: 1 | 4 = dim % 4 === 0 ? 4 : 1;
+  const offset = v.weightOffset ?? 0;
+  if (!Number.isFinite(offset)) throw new Error(`rmsnorm: weightOffset must be a finite number, got ${offset}`);
   return {
     width,
+    offset,
     size,
     subgroups,
     defines: {
@@ -83,7 +91,7 @@ function checkEps(op: string, eps: number): void {
 }
 
 /**
- * RMSNorm over the rows of x [rows, dim]: y = x · rsqrt(mean(x²) + eps) · weight.
+ * RMSNorm over the rows of x [rows, dim]: y = x · rsqrt(mean(x²) + eps) · (weight + weightOffset).
  * Returns y [rows, dim] and rstd [rows] (the rsqrt factor, kept for the backward).
  */
 export function rmsnorm(
@@ -117,7 +125,7 @@ export function rmsnorm(
     entry: "rmsnorm_forward",
     defines: v.defines,
     bindings: [x, weight, y, rstd],
-    params: { rows, cols: dim / v.width, inv_dim: 1 / dim, eps, chunk_rows: 0, accumulate: 0 },
+    params: { rows, cols: dim / v.width, inv_dim: 1 / dim, eps, chunk_rows: 0, accumulate: 0, w_offset: v.offset },
     workgroups: rowGrid(gpu, rows),
   });
   return { y, rstd };
@@ -138,7 +146,7 @@ function dispatchInputGrad(
     entry: "rmsnorm_backward_input",
     defines: v.defines,
     bindings: [dy, x, weight, rstd, dx],
-    params: { rows, cols, inv_dim: 1 / (cols * v.width), eps: 0, chunk_rows: 0, accumulate: 0 },
+    params: { rows, cols, inv_dim: 1 / (cols * v.width), eps: 0, chunk_rows: 0, accumulate: 0, w_offset: v.offset },
     workgroups: rowGrid(x.gpu, rows),
   });
 }
@@ -227,7 +235,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight",
       defines: v.defines,
       bindings: [dy, x, rstd, dweight],
-      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate },
+      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate, w_offset: 0 },
       workgroups: [colGroups, 1],
     });
   } else {
@@ -237,7 +245,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight",
       defines: v.defines,
       bindings: [dy, x, rstd, partial],
-      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate: 0 },
+      params: { rows, cols, inv_dim: 0, eps: 0, chunk_rows: DWEIGHT_CHUNK_ROWS, accumulate: 0, w_offset: 0 },
       workgroups: [colGroups, chunks],
     });
     gpu.commands.dispatch({
@@ -245,7 +253,7 @@ export function rmsnormBackward(
       entry: "rmsnorm_dweight_sum",
       defines: v.defines,
       bindings: [partial, dweight],
-      params: { rows: chunks, cols, inv_dim: 0, eps: 0, chunk_rows: 0, accumulate },
+      params: { rows: chunks, cols, inv_dim: 0, eps: 0, chunk_rows: 0, accumulate, w_offset: 0 },
       workgroups: [colGroups],
     });
     // Safe before the GPU runs: the pool hands the buffer out again only to work submitted later.

@@ -1,6 +1,6 @@
 // Launchers for swiglu.wgsl: h = silu(gate) · up and its backward, for gate and up as separate
 // tensors or fused as the two halves of each row of one [tokens, 2·ffn] tensor (the layout of a
-// single gate+up matmul).
+// single gate+up matmul); and Gemma's GeGLU h = gelu_tanh(gate) · up (separate tensors).
 
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
@@ -9,7 +9,7 @@ import { require2d, requireF32, requireShape, rowsGrid, sameBuffer, vectorDefine
 
 const WG = 256;
 
-type SeparateEntry = "swiglu" | "swiglu_backward";
+type SeparateEntry = "swiglu" | "swiglu_backward" | "geglu" | "geglu_backward";
 
 /** Flat elementwise launch: vec4 over ⌊n/4⌋·4 elements (bound as trimmed views), scalar tail. */
 function launchFlat(gpu: Gpu, entry: SeparateEntry, bindings: Tensor[], size: number): void {
@@ -53,15 +53,52 @@ function checkSameShape(op: string, ref: Tensor, refName: string, t: Tensor, nam
   requireShape(t, ref.shape, op, `${name} (must match ${refName})`);
 }
 
+/** The gated MLP activations: "silu" (SwiGLU, Llama/Qwen) or "gelu_tanh" (GeGLU, Gemma). */
+export type GateActivation = "silu" | "gelu_tanh";
+
+/** h = act(gate) ⊙ up for the given activation (see `swiglu`, `geglu`). */
+export function gatedActivation(act: GateActivation, gate: Tensor, up: Tensor, options: { out?: Tensor } = {}): Tensor {
+  return act === "silu" ? swiglu(gate, up, options) : geglu(gate, up, options);
+}
+
+/** Backward of `gatedActivation`. */
+export function gatedActivationBackward(
+  act: GateActivation,
+  dh: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  options: { dgate?: Tensor; dup?: Tensor } = {},
+): { dgate: Tensor; dup: Tensor } {
+  return act === "silu" ? swigluBackward(dh, gate, up, options) : gegluBackward(dh, gate, up, options);
+}
+
+/** h = gelu_tanh(gate) ⊙ up for gate, up of the same shape (any rank): Gemma's MLP gate. */
+export function geglu(gate: Tensor, up: Tensor, options: { out?: Tensor } = {}): Tensor {
+  return separateForward("geglu", gate, up, options);
+}
+
+/** Backward of `geglu`: dgate and dup from dh and the forward inputs. */
+export function gegluBackward(
+  dh: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  options: { dgate?: Tensor; dup?: Tensor } = {},
+): { dgate: Tensor; dup: Tensor } {
+  return separateBackward("geglu_backward", "gegluBackward", dh, gate, up, options);
+}
+
 /** h = silu(gate) ⊙ up for gate, up of the same shape (any rank). */
 export function swiglu(gate: Tensor, up: Tensor, options: { out?: Tensor } = {}): Tensor {
-  const op = "swiglu";
+  return separateForward("swiglu", gate, up, options);
+}
+
+function separateForward(op: "swiglu" | "geglu", gate: Tensor, up: Tensor, options: { out?: Tensor }): Tensor {
   requireF32(gate, op, "gate");
   checkSameShape(op, gate, "gate", up, "up");
   const h = options.out ?? gate.gpu.tensor(gate.shape);
   checkSameShape(op, gate, "gate", h, "out");
   checkDistinct(op, [h], [gate, up]);
-  launchFlat(gate.gpu, "swiglu", [gate, up, h], gate.size);
+  launchFlat(gate.gpu, op, [gate, up, h], gate.size);
   return h;
 }
 
@@ -72,7 +109,17 @@ export function swigluBackward(
   up: Tensor,
   options: { dgate?: Tensor; dup?: Tensor } = {},
 ): { dgate: Tensor; dup: Tensor } {
-  const op = "swigluBackward";
+  return separateBackward("swiglu_backward", "swigluBackward", dh, gate, up, options);
+}
+
+function separateBackward(
+  entry: "swiglu_backward" | "geglu_backward",
+  op: string,
+  dh: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  options: { dgate?: Tensor; dup?: Tensor },
+): { dgate: Tensor; dup: Tensor } {
   requireF32(gate, op, "gate");
   checkSameShape(op, gate, "gate", up, "up");
   checkSameShape(op, gate, "gate", dh, "dh");
@@ -82,7 +129,7 @@ export function swigluBackward(
   checkSameShape(op, gate, "gate", dgate, "dgate");
   checkSameShape(op, gate, "gate", dup, "dup");
   checkDistinct(op, [dgate, dup], [dh, gate, up]);
-  launchFlat(gpu, "swiglu_backward", [dh, gate, up, dgate, dup], gate.size);
+  launchFlat(gpu, entry, [dh, gate, up, dgate, dup], gate.size);
   return { dgate, dup };
 }
 

@@ -4,7 +4,9 @@
 // the output rows it writes.
 //
 // Layouts: q/out/dout [T, H, D], k/v [T, KV, D], lse [H, T], stats [H, T, 2] = (lse, rowsum(dO⊙O)).
-// seq_start[t] is the first token of t's sequence; t attends keys seq_start[t] ..= t.
+// seq_start[t] is the first token of t's sequence; t attends keys seq_start[t] ..= t, and with a
+// sliding window (`window` > 0, the keys a query sees, itself included, as transformers' mask
+// `kv_idx > q_idx - sliding_window`) only the last `window` of them.
 // Forward and dq: one invocation per (token, block of HPI query heads of one kv head), blocks
 // fastest: the heads of one GQA group read the same K/V rows and run the same key loop, so
 // neighbouring lanes share cache lines and do not diverge; with HPI > 1 one invocation loads
@@ -30,6 +32,14 @@ struct Params {
   n_kv: u32,
   group: u32,
   scale: f32,
+  window: u32,   // 0: full causal attention
+}
+
+// First key query t attends: its sequence's start, or the window's when that is later.
+fn first_key(t: u32, seq: u32) -> u32 {
+  var s = min(seq, t);
+  if (p.window > 0u && t + 1u > p.window) { s = max(s, t + 1u - p.window); }
+  return s;
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -71,7 +81,7 @@ fn attn_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     m[g] = NEG_BIG;
     l[g] = 0.0;
   }
-  let start = min(seq_start[t], t);
+  let start = first_key(t, seq_start[t]);
   for (var j = start; j <= t; j++) {
     let kb = (j * p.n_kv + kvh) * HDV;
     for (var i = 0u; i < HDV; i++) { k_vec[i] = k[kb + i]; }
@@ -145,7 +155,7 @@ fn attn_bwd_dq(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
   var sd: array<vec2<f32>, HPI>;
   var ds: array<f32, HPI>;
   for (var g = 0u; g < HPI; g++) { sd[g] = stats[(h0 + g) * p.tokens + t]; }
-  let start = min(seq_start[t], t);
+  let start = first_key(t, seq_start[t]);
   for (var j = start; j <= t; j++) {
     let kb = (j * p.n_kv + kvh) * HDV;
     for (var i = 0u; i < HDV; i++) {
@@ -176,8 +186,9 @@ var<private> q_vec: array<V, HDV>;
 var<private> do_vec: array<V, HDV>;
 
 // dk[j,g] = scale · Σ_{h∈g} Σ_t dS_tj q_t and dv[j,g] = Σ_{h∈g} Σ_t P_tj dO_t over the queries
-// t ≥ j of j's sequence; one invocation per (key, kv head). Tokens of a sequence are contiguous,
-// so the walk stops at the first t whose sequence starts after j. (Several keys per invocation
+// t ≥ j of j's sequence (and, with a window, t < j + window); one invocation per (key, kv head).
+// Tokens of a sequence are contiguous, so the walk stops at the first t whose sequence starts
+// after j or that lies past the window. (Several keys per invocation
 // was measured: no faster on lavapipe, and 5–10× longer shader compiles.)
 @compute @workgroup_size(WG)
 fn attn_bwd_dkdv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -193,7 +204,7 @@ fn attn_bwd_dkdv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     dv_acc[i] = V(0.0);
   }
   for (var t = j; t < p.tokens; t++) {
-    if (seq_start[t] > j) { break; }
+    if (seq_start[t] > j || (p.window > 0u && t - j >= p.window)) { break; }
     for (var hq = 0u; hq < p.group; hq++) {
       let h = kvh * p.group + hq;
       let qb = (t * p.n_heads + h) * HDV;

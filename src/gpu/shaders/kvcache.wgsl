@@ -1,6 +1,7 @@
 // KV cache for serving: writing new tokens' k/v into per-slot caches, and attention of query
 // rows over their slot's cached prefix (prefill and decode are the same kernel: row t sees
-// cache[slot[t], 0 ..= pos[t]]).
+// cache[slot[t], 0 ..= pos[t]], or with a sliding window (`window` > 0) only its last `window`
+// keys, pos[t] − window + 1 ..= pos[t], as transformers' `kv_idx > q_idx - sliding_window`).
 //
 // Long contexts are split across invocations (flash-decoding): each (row, head block, split) walks
 // only `chunk` keys and leaves an unnormalised partial (o, running max m, sum l); a combine
@@ -33,6 +34,7 @@ struct Params {
   chunk: u32,
   splits: u32,
   scale: f32,
+  window: u32,   // 0: the whole cached prefix
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -119,6 +121,13 @@ fn key_count(t: u32) -> u32 {
   return pos[t] + 1u;
 }
 
+// First key of row t: 0, or the window's start once pos[t] reaches past it.
+fn key_first(t: u32) -> u32 {
+  let n = key_count(t);
+  if (p.window > 0u && n > p.window) { return n - p.window; }
+  return 0u;
+}
+
 // Single split: one invocation per (row, head block) writes normalised outputs.
 @compute @workgroup_size(WG)
 fn cached_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -127,7 +136,7 @@ fn cached_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
   if (idx >= p.tokens * blocks) { return; }
   let t = idx / blocks;
   let h0 = (idx % blocks) * HPI;
-  attend(t, h0, 0u, key_count(t));
+  attend(t, h0, key_first(t), key_count(t));
   let ob = (t * p.n_heads + h0) * HDV;
   for (var g = 0u; g < HPI; g++) {
     let inv = select(0.0, 1.0 / l[g], l[g] > 0.0);
@@ -146,8 +155,10 @@ fn cached_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
   let t = row_block / blocks;
   let h0 = (row_block % blocks) * HPI;
   let n = key_count(t);
-  let lo = min(sp * p.chunk, n);
-  let hi = min(lo + p.chunk, n);
+  // Splits wholly before the window stay empty (l = 0), which the combine pass weighs as 0.
+  let lo0 = min(sp * p.chunk, n);
+  let hi = min(lo0 + p.chunk, n);
+  let lo = min(max(lo0, key_first(t)), hi);
   attend(t, h0, lo, hi);
   for (var g = 0u; g < HPI; g++) {
     let dst = (t * p.n_heads + h0 + g) * p.splits + sp;

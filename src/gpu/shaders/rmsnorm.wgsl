@@ -1,6 +1,8 @@
 {{SG_BEGIN}}enable subgroups;{{SG_END}}
-// RMSNorm (Llama/Qwen): y = x * rsqrt(mean(x^2) + eps) * weight, over rows of a row-major
-// [rows, dim] f32 matrix, with its backward (dx per row, dweight reduced over rows).
+// RMSNorm (Llama/Qwen): y = x * rsqrt(mean(x^2) + eps) * (weight + w_offset), over rows of a
+// row-major [rows, dim] f32 matrix, with its backward (dx per row, dweight reduced over rows).
+// w_offset is 0 for Llama/Qwen and 1 for Gemma, whose checkpoints store w with the norm scaling
+// by (1 + w), computed in f32 as transformers' Gemma3RMSNorm does.
 //
 // One workgroup per row; each invocation strides over the row in units of V (vec4<f32> when dim
 // is a multiple of 4, else f32) and the row sum goes through `block_sum`. Two builds of that:
@@ -16,6 +18,7 @@ struct Params {
   eps: f32,
   chunk_rows: u32,   // dweight: rows summed per invocation
   accumulate: u32,   // dweight: 1 adds into the existing values, 0 overwrites
+  w_offset: f32,     // the norm scales by (weight + w_offset)
 }
 
 alias V = {{VT}};
@@ -87,7 +90,7 @@ fn rmsnorm_forward(
   }
   let r = inverseSqrt(block_sum(hsum(ss), lid) * p.inv_dim + p.eps);
   for (var i = lid; i < p.cols; i += WG) {
-    y[base + i] = x[base + i] * r * w[i];
+    y[base + i] = x[base + i] * r * (w[i] + p.w_offset);
   }
   if (lid == 0u) {
     rstd_out[row] = r;
@@ -95,7 +98,7 @@ fn rmsnorm_forward(
 }
 
 // ---- backward, input gradient: dy, x, weight, rstd -> dx ----
-// dx = r * w * dy - x * r^3 / dim * sum(dy * w * x)
+// dx = r * w' * dy - x * r^3 / dim * sum(dy * w' * x), w' = w + w_offset
 @group(0) @binding(0) var<storage, read> dy: array<V>;
 @group(0) @binding(1) var<storage, read> xb: array<V>;
 @group(0) @binding(2) var<storage, read> wb: array<V>;
@@ -115,17 +118,17 @@ fn rmsnorm_backward_input(
   let base = row * p.cols;
   var s = V(0.0);
   for (var i = lid; i < p.cols; i += WG) {
-    s += dy[base + i] * wb[i] * xb[base + i];
+    s += dy[base + i] * (wb[i] + p.w_offset) * xb[base + i];
   }
   let total = block_sum(hsum(s), lid);
   let r = rstd_in[row];
   let c = r * r * r * p.inv_dim * total;
   for (var i = lid; i < p.cols; i += WG) {
-    dx[base + i] = r * wb[i] * dy[base + i] - xb[base + i] * c;
+    dx[base + i] = r * (wb[i] + p.w_offset) * dy[base + i] - xb[base + i] * c;
   }
 }
 
-// ---- backward, weight gradient: dweight = sum over rows of dy * x * rstd ----
+// ---- backward, weight gradient: dweight = sum over rows of dy * x * rstd (any w_offset) ----
 // Stage 1: invocation (column c, chunk k) sums chunk_rows rows into part[k * cols + c]
 // (or straight into dweight when there is one chunk). Stage 2 sums the chunks in order, so the
 // result is deterministic without float atomics.

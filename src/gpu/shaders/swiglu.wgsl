@@ -1,5 +1,8 @@
 // SwiGLU, the Llama/Qwen MLP gate: h = silu(gate) · up with silu(g) = g · sigmoid(g), and its
 // backward dgate = dh · up · sigmoid(g) · (1 + g · (1 − sigmoid(g))), dup = dh · silu(g).
+// GeGLU, Gemma's: h = gelu_tanh(gate) · up with gelu_tanh(g) = g/2 · (1 + tanh(c·(g + a·g³))),
+// c = √(2/π), a = 0.044715 (PyTorch's gelu(approximate="tanh"), transformers' "gelu_pytorch_tanh");
+// separate layout only.
 //
 // Two layouts. Separate: gate and up are their own [tokens, ffn] tensors, so the op is flat
 // elementwise (vec4 over the bulk plus a scalar build for a 1-3 element tail, `offset` and `n`
@@ -61,6 +64,45 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
   let s = sigmoid(g);
   dgate[k] = d * u * s * (1.0 + g * (1.0 - s));
   dup[k] = d * g * s;
+}
+
+// tanh with its argument clamped: |u| ≥ 20 is ±1 in f32 anyway, and the clamp keeps a g³ that
+// overflowed (or exp of a huge argument inside tanh) from turning into inf/inf = NaN.
+fn tanh_safe(u: V) -> V {
+  return tanh(clamp(u, V(-20.0), V(20.0)));
+}
+
+const GELU_C: f32 = 0.7978845608028654; // √(2/π)
+const GELU_A: f32 = 0.044715;
+
+@compute @workgroup_size(WG)
+fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = task(gid, nwg);
+  if (i >= p.n) {
+    return;
+  }
+  let k = p.offset + i;
+  let g = gate[k];
+  let th = tanh_safe(GELU_C * (g + GELU_A * g * g * g));
+  h[k] = 0.5 * g * (1.0 + th) * up[k];
+}
+
+// d gelu_tanh / dg = (1 + t)/2 + g/2 · (1 − t²) · c · (1 + 3a·g²), t = tanh(c·(g + a·g³)).
+@compute @workgroup_size(WG)
+fn geglu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = task(gid, nwg);
+  if (i >= p.n) {
+    return;
+  }
+  let k = p.offset + i;
+  let g = gate_b[k];
+  let u = up_b[k];
+  let d = dh[k];
+  let th = tanh_safe(GELU_C * (g + GELU_A * g * g * g));
+  let gelu = 0.5 * g * (1.0 + th);
+  let dgelu = 0.5 * (1.0 + th) + 0.5 * g * (1.0 - th * th) * GELU_C * (1.0 + 3.0 * GELU_A * g * g);
+  dgate[k] = d * u * dgelu;
+  dup[k] = d * gelu;
 }
 
 // ---- fused layout: gu [tokens, 2·ffn]; grid x over columns, token = wid.y + wid.z·nwg.y ----
