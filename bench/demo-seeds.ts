@@ -56,6 +56,7 @@ try {
       byOperation: r.byOperation,
       operationsBelowStart: opsBelow,
       selectedStep: r.selectedStep,
+      selections: r.selections,
       steps: r.steps,
       valTasks: r.valTasks,
       selectTasks: r.selectTasks,

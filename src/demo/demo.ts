@@ -110,6 +110,8 @@ export interface DemoResult {
   /** The step whose adapter was kept (chosen on the selection split), and that split's size. */
   selectedStep: number;
   selectTasks: number;
+  /** Every validation of the selection split: step, accuracy, per operation. */
+  selections: { step: number; accuracy: number; byOperation: Record<Operation, number> }[];
   adapter: string;
   metrics: string;
   log: string;
@@ -252,6 +254,9 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       algorithm: { samplesPerTask: options.samplesPerTask, tasksPerStep: options.tasksPerStep, klCoef: options.klCoef },
       valEvery: options.valEvery,
       concurrency: 32,
+      // A timed-out rollout counts as wrong: on a busy 2-core machine a 64-rollout validation can
+      // take minutes, and slowness must not read as a wrong answer.
+      rolloutTimeoutMs: 900_000,
       seed: options.seed,
       logFile,
       onEvent: (e) => {
@@ -342,6 +347,11 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       byOperation,
       selectedStep: chosen.step,
       selectTasks: select.length,
+      selections: candidates.map((c) => ({
+        step: c.step,
+        accuracy: c.selection!.accuracy,
+        byOperation: c.selection!.byOperation,
+      })),
       adapter: adapterDir,
       metrics: metricsFile,
       log: logFile,
