@@ -366,7 +366,7 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
     const table = [
       "",
       `                          before     after   change`,
-      `  validation accuracy  ${percent(before).padStart(8)}  ${percent(after).padStart(8)}   ${change(after - before)}   (${val.length} held-out tasks)`,
+      `  held-out accuracy    ${percent(before).padStart(8)}  ${percent(after).padStart(8)}   ${change(after - before)}   (${val.length} held-out tasks)`,
       ...OPERATIONS.map(
         (op) =>
           `    ${OPERATION_NAMES[op].padEnd(18)} ${percent(byOperation[op].before).padStart(8)}  ${percent(byOperation[op].after).padStart(8)}   ${change(byOperation[op].after - byOperation[op].before)}`,
