@@ -11,6 +11,8 @@ import { type ArithmeticTask, reward } from "../src/demo/tasks.ts";
 /** Where the model is; a runner's AgentContext satisfies this. */
 export interface CalculatorAgentContext {
   llm: { baseURL: string; apiKey: string; model: string };
+  /** "train" samples (temperature 1, the exploration RL learns from); "val"/"test" decode greedily. */
+  mode?: "train" | "val" | "test";
   signal?: AbortSignal;
 }
 
@@ -23,9 +25,11 @@ export async function agent(task: ArithmeticTask, ctx: CalculatorAgentContext): 
     { role: "system", content: SYSTEM_PROMPT },
     { role: "user", content: userMessage(task) },
   ];
+  // Greedy outside training, so a validation's accuracy depends on the policy alone, not on luck.
+  const temperature = ctx.mode === undefined || ctx.mode === "train" ? undefined : 0;
   for (let round = 0; round <= MAX_TOOL_ROUNDS; round++) {
     const response = await client.chat.completions.create(
-      { model: ctx.llm.model, messages, tools: [CALCULATOR_TOOL], max_tokens: 48 },
+      { model: ctx.llm.model, messages, tools: [CALCULATOR_TOOL], max_tokens: 48, temperature },
       { signal: ctx.signal },
     );
     const message = response.choices[0].message;

@@ -8,11 +8,25 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { train as trainAgent } from "../compose.ts";
+import { withAgents } from "../compose.ts";
 import { Progress } from "../progress.ts";
 import type { Agent } from "../runner/types.ts";
 import { type FulgurServer, startServer } from "../server.ts";
-import { type ArithmeticTask, demoSplits, OPERATIONS, type Operation, seededRandom } from "./tasks.ts";
+import { evaluateTasks } from "../trainer/algorithm.ts";
+import type { AlgorithmConfig } from "../trainer/config.ts";
+import { LightningRL } from "../trainer/lightning-rl.ts";
+import { Trainer } from "../trainer/trainer.ts";
+import {
+  balancedOrder,
+  type Candidate,
+  chooseCandidate,
+  restoreAdapter,
+  type SplitAccuracy,
+  selectionTasks,
+  snapshotAdapter,
+  splitAccuracy,
+} from "./selection.ts";
+import { type ArithmeticTask, demoSplits, OPERATIONS, type Operation } from "./tasks.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -32,9 +46,18 @@ export interface DemoOptions {
   samplesPerTask: number;
   lr: number;
   rank: number;
-  /** Held-out tasks measured before, during and after training (at most the val split's 128). */
+  /** Held-out tasks measured before and after training (at most the val split's 128). */
   valTasks: number;
+  /**
+   * Selection tasks (their own split) validated every valEvery steps; the adapter kept is the best
+   * of those validations (see selection.ts). 0 = no selection: keep the last adapter.
+   */
+  selectTasks: number;
   valEvery: number;
+  /** k3 KL to the adapter-off policy (0 = off). */
+  klCoef: number;
+  /** More LightningRL options (trajectory, lossNormalization, async, credit, …; src/trainer/config.ts). */
+  algorithm?: AlgorithmConfig;
   /** JSON lines instead of the bar and table; default: when the output is not a terminal. */
   json?: boolean;
   /** Keep serving the dashboard after training until interrupted. */
@@ -52,7 +75,9 @@ export const DEMO_DEFAULTS: DemoOptions = {
   lr: 4e-3,
   rank: 8,
   valTasks: 128,
-  valEvery: 10,
+  selectTasks: 64,
+  valEvery: 5,
+  klCoef: 0.04,
   keepServing: false,
 };
 
@@ -68,8 +93,11 @@ export const DEMO_USAGE = `fulgur demo [options]          (npm run demo -- [opti
   --samples N          rollouts per task, the GRPO group (default ${DEMO_DEFAULTS.samplesPerTask})
   --lr X               adapter learning rate (default ${DEMO_DEFAULTS.lr})
   --rank N             LoRA rank (default ${DEMO_DEFAULTS.rank})
-  --val N              held-out tasks per validation (default ${DEMO_DEFAULTS.valTasks}, at most 128)
-  --val-every N        validate every N steps, and before and after (default ${DEMO_DEFAULTS.valEvery})
+  --val N              held-out tasks, measured before and after (default ${DEMO_DEFAULTS.valTasks}, at most 128)
+  --select N           selection tasks validated every --val-every steps to pick the adapter kept
+                       (default ${DEMO_DEFAULTS.selectTasks}; 0 = keep the last adapter)
+  --val-every N        validate the selection tasks every N steps (default ${DEMO_DEFAULTS.valEvery})
+  --kl X               KL coefficient to the base policy (default ${DEMO_DEFAULTS.klCoef}; 0 = off)
   --keep-serving       keep the server and dashboard up after training (Ctrl-C to stop)
   --json               one JSON object per line, the last {"event":"done",...} (the default when
                        the output is not a terminal)`;
@@ -85,6 +113,11 @@ export interface DemoResult {
   rewardLast: number;
   /** Held-out accuracy per operation, before and after. */
   byOperation: Record<Operation, { before: number; after: number }>;
+  /** The step whose adapter was kept (chosen on the selection split), and that split's size. */
+  selectedStep: number;
+  selectTasks: number;
+  /** Every validation of the selection split: step, accuracy, per operation. */
+  selections: { step: number; accuracy: number; byOperation: Record<Operation, number> }[];
   adapter: string;
   metrics: string;
   log: string;
@@ -107,7 +140,9 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
       lr: { type: "string" },
       rank: { type: "string" },
       val: { type: "string" },
+      select: { type: "string" },
       "val-every": { type: "string" },
+      kl: { type: "string" },
       "keep-serving": { type: "boolean" },
       json: { type: "boolean" },
     },
@@ -134,7 +169,9 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     lr,
     rank: number("rank", values.rank, d.rank),
     valTasks: Math.min(number("val", values.val, d.valTasks), demoSplits().val.length),
+    selectTasks: number("select", values.select, d.selectTasks, true, 0),
     valEvery: number("val-every", values["val-every"], d.valEvery),
+    klCoef: number("kl", values.kl, d.klCoef, false, 0),
     json: values.json,
     keepServing: values["keep-serving"] ?? false,
   };
@@ -156,27 +193,6 @@ function freeRunDir(base: string): string {
   let dir = base;
   for (let i = 2; existsSync(join(dir, "store.db")); i++) dir = `${base}-${i}`;
   return dir;
-}
-
-/** The training split in a seeded order, so seeds differ in what the adapter sees first. */
-function shuffled<T>(items: T[], seed: number): T[] {
-  const next = seededRandom(seed * 7919 + 17);
-  const out = items.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(next() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
-
-/** Accuracy per operation of one validation's results (a failed rollout counts as wrong). */
-function accuracyByOperation(results: { task: ArithmeticTask; reward: number | null }[]): Record<Operation, number> {
-  const out = {} as Record<Operation, number>;
-  for (const op of OPERATIONS) {
-    const ofOp = results.filter((r) => r.task.op === op);
-    out[op] = ofOp.length ? ofOp.filter((r) => r.reward === 1).length / ofOp.length : 0;
-  }
-  return out;
 }
 
 const OPERATION_NAMES: Record<Operation, string> = {
@@ -217,10 +233,12 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       agent: Agent<ArithmeticTask>;
     };
     const splits = demoSplits();
-    const train = shuffled(splits.train, options.seed);
+    // Every step sees every operation (see selection.ts), in a seeded order.
+    const train = balancedOrder(splits.train, options.seed);
     const val = splits.val.slice(0, options.valTasks);
+    const select = selectionTasks(options.selectTasks);
     const rewards: number[] = [];
-    const byOperationAt: Record<Operation, number>[] = [];
+    const candidates: Candidate[] = [];
     const stepSeconds: number[] = [];
     let lastVal: number | null = null;
     let stepStarted = performance.now();
@@ -231,20 +249,27 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       return `reward ${reward} · val ${acc} · ${phase}`;
     };
     progress.update(0, options.steps, label("validating the base model"));
-    const fit = await trainAgent<ArithmeticTask>({
-      model,
-      store: server.store,
-      agent,
-      serverUrl: server.url,
+    // A timed-out rollout counts as wrong: on a busy 2-core machine a 64-rollout validation can
+    // take minutes, and slowness must not read as a wrong answer.
+    const rolloutTimeoutMs = 900_000;
+    const algorithm = new LightningRL<ArithmeticTask>({
       lora: { rank: options.rank, alpha: options.rank * 2, seed: options.seed },
       optimizer: { lr: options.lr },
-      algorithm: { samplesPerTask: options.samplesPerTask, tasksPerStep: options.tasksPerStep },
+      algorithm: {
+        samplesPerTask: options.samplesPerTask,
+        tasksPerStep: options.tasksPerStep,
+        klCoef: options.klCoef,
+        ...options.algorithm,
+      },
       valEvery: options.valEvery,
-      concurrency: 32,
+      rolloutTimeoutMs,
       seed: options.seed,
+    });
+    const trainer = new Trainer<ArithmeticTask>({
+      model,
+      store: server.store,
+      algorithm,
       logFile,
-      data: { train, val },
-      steps: options.steps,
       onEvent: (e) => {
         if (e.type === "step") {
           const m = e.metrics;
@@ -257,11 +282,21 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
           const clock = `${Math.floor(eta / 60)}:${String(eta % 60).padStart(2, "0")}`;
           progress.update(e.step, options.steps, label(`${seconds.toFixed(1)} s/step · ETA ${clock}`));
         } else if (e.type === "validation") {
+          // The Trainer validates the selection split; the held-out split is measured only before and after.
           lastVal = e.accuracy;
-          byOperationAt.push(accuracyByOperation(e.results));
+          const selection = splitAccuracy(e.results);
+          candidates.push({ step: e.step, selection, snapshot: snapshotAdapter(model.adapter!) });
           progress.event(
-            { event: "validation", step: e.step, accuracy: e.accuracy, rewardMean: e.rewardMean, tasks: val.length },
-            `step ${String(e.step).padStart(3)}: validation accuracy ${percent(e.accuracy)} on ${val.length} held-out tasks`,
+            {
+              event: "validation",
+              split: "selection",
+              step: e.step,
+              accuracy: e.accuracy,
+              rewardMean: e.rewardMean,
+              tasks: select.length,
+              byOperation: selection.byOperation,
+            },
+            `step ${String(e.step).padStart(3)}: selection accuracy ${percent(e.accuracy)} on ${select.length} tasks`,
           );
           progress.update(e.step, options.steps, label("training"));
           stepStarted = performance.now();
@@ -270,17 +305,57 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
         }
       },
     });
+    // Validation rollouts are greedy (the agent uses temperature 0 outside training), so each
+    // accuracy is a function of the adapter alone.
+    const measure = async (step: number, when: string): Promise<SplitAccuracy> => {
+      const r = await evaluateTasks(server.store, val, {
+        mode: "test",
+        group: `test-${step}`,
+        run: { resources: step > 0 ? { name: "adapter" } : undefined, maxAttempts: 2, timeoutMs: rolloutTimeoutMs },
+      });
+      const acc = splitAccuracy(r.results);
+      progress.event(
+        {
+          event: "validation",
+          split: "held-out",
+          step,
+          accuracy: acc.accuracy,
+          tasks: val.length,
+          byOperation: acc.byOperation,
+        },
+        `step ${String(step).padStart(3)}: held-out accuracy ${percent(acc.accuracy)} on ${val.length} tasks (${when})`,
+      );
+      return acc;
+    };
+    const run = await withAgents(
+      { model, store: server.store, agent, serverUrl: server.url, concurrency: 32 },
+      async () => {
+        const before = await measure(0, "before training");
+        lastVal = before.accuracy;
+        const fit = await trainer.fit({ train, val: select.length ? select : undefined }, options.steps);
+        // The adapter kept: the best validation on the selection split (never the held-out one).
+        const chosen = chooseCandidate(
+          candidates.length ? candidates : [{ step: fit.steps, selection: null, snapshot: null }],
+        );
+        if (chosen.snapshot && chosen.step !== fit.steps) await restoreAdapter(model.adapter!, chosen.snapshot);
+        progress.update(options.steps, options.steps, label("measuring the held-out tasks"));
+        const after = await measure(
+          fit.steps,
+          chosen.step === fit.steps
+            ? "after training"
+            : `adapter of step ${chosen.step}, chosen on the selection tasks`,
+        );
+        return { fit, chosen, heldOutBefore: before, heldOutAfter: after };
+      },
+    ).finally(() => trainer.close());
+    const { fit, chosen, heldOutBefore, heldOutAfter } = run;
     await model.saveAdapter(adapterDir);
     progress.clear();
 
-    const first = fit.validation[0];
-    const last = fit.validation[fit.validation.length - 1];
-    const before = first?.accuracy ?? 0;
-    const after = last?.accuracy ?? 0;
-    const opsBefore = byOperationAt[0];
-    const opsAfter = byOperationAt[byOperationAt.length - 1];
+    const before = heldOutBefore.accuracy;
+    const after = heldOutAfter.accuracy;
     const byOperation = Object.fromEntries(
-      OPERATIONS.map((op) => [op, { before: opsBefore[op], after: opsAfter[op] }]),
+      OPERATIONS.map((op) => [op, { before: heldOutBefore.byOperation[op], after: heldOutAfter.byOperation[op] }]),
     ) as DemoResult["byOperation"];
     const head = Math.min(5, rewards.length);
     const result: DemoResult = {
@@ -293,6 +368,13 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
       rewardFirst: mean(rewards.slice(0, head)),
       rewardLast: mean(rewards.slice(-head)),
       byOperation,
+      selectedStep: chosen.step,
+      selectTasks: select.length,
+      selections: candidates.map((c) => ({
+        step: c.step,
+        accuracy: c.selection!.accuracy,
+        byOperation: c.selection!.byOperation,
+      })),
       adapter: adapterDir,
       metrics: metricsFile,
       log: logFile,
@@ -301,20 +383,21 @@ export async function runDemo(given: DemoOptions, stream: NodeJS.WriteStream = p
     };
     await writeFile(
       metricsFile,
-      `${JSON.stringify({ ...result, options, validation: fit.validation, history: fit.history }, null, 2)}\n`,
+      `${JSON.stringify({ ...result, options, validation: fit.validation, history: fit.history, heldOut: { before: heldOutBefore, after: heldOutAfter } }, null, 2)}\n`,
     );
     const change = (x: number) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)} points`;
     const table = [
       "",
       `                          before     after   change`,
-      `  validation accuracy  ${percent(before).padStart(8)}  ${percent(after).padStart(8)}   ${change(after - before)}   (${val.length} held-out tasks)`,
+      `  held-out accuracy    ${percent(before).padStart(8)}  ${percent(after).padStart(8)}   ${change(after - before)}   (${val.length} held-out tasks)`,
       ...OPERATIONS.map(
         (op) =>
           `    ${OPERATION_NAMES[op].padEnd(18)} ${percent(byOperation[op].before).padStart(8)}  ${percent(byOperation[op].after).padStart(8)}   ${change(byOperation[op].after - byOperation[op].before)}`,
       ),
       `  train reward         ${result.rewardFirst.toFixed(3).padStart(8)}  ${result.rewardLast.toFixed(3).padStart(8)}   (mean of the first / last ${head} steps)`,
       "",
-      `  ${fit.steps} steps in ${(result.seconds / 60).toFixed(1)} min`,
+      `  ${fit.steps} steps in ${(result.seconds / 60).toFixed(1)} min; adapter kept: step ${chosen.step}` +
+        (select.length ? ` (best on ${select.length} selection tasks, no operation below its start)` : ""),
       `  adapter (PEFT): ${show(adapterDir)}`,
       `  metrics:        ${show(metricsFile)}  (per-step log: ${show(logFile)})`,
       `  store:          ${show(storeFile)}  (fulgur serve --store file:${show(storeFile)} to browse it again)`,

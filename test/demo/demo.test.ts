@@ -1,6 +1,7 @@
 // `fulgur demo` as a user runs it, shortened: the server starts on the built-in model, the
-// calculator agent trains through it, JSON lines report steps and validations, and the last line
-// is the "done" summary with accuracies as fractions; the adapter, metrics, log and store exist.
+// calculator agent trains through it, JSON lines report steps and validations (the held-out split
+// before and after, the selection split every step), and the last line is the "done" summary with
+// accuracies as fractions and the step whose adapter was kept; the adapter, metrics, log and store exist.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,7 +26,7 @@ it("trains the calculator agent and ends with a done line", async () => {
   const out = join(dir, "run");
   const r = cli([
     "demo",
-    ...["--steps", "2", "--tasks-per-step", "2", "--samples", "2", "--val", "8", "--val-every", "1"],
+    ...["--steps", "2", "--tasks-per-step", "2", "--samples", "2", "--val", "8", "--select", "8", "--val-every", "1"],
     // No --json: output that is not a terminal gets JSON lines by default.
     ...["--port", "0", "--seed", "3", "--out", out],
   ]);
@@ -37,10 +38,13 @@ it("trains the calculator agent and ends with a done line", async () => {
   expect(events[0]).toMatchObject({ event: "start" });
   expect(events[0].dashboard).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
   expect(events.filter((e) => e.event === "step").map((e) => e.step)).toEqual([1, 2]);
-  // Before training, then after steps 1 and 2.
-  expect(events.filter((e) => e.event === "validation").map((e) => e.step)).toEqual([0, 1, 2]);
+  // The selection split before training, then after steps 1 and 2; the held-out split before and after.
+  const validations = (split: string) => events.filter((e) => e.event === "validation" && e.split === split);
+  expect(validations("selection").map((e) => e.step)).toEqual([0, 1, 2]);
+  expect(validations("held-out").map((e) => e.step)).toEqual([0, 2]);
   const done = events[events.length - 1];
-  expect(done).toMatchObject({ event: "done", steps: 2, seed: 3, valTasks: 8 });
+  expect(done).toMatchObject({ event: "done", steps: 2, seed: 3, valTasks: 8, selectTasks: 8 });
+  expect([0, 1, 2]).toContain(done.selectedStep);
   for (const key of ["valAccuracyBefore", "valAccuracyAfter"]) {
     const x = done[key] as number;
     expect(x >= 0 && x <= 1 && Number.isInteger(x * 8), key).toBe(true);
@@ -51,20 +55,21 @@ it("trains the calculator agent and ends with a done line", async () => {
   const meanOf = (k: "before" | "after") => Object.values(ops).reduce((a, o) => a + o[k], 0) / 4;
   expect(meanOf("before")).toBeCloseTo(done.valAccuracyBefore as number, 9);
   expect(meanOf("after")).toBeCloseTo(done.valAccuracyAfter as number, 9);
-  const validations = events.filter((e) => e.event === "validation");
-  expect(done.valAccuracyBefore).toBe(validations[0].accuracy);
-  expect(done.valAccuracyAfter).toBe(validations[2].accuracy);
+  expect(done.valAccuracyBefore).toBe(validations("held-out")[0].accuracy);
+  expect(done.valAccuracyAfter).toBe(validations("held-out")[1].accuracy);
   for (const f of ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.json", "train.jsonl"])
     expect(existsSync(join(out, f)), f).toBe(true);
   const metrics = JSON.parse(readFileSync(join(out, "metrics.json"), "utf8"));
   expect(metrics.history).toHaveLength(2);
 
-  // Everything went through the server into the store: 2 steps × 2 tasks × 2 samples + 3 × 8 val.
+  // Everything went through the server into the store: 2 steps × 2 tasks × 2 samples, 3 × 8
+  // selection (mode val) and 2 × 8 held-out (mode test).
   const store = await openStore(`file:${join(out, "store.db")}`);
   try {
     const rollouts = await store.listRollouts({ limit: 1000 });
     expect(rollouts.filter((x) => x.mode === "train")).toHaveLength(8);
     expect(rollouts.filter((x) => x.mode === "val")).toHaveLength(24);
+    expect(rollouts.filter((x) => x.mode === "test")).toHaveLength(16);
     const finished = rollouts.filter((x) => x.status === "succeeded");
     expect(finished.length).toBe(rollouts.length);
     const calls = await store.getTransitions({ rolloutId: finished[0].id });
