@@ -192,8 +192,14 @@ describe("Runner in-process", () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(400);
     const attempts = await t.server.store.listAttempts(rollout.id);
     expect(attempts.map((a) => a.status)).toEqual(["timeout", "succeeded"]);
-    expect(attempts[0].error?.type).toBe("TimeoutError");
-    expect(attempts[0].error?.message).toMatch(/400 ms/);
+    // The runner's timer and the server's sweeper (same clock, 1 s period) race to end it; on a
+    // loaded machine the sweeper can win, and either way the attempt is a timeout with a reason.
+    const error = attempts[0].error;
+    if (error?.type === "timeout") expect(error.message).toMatch(/rollout timeout/);
+    else {
+      expect(error?.type).toBe("TimeoutError");
+      expect(error?.message).toMatch(/400 ms/);
+    }
     expect(attempts[0].reward).toBe(0.2);
     expect((await t.server.store.getRewards({ attemptId: attempts[0].id })).map((r) => r.value)).toEqual([0.2]);
     expect((abortReasons[0] as Error).name).toBe("TimeoutError");
