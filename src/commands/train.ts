@@ -15,18 +15,27 @@ import type { JudgeOptions } from "../runner/judge.ts";
 import { openStore } from "../store/libsql.ts";
 import type { JsonValue } from "../store/types.ts";
 import type { FitResult, TrainerEvent } from "../trainer/algorithm.ts";
-import type { AlgorithmConfig } from "../trainer/config.ts";
-import type { OptimizerConfig } from "../trainer/optimizer.ts";
-import { createAlgorithm } from "../trainer/registry.ts";
-import type { SftAlgorithmConfig } from "../trainer/sft-algorithm.ts";
+import { type AlgorithmSetup, createAlgorithm } from "../trainer/registry.ts";
 import { Trainer } from "../trainer/trainer.ts";
 import type { Command } from "./command.ts";
 import { importAgent, readTasks } from "./inputs.ts";
 import { type ApoTrainConfig, isApoConfig, runApoTrain } from "./train-apo.ts";
 
-export interface TrainConfig {
+/** The algorithm's fields are `AlgorithmSetup`'s (src/trainer/registry.ts); paths are relative to the config. */
+export interface TrainConfig
+  extends Pick<
+    AlgorithmSetup,
+    | "algorithm"
+    | "optimizer"
+    | "lora"
+    | "valEvery"
+    | "successThreshold"
+    | "checkpointDir"
+    | "checkpointEvery"
+    | "resume"
+  > {
   model: string;
-  /** PEFT adapter to start from. */
+  /** PEFT adapter to start from (a directory; not `AlgorithmSetup.adapter`, a named adapter). */
   adapter?: string;
   store?: string;
   /** Module whose default export (or `agent`) is the agent function (not for SFT). */
@@ -34,15 +43,6 @@ export interface TrainConfig {
   /** RL: task files for the agent. SFT: JSONL chat records { messages, tools? }. */
   tasks: { train: string; val?: string };
   steps: number;
-  /** LightningRL (default), { "name": "sft" } for supervised fine-tuning on chat records, or a registered algorithm. */
-  algorithm?: AlgorithmConfig | SftAlgorithmConfig | ({ name: string } & Record<string, unknown>);
-  optimizer?: OptimizerConfig;
-  lora?: LoraSpec | "full";
-  valEvery?: number;
-  successThreshold?: number;
-  checkpointDir?: string;
-  checkpointEvery?: number;
-  resume?: boolean;
   logFile?: string;
   concurrency?: number;
   /** Options of the judge behind agents' `ctx.judge` (docs/judges.md); default: the served model. */
