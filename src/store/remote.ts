@@ -42,8 +42,10 @@ export function isConnectionError(error: unknown): boolean {
     const { code, message, cause } = e as { code?: unknown; message?: unknown; cause?: unknown };
     if (typeof code === "string" && CONNECTION_CODES.has(code)) return true;
     // undici reports "fetch failed" with the socket error as its cause; sqld behind a proxy
-    // answers 502-504 while it is down.
-    if (code === "SERVER_ERROR" && typeof message === "string" && /status (502|503|504)\b/.test(message)) return true;
+    // answers 502-504 while it is down; a restarted sqld answers 404 for a Hrana stream it no
+    // longer knows (nothing ran on it).
+    if (code === "SERVER_ERROR" && typeof message === "string" && /status (404|502|503|504)\b/.test(message))
+      return true;
     e = cause;
   }
   return false;
