@@ -10,5 +10,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ["default", new TestSummaryReporter()],
+    // Kernel choices stay the adapter defaults (no measuring in idle time, no cache written), so a
+    // run is deterministic; the autotune tests turn it on for themselves.
+    env: { FULGUR_AUTOTUNE: "0" },
   },
 });

@@ -7,8 +7,10 @@
 //
 // Launchers are synchronous (they only record dispatches), so they cannot time anything: on a
 // cache miss they use the adapter kind's default and note the class as pending; `tunePending()`
-// (awaited at a convenient point, e.g. after loading a model) measures them. FULGUR_AUTOTUNE=0
-// turns measuring off entirely (defaults only), which keeps tests fast and deterministic.
+// measures them. The serving engine calls it whenever its scheduler runs dry (src/model/engine.ts;
+// on hardware adapters by default, see idleTuningEnabled), so a server or `fulgur train` measures
+// the shapes it really runs, once per adapter; benches call it directly. FULGUR_AUTOTUNE=0 turns measuring off entirely (defaults only), which keeps tests
+// fast and deterministic (vitest.config.ts sets it for the suite).
 
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -54,6 +56,18 @@ const pending = new WeakMap<Gpu, Map<string, PendingTune>>();
 export function autotuneEnabled(): boolean {
   const v = (process.env.FULGUR_AUTOTUNE ?? "").toLowerCase();
   return !(v === "0" || v === "off" || v === "false");
+}
+
+/**
+ * Whether to measure pending classes in idle time (the serving engine): FULGUR_AUTOTUNE "1"/"on"/
+ * "true" always, "0"/"off"/"false" never, and by default only on hardware adapters. A software
+ * adapter compiles each candidate pipeline for seconds and its defaults were picked by measuring
+ * lavapipe (docs/kernels.md); a GPU compiles in milliseconds and its best tiles vary by vendor.
+ */
+export function idleTuningEnabled(gpu: Gpu): boolean {
+  const v = (process.env.FULGUR_AUTOTUNE ?? "").toLowerCase();
+  if (v === "1" || v === "on" || v === "true") return true;
+  return autotuneEnabled() && adapterKind(gpu) === "gpu";
 }
 
 /** "software" for CPU rasterisers (lavapipe/llvmpipe, SwiftShader, WARP), else "gpu". */
@@ -188,12 +202,20 @@ export function pendingClasses(gpu: Gpu): string[] {
   return [...(pending.get(gpu)?.keys() ?? [])];
 }
 
-/** Measures every pending class (each once) and caches the winners; returns what was chosen. */
-export async function tunePending(gpu: Gpu): Promise<Record<string, TuneResult>> {
+/**
+ * Measures every pending class (each once) and caches the winners; returns what was chosen.
+ * `shouldStop` is asked before each class: a caller tuning in idle time (the engine between
+ * requests) stops as soon as work arrives, and the classes left stay pending for the next lull.
+ */
+export async function tunePending(
+  gpu: Gpu,
+  options: { shouldStop?: () => boolean } = {},
+): Promise<Record<string, TuneResult>> {
   const out: Record<string, TuneResult> = {};
   const map = pending.get(gpu);
   if (!map) return out;
   for (const [k, job] of [...map]) {
+    if (options.shouldStop?.()) break;
     map.delete(k);
     const { candidates, dispose } = job.prepare();
     try {

@@ -5,6 +5,7 @@
 // they are grouped by adapter into contiguous ranges, the base matmuls run over all rows and each
 // adapter's low-rank term over its range (Transformer.forwardCached, linearForwardRows).
 
+import { cachePath, idleTuningEnabled, pendingClasses, tunePending } from "../gpu/autotune.ts";
 import { createKvCache, type KvCache } from "../gpu/kernels/kvcache.ts";
 import { sample } from "../gpu/kernels/sampling.ts";
 import { Scope } from "../gpu/scope.ts";
@@ -92,6 +93,24 @@ export class Engine implements StepRunner {
     const lora = this.model.adapters.get(name);
     if (!lora) throw new Error(`no LoRA adapter '${name}' is loaded (it was removed while generating?)`);
     return lora;
+  }
+
+  /**
+   * Between requests: measures the kernel variants of shapes that ran on defaults (decode and
+   * prefill GEMV/GEMM classes, and the trainer's, which shares the device), once per adapter;
+   * the winners are cached on disk (src/gpu/autotune.ts). Hardware adapters only unless
+   * FULGUR_AUTOTUNE=1 (idleTuningEnabled). Stops between classes when a request arrives. A failed measurement only logs: serving goes on with the defaults.
+   */
+  async whenIdle(busy: () => boolean): Promise<void> {
+    const gpu = this.model.gpu;
+    if (!idleTuningEnabled(gpu) || pendingClasses(gpu).length === 0) return;
+    try {
+      const tuned = await tunePending(gpu, { shouldStop: busy });
+      const n = Object.keys(tuned).length;
+      if (n > 0) console.error(`[fulgur] measured kernel variants for ${n} shape class(es): ${cachePath(gpu)}`);
+    } catch (err) {
+      console.error(`[fulgur] kernel tuning failed (serving keeps the defaults): ${(err as Error).message}`);
+    }
   }
 
   async run(input: StepRow[]): Promise<(StepOutput | null)[]> {

@@ -98,6 +98,11 @@ export interface StepRunner {
   run(rows: StepRow[]): Promise<(StepOutput | null)[]>;
   /** Called when a slot's sequence ends, so its cache may be reused. */
   release?(slot: number): void;
+  /**
+   * Work to do while no request is waiting or running (the engine measures kernel variants).
+   * It should return soon after `busy()` turns true; it must not throw.
+   */
+  whenIdle?(busy: () => boolean): Promise<void>;
 }
 
 export interface SubmitOptions extends SamplingParams {
@@ -228,10 +233,18 @@ export class Scheduler {
 
   private kick(): void {
     if (this.loop) return;
-    this.loop = this.runLoop().finally(() => {
-      this.loop = null;
-      if (this.waiting.length > 0 || this.running.length > 0) this.kick();
-    });
+    this.loop = this.runLoop()
+      .then(() => this.idleWork())
+      .finally(() => {
+        this.loop = null;
+        if (this.waiting.length > 0 || this.running.length > 0) this.kick();
+      });
+  }
+
+  /** Lets the runner use a lull; requests arriving meanwhile wait at most for its current unit. */
+  private async idleWork(): Promise<void> {
+    if (!this.runner.whenIdle || this.waiting.length > 0 || this.running.length > 0) return;
+    await this.runner.whenIdle(() => this.waiting.length > 0);
   }
 
   private async runLoop(): Promise<void> {
