@@ -516,3 +516,30 @@ describe("structured output and tool_choice on the Responses and Messages APIs (
     expect(bad.param).toBe("text.format.schema");
   }, 60_000);
 });
+
+describe("an unsupported schema feature costs one call, not a retry loop", () => {
+  it("LangChain withStructuredOutput (default method, default retries) gets one 400 naming the feature", async () => {
+    const { baseURL } = await attempt();
+    let requests = 0;
+    const llm = new ChatOpenAI({
+      model: MODEL,
+      apiKey: "unused",
+      configuration: {
+        baseURL,
+        fetch: (url: RequestInfo | URL, init?: RequestInit) => {
+          requests++;
+          return fetch(url, init);
+        },
+      },
+    });
+    const started = performance.now();
+    const err = await llm
+      .withStructuredOutput(z.object({ email: z.string().email() }))
+      .invoke("Who are you?")
+      .catch((e: unknown) => e);
+    expect((err as { status?: number }).status).toBe(400);
+    expect(String((err as Error).message)).toMatch(/`format`/);
+    expect(requests).toBe(1);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }, 60_000);
+});
