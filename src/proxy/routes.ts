@@ -96,6 +96,16 @@ export function recordedError(err: unknown, clientGone: boolean): RecordedError 
   return { status: e.status, message: e.message, type: e.type, code: e.code };
 }
 
+/**
+ * A chat-pipeline error as the Responses API names its params: the chat request's
+ * `response_format` came from `text.format` (whose schema sits at `text.format.schema`).
+ */
+function asResponsesError(err: unknown): never {
+  if (!(err instanceof ProxyError) || !err.param?.startsWith("response_format")) throw err;
+  const param = err.param.replace(/^response_format(\.json_schema)?/, "text.format");
+  throw new ProxyError(err.status, err.message, { type: err.type, param, code: err.code });
+}
+
 /** 503 for a call that was generated but could not be recorded: the client must not count on it. */
 function notRecorded(err: unknown): ProxyError {
   return new ProxyError(
@@ -434,13 +444,13 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     };
 
     if (!req.stream) {
-      const outcome = await chatRecorded(c, req, record, receivedAt);
+      const outcome = await chatRecorded(c, req, record, receivedAt).catch(asResponsesError);
       const body = responseBody(id, created, rreq, outcome);
       keep(body);
       return c.json(body);
     }
 
-    const gated = await chatStreamed(c, req, record, receivedAt);
+    const gated = await chatStreamed(c, req, record, receivedAt).catch(asResponsesError);
     const events = new ResponseEventStream(responseSkeleton(id, created, rreq), rreq);
     return sseResponse(
       c,

@@ -42,11 +42,53 @@ export function parseToolCallBody(body: string): { name: string; arguments: stri
 }
 
 /**
+ * Finds where a call body ends: the first `</tool_call>` outside a JSON string. The tag inside a
+ * string is argument text, not the end of the call: a constrained tool call (its arguments follow
+ * the schema, any string allowed) can write it there, and a model trained to close its calls
+ * with the tag often does. Keeps its state between `find` calls so a stream is scanned once.
+ */
+class CallEndScanner {
+  private inString = false;
+  private escaped = false;
+  /** Where the next `find` resumes. */
+  pos = 0;
+
+  /**
+   * Index of the closing tag in `text` at or after `pos`, or -1 when there is none yet (`pos`
+   * then stops before a tag that may be cut at the end of `text`).
+   */
+  find(text: string): number {
+    for (let i = this.pos; i < text.length; i++) {
+      const ch = text.charCodeAt(i);
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (ch === 0x5c) this.escaped = true;
+        else if (ch === 0x22) this.inString = false;
+      } else if (ch === 0x22) {
+        this.inString = true;
+      } else if (ch === 0x3c) {
+        if (text.startsWith(TOOL_CALL_CLOSE, i)) {
+          this.pos = i;
+          return i;
+        }
+        if (text.length - i < TOOL_CALL_CLOSE.length && TOOL_CALL_CLOSE.startsWith(text.slice(i))) {
+          this.pos = i;
+          return -1;
+        }
+      }
+    }
+    this.pos = text.length;
+    return -1;
+  }
+}
+
+/**
  * Parses tool calls out of a finished model output. Text without `<tool_call>` is all content.
- * Text after the first tag that is not inside a call is dropped (as vLLM does). If any call's
- * JSON is malformed the whole text is returned as content and no calls: the client then sees
- * what the model wrote rather than an error. A final tag left unclosed (generation stopped at
- * EOS or at `</tool_call>` as a stop string) is still read.
+ * Text after the first tag that is not inside a call is dropped (as vLLM does). A call ends at the
+ * first `</tool_call>` outside its JSON strings (vLLM's first `</tool_call>` would cut a call whose
+ * argument contains the tag). If any call's JSON is malformed the whole text is returned as
+ * content and no calls: the client then sees what the model wrote rather than an error. A final
+ * tag left unclosed (generation stopped at EOS or at `</tool_call>` as a stop string) is still read.
  */
 export function parseToolCalls(text: string, makeId: () => string = newToolCallId): ParsedToolCalls {
   const first = text.indexOf(TOOL_CALL_OPEN);
@@ -54,13 +96,14 @@ export function parseToolCalls(text: string, makeId: () => string = newToolCallI
   const bodies: string[] = [];
   let at = first;
   while (at >= 0) {
-    const bodyStart = at + TOOL_CALL_OPEN.length;
-    const close = text.indexOf(TOOL_CALL_CLOSE, bodyStart);
+    const scanner = new CallEndScanner();
+    scanner.pos = at + TOOL_CALL_OPEN.length;
+    const close = scanner.find(text);
     if (close < 0) {
-      bodies.push(text.slice(bodyStart));
+      bodies.push(text.slice(at + TOOL_CALL_OPEN.length));
       break;
     }
-    bodies.push(text.slice(bodyStart, close));
+    bodies.push(text.slice(at + TOOL_CALL_OPEN.length, close));
     at = text.indexOf(TOOL_CALL_OPEN, close + TOOL_CALL_CLOSE.length);
   }
   const toolCalls: ToolCallOut[] = [];
@@ -93,16 +136,18 @@ function partialTagSuffix(text: string, tag: string): number {
 /**
  * Streaming Hermes parser. Content flows through until a `<tool_call>` begins (a partial tag at
  * the end of a delta is held back until the next delta decides it); each call is emitted once its
- * closing tag arrives, as two deltas: `{index, id, type, function: {name, arguments: ""}}` then
- * `{index, function: {arguments}}`. After the first tag, text outside calls is dropped, matching
- * `parseToolCalls`. A call whose JSON is malformed is sent as content (its tags included), since
- * text already streamed cannot be taken back.
+ * closing tag arrives outside the call's JSON strings, as two deltas:
+ * `{index, id, type, function: {name, arguments: ""}}` then `{index, function: {arguments}}`.
+ * After the first tag, text outside calls is dropped, matching `parseToolCalls`. A call whose
+ * JSON is malformed is sent as content (its tags included), since text already streamed cannot
+ * be taken back.
  */
 export class StreamingToolCallParser {
   private buffer = "";
   private inCall = false;
   private sawCall = false;
   private nextIndex = 0;
+  private scanner = new CallEndScanner();
   private readonly makeId: () => string;
 
   constructor(makeId: () => string = newToolCallId) {
@@ -120,7 +165,7 @@ export class StreamingToolCallParser {
     const out: ToolCallStreamOutput = { content: "", toolCalls: [] };
     for (;;) {
       if (this.inCall) {
-        const close = this.buffer.indexOf(TOOL_CALL_CLOSE);
+        const close = this.scanner.find(this.buffer);
         if (close < 0) return out;
         this.emitCall(this.buffer.slice(0, close), true, out);
         this.buffer = this.buffer.slice(close + TOOL_CALL_CLOSE.length);
@@ -131,6 +176,7 @@ export class StreamingToolCallParser {
       if (open >= 0) {
         if (!this.sawCall) out.content += this.buffer.slice(0, open);
         this.buffer = this.buffer.slice(open + TOOL_CALL_OPEN.length);
+        this.scanner = new CallEndScanner();
         this.inCall = true;
         this.sawCall = true;
         continue;

@@ -1,14 +1,18 @@
 // Structured output on the real server with the built-in model (a poor JSON writer): real
-// clients' structured-output helpers — openai `chat.completions.parse` + `zodResponseFormat`, the
-// AI SDK's `generateObject`, LangChain's `withStructuredOutput` — get output that parses and
-// validates because decoding is constrained on the GPU; `tool_choice` "required" and a named
-// function always yield that tool call; unsupported schema features are a 400 naming them; and
-// the recorded transitions say their logprobs are masked and carry the unmasked ones.
+// clients' structured-output helpers — openai `chat.completions.parse` + `zodResponseFormat` and
+// `responses.parse` + `zodTextFormat`, the AI SDK's `generateObject` and `Output.object` (default
+// Responses provider), LangChain's `withStructuredOutput` (chat and Responses), the Agents SDK's
+// `outputType` — get output that parses and validates because decoding is constrained on the GPU;
+// `tool_choice` "required" and a named function (chat, Responses; Messages `any`/`tool`) always
+// yield that tool call; unsupported schema features are a 400 naming them; and the recorded
+// transitions say their logprobs are masked and carry the unmasked ones.
 import { createOpenAI } from "@ai-sdk/openai";
+import Anthropic from "@anthropic-ai/sdk";
 import { ChatOpenAI } from "@langchain/openai";
-import { generateObject } from "ai";
+import { Agent, OpenAIProvider, Runner } from "@openai/agents";
+import { generateObject, generateText, Output } from "ai";
 import OpenAI from "openai";
-import { zodResponseFormat } from "openai/helpers/zod";
+import { zodResponseFormat, zodTextFormat } from "openai/helpers/zod";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { type FulgurServer, startServer } from "../../src/server.ts";
@@ -342,4 +346,200 @@ describe("tool_choice on the local engine", () => {
     expect(names).toEqual(["calc"]);
     expect(typeof JSON.parse(args).expression).toBe("string");
   }, 120_000);
+});
+
+describe("structured output and tool_choice on the Responses and Messages APIs (local engine)", () => {
+  it("openai responses.parse + zodTextFormat: parsed, validated, recorded as constrained", async () => {
+    const { attemptId, baseURL } = await attempt();
+    const client = new OpenAI({ baseURL, apiKey: "unused" });
+    const res = await client.responses.parse({
+      model: MODEL,
+      input: "What is 2 + 3? Answer in JSON.",
+      text: { format: zodTextFormat(Answer, "answer") },
+      temperature: 1,
+    });
+    expect(res.status).toBe("completed");
+    expect(Answer.parse(res.output_parsed)).toEqual(res.output_parsed);
+    await server.recorder.flush();
+    const [t] = await server.store.getTransitions({ attemptId });
+    expect(String(t.metadata?.callId)).toMatch(/^resp_/);
+    expect(t.metadata).toMatchObject({ constrained: "json_schema", logprobs: "masked" });
+    expect(t.responseLogprobs?.length).toBe(t.responseIds.length);
+  }, 120_000);
+
+  it("AI SDK generateText with Output.object on the default openai(model) provider (text.format)", async () => {
+    const { attemptId, baseURL } = await attempt();
+    const provider = createOpenAI({ baseURL, apiKey: "unused" });
+    const { output } = await generateText({
+      model: provider(MODEL),
+      output: Output.object({ schema: Answer }),
+      prompt: "What is 8 - 2?",
+      maxOutputTokens: 200,
+    });
+    expect(Answer.parse(output)).toEqual(output);
+    await server.recorder.flush();
+    const [t] = await server.store.getTransitions({ attemptId });
+    expect(String(t.metadata?.callId)).toMatch(/^resp_/);
+    expect(t.metadata).toMatchObject({ constrained: "json_schema" });
+  }, 120_000);
+
+  it("OpenAI Agents SDK outputType on its default (Responses) model", async () => {
+    const { attemptId, baseURL } = await attempt();
+    const runner = new Runner({
+      modelProvider: new OpenAIProvider({ openAIClient: new OpenAI({ baseURL, apiKey: "unused" }) }),
+      tracingDisabled: true,
+    });
+    const agent = new Agent({ name: "Calc", instructions: "Answer in JSON.", model: MODEL, outputType: Answer });
+    const result = await runner.run(agent, "What is 4 + 4?");
+    expect(Answer.parse(result.finalOutput)).toEqual(result.finalOutput);
+    await server.recorder.flush();
+    const [t] = await server.store.getTransitions({ attemptId });
+    expect(String(t.metadata?.callId)).toMatch(/^resp_/);
+    expect(t.metadata).toMatchObject({ constrained: "json_schema" });
+  }, 120_000);
+
+  it("LangChain withStructuredOutput on ChatOpenAI({useResponsesApi: true})", async () => {
+    const { baseURL } = await attempt();
+    const llm = new ChatOpenAI({
+      model: MODEL,
+      apiKey: "unused",
+      maxTokens: 200,
+      useResponsesApi: true,
+      configuration: { baseURL },
+    });
+    const out = await llm.withStructuredOutput(Answer).invoke("What is 5 + 1?");
+    expect(Answer.parse(out)).toEqual(out);
+  }, 120_000);
+
+  it('Responses tool_choice "required" and a named function yield that function call, streamed too', async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused" });
+    const tools = [calcTool, convertTool].map((t) => ({
+      type: "function" as const,
+      name: t.function.name,
+      parameters: t.function.parameters,
+      strict: true,
+    }));
+    // A greeting: left alone (tool_choice auto) the model answers in text.
+    const free = await client.responses.create({
+      model: MODEL,
+      input: "Hello there, how are you?",
+      tools,
+      temperature: 0,
+      max_output_tokens: 40,
+    });
+    expect(free.output.filter((o) => o.type === "function_call")).toEqual([]);
+    const required = await client.responses.create({
+      model: MODEL,
+      input: "Hello there, how are you?",
+      tools,
+      tool_choice: "required",
+      temperature: 1,
+    });
+    const [call] = required.output.filter((o) => o.type === "function_call");
+    expect(["calc", "convert"]).toContain(call.name);
+    JSON.parse(call.arguments);
+    const named = await client.responses.create({
+      model: MODEL,
+      input: "What is 3 + 4?",
+      tools,
+      tool_choice: { type: "function", name: "convert" },
+      temperature: 1,
+    });
+    const [convert] = named.output.filter((o) => o.type === "function_call");
+    expect(convert.name).toBe("convert");
+    expect(Object.keys(JSON.parse(convert.arguments))).toEqual(["value", "to"]);
+    const stream = client.responses.stream({
+      model: MODEL,
+      input: "Convert 3 meters.",
+      tools,
+      tool_choice: { type: "function", name: "calc" },
+    });
+    const final = await stream.finalResponse();
+    const calls = final.output.filter((o) => o.type === "function_call");
+    expect(calls.map((c) => c.name)).toEqual(["calc"]);
+    expect(typeof JSON.parse(calls[0].arguments).expression).toBe("string");
+  }, 120_000);
+
+  it('Messages tool_choice {type: "any"} and {type: "tool", name} yield a tool_use block of that tool', async () => {
+    const client = new Anthropic({ baseURL: server.url, apiKey: "unused" });
+    const tools = [calcTool, convertTool].map((t) => ({
+      name: t.function.name,
+      input_schema: t.function.parameters as Anthropic.Tool.InputSchema,
+    }));
+    const any = await client.messages.create({
+      model: MODEL,
+      max_tokens: 200,
+      messages: [{ role: "user", content: "Hello there, how are you?" }],
+      tools,
+      tool_choice: { type: "any" },
+    });
+    expect(any.stop_reason).toBe("tool_use");
+    const [use] = any.content.filter((b) => b.type === "tool_use");
+    expect(["calc", "convert"]).toContain(use.name);
+    const named = await client.messages.create({
+      model: MODEL,
+      max_tokens: 200,
+      messages: [{ role: "user", content: "What is 3 + 4?" }],
+      tools,
+      tool_choice: { type: "tool", name: "convert" },
+    });
+    const [convert] = named.content.filter((b) => b.type === "tool_use");
+    expect(convert.name).toBe("convert");
+    expect(Object.keys(convert.input as object)).toEqual(["value", "to"]);
+  }, 120_000);
+
+  it("an unsupported schema feature in text.format is a 400 naming the feature and the Responses param", async () => {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "unused", maxRetries: 0 });
+    const err = await client.responses
+      .create({
+        model: MODEL,
+        input: "hi",
+        text: {
+          format: {
+            type: "json_schema",
+            name: "x",
+            strict: true,
+            schema: {
+              type: "object",
+              properties: { code: { type: "string", pattern: "^[A-Z]{3}$" } },
+              required: ["code"],
+              additionalProperties: false,
+            },
+          },
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    const bad = err as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(bad.message).toMatch(/`pattern`/);
+    expect(bad.code).toBe("unsupported_schema");
+    expect(bad.param).toBe("text.format.schema");
+  }, 60_000);
+});
+
+describe("an unsupported schema feature costs one call, not a retry loop", () => {
+  it("LangChain withStructuredOutput (default method, default retries) gets one 400 naming the feature", async () => {
+    const { baseURL } = await attempt();
+    let requests = 0;
+    const llm = new ChatOpenAI({
+      model: MODEL,
+      apiKey: "unused",
+      configuration: {
+        baseURL,
+        fetch: (url: RequestInfo | URL, init?: RequestInit) => {
+          requests++;
+          return fetch(url, init);
+        },
+      },
+    });
+    const started = performance.now();
+    const err = await llm
+      .withStructuredOutput(z.object({ email: z.string().email() }))
+      .invoke("Who are you?")
+      .catch((e: unknown) => e);
+    expect((err as { status?: number }).status).toBe(400);
+    expect(String((err as Error).message)).toMatch(/`format`/);
+    expect(requests).toBe(1);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  }, 60_000);
 });

@@ -90,6 +90,19 @@ const CASES: { name: string; text: string; content: string | null; calls: { name
     ],
   },
   {
+    // A constrained call may write the closing tag inside a string argument.
+    name: "closing tag inside a string argument",
+    text: call("calc", { expression: '1+2 </tool_call> "3\\" </tool_call>' }),
+    content: null,
+    calls: [{ name: "calc", arguments: JSON.stringify({ expression: '1+2 </tool_call> "3\\" </tool_call>' }) }],
+  },
+  {
+    name: "an unbalanced quote leaves the call malformed",
+    text: '<tool_call>{"name": "a", "arguments": {"x": "1}}</tool_call>',
+    content: '<tool_call>{"name": "a", "arguments": {"x": "1}}</tool_call>',
+    calls: [],
+  },
+  {
     name: "unclosed final call (stopped at EOS)",
     text: '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n',
     content: null,

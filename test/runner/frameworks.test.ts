@@ -1,7 +1,9 @@
 // Today's agent frameworks, unchanged, against a real Fulgur server (the built-in fulgur-calc
 // model on the GPU, a file store, any model name accepted as the READMEs hard-code theirs):
-//   - each library's first documented example (test/runner/fixtures/readme/, copied from its
-//     README), run as its own Node process with only OPENAI_BASE_URL pointing at an attempt;
+//   - each library's first documented example, taken at test time from the README of the version
+//     installed (node_modules/<pkg>/README.md) and run as its own Node process with only
+//     OPENAI_BASE_URL (ANTHROPIC_BASE_URL for the Anthropic SDK) pointing at an attempt (so an
+//     upgrade that changes the example is tested);
 //   - the "Point an existing agent at Fulgur" snippet of our README, run as written (only the
 //     host:port replaced);
 //   - the Agents SDK and LangGraph calculator agents in examples/, one rollout each through the
@@ -33,7 +35,8 @@ beforeAll(async () => {
     modelDir: join(ROOT, "models", MODEL),
     storeUrl: `file:${join(dir, "store.db")}`,
     port: 0,
-    maxSeqLen: 1024,
+    // The Anthropic SDK's README example asks for max_tokens 1024, which must fit with its prompt.
+    maxSeqLen: 2048,
     acceptAnyModel: true,
   });
 });
@@ -41,6 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.shutdown();
   rmSync(dir, { recursive: true, force: true });
+  rmSync(SCRATCH, { recursive: true, force: true });
 });
 
 /** Runs `agent` on one rollout through the Runner; returns the attempt's recorded transitions. */
@@ -80,6 +84,9 @@ function scriptAgent(script: string, output: string[]): Agent {
         OPENAI_BASE_URL: ctx.llm.baseURL,
         OPENAI_API_KEY: ctx.llm.apiKey,
         OPENAI_AGENTS_DISABLE_TRACING: "1",
+        // Anthropic's SDK appends /v1/messages itself.
+        ANTHROPIC_BASE_URL: ctx.llm.baseURL.replace(/\/v1$/, ""),
+        ANTHROPIC_API_KEY: ctx.llm.apiKey,
       },
     });
     output.push(stdout);
@@ -87,18 +94,73 @@ function scriptAgent(script: string, output: string[]): Agent {
   };
 }
 
-const README_DIR = join(ROOT, "test/runner/fixtures/readme");
+/** The first JavaScript/TypeScript code block of the installed `pkg`'s README that contains `marker`. */
+function readmeExample(pkg: string, marker: string): string {
+  const readme = readFileSync(join(ROOT, "node_modules", pkg, "README.md"), "utf8");
+  for (const m of readme.matchAll(/```(?:ts|typescript|js|javascript)\n([\s\S]*?)```/g)) {
+    if (m[1].includes(marker)) return m[1];
+  }
+  throw new Error(`${pkg}'s README has no code block with ${JSON.stringify(marker)}`);
+}
+
+/** `code` with `from` replaced by `to`; throws when `from` is not there (the README changed). */
+function edit(code: string, from: string, to: string): string {
+  if (!code.includes(from)) throw new Error(`expected ${JSON.stringify(from)} in:\n${code}`);
+  return code.replace(from, to);
+}
+
+/**
+ * `@langchain/openai`'s example needs two fixes to run on LangChain 1.x: the `HumanMessage` import
+ * it leaves out, and the message in a list (`invoke(new HumanMessage(…))` throws
+ * "promptValue.toChatMessages is not a function" in 1.x).
+ */
+function langchainExample(): string {
+  const code = readmeExample("@langchain/openai", "new ChatOpenAI(");
+  return edit(
+    `import { HumanMessage } from "@langchain/core/messages";\n${code}`,
+    'invoke(new HumanMessage("Hello world!"))',
+    'invoke([new HumanMessage("Hello world!")])',
+  );
+}
+
+// Inside the repo (git-ignored /tmp/) so the scripts' imports resolve from its node_modules.
+const SCRATCH = join(ROOT, "tmp/readme-examples");
 
 describe("each library's first README example, unchanged", () => {
   it.each([
-    ["openai: client.responses.create", "openai.mjs", /^resp_/],
-    ["@openai/agents: run() on the default model", "openai-agents.mjs", /^resp_/],
-    ["@ai-sdk/openai: generateText({model: openai(id)})", "ai-sdk-openai.mjs", /^resp_/],
-    ["@langchain/openai: ChatOpenAI.invoke (chat completions by default)", "langchain-openai.mjs", /^chatcmpl-/],
-    ["@langchain/openai: ChatOpenAI({useResponsesApi: true})", "langchain-openai-responses.mjs", /^resp_/],
-  ])("%s", async (_name, file, idPattern) => {
+    // The first example after the install instructions, on the Responses API.
+    ["openai: client.responses.create", () => readmeExample("openai", "client.responses.create("), /^resp_/],
+    // "Build an agent": the default model (the SDK's own default name) on the Responses API.
+    ["@openai/agents: run() on the default model", () => readmeExample("@openai/agents", "await run("), /^resp_/],
+    // The default provider instance, whose `openai(modelId)` is the Responses API.
+    [
+      "@ai-sdk/openai: generateText({model: openai(id)})",
+      () => readmeExample("@ai-sdk/openai", "generateText("),
+      /^resp_/,
+    ],
+    ["@langchain/openai: ChatOpenAI.invoke (chat completions by default)", langchainExample, /^chatcmpl-/],
+    // The Messages API, with ANTHROPIC_BASE_URL pointing at the attempt.
+    [
+      "@anthropic-ai/sdk: client.messages.create",
+      () => readmeExample("@anthropic-ai/sdk", "client.messages.create("),
+      /^msg_/,
+    ],
+    [
+      "@langchain/openai: ChatOpenAI({useResponsesApi: true})",
+      () =>
+        edit(
+          langchainExample(),
+          'model: "gpt-4-1106-preview",',
+          'model: "gpt-4-1106-preview",\n  useResponsesApi: true,',
+        ),
+      /^resp_/,
+    ],
+  ])("%s", async (name, example, idPattern) => {
+    mkdirSync(SCRATCH, { recursive: true });
+    const script = join(SCRATCH, `${name.replace(/[^a-z0-9]+/gi, "-")}.mjs`);
+    writeFileSync(script, example());
     const output: string[] = [];
-    const transitions = await oneRollout(scriptAgent(join(README_DIR, file), output));
+    const transitions = await oneRollout(scriptAgent(script, output));
     expect(output).toHaveLength(1);
     for (const id of callIds(transitions)) expect(id).toMatch(idPattern);
   });
@@ -111,9 +173,8 @@ describe("our README's snippet, as written", () => {
     const snippet = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
     expect(snippet).toContain('const baseURL = "http://127.0.0.1:8000/v1";');
     // Inside the repo so its imports resolve from node_modules; only the host:port changes.
-    const scratch = join(ROOT, "node_modules/.cache/fulgur-readme");
-    mkdirSync(scratch, { recursive: true });
-    const script = join(scratch, "snippet.mjs");
+    mkdirSync(SCRATCH, { recursive: true });
+    const script = join(SCRATCH, "snippet.mjs");
     const output: string[] = [];
     let baseURL = "";
     const agent: Agent = async (task, ctx) => {
@@ -132,7 +193,6 @@ describe("our README's snippet, as written", () => {
       "resp",
       "resp",
     ]);
-    rmSync(scratch, { recursive: true, force: true });
   });
 });
 
