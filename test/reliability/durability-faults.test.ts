@@ -310,6 +310,20 @@ describe.skipIf(!EXT4_PROBE)("the store's filesystem turns read-only under the s
     const answers = await Promise.all(Array.from({ length: 8 }, () => ask()));
     expect(answers.map((a) => a.status)).toEqual(Array(8).fill(503));
     for (const a of answers) expect(a.error?.code).toBe("recording_failed");
+    // A streamed call cannot take back what it sent: it ends with an error event, never [DONE].
+    const streamed = await fetch(`${server.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "toy",
+        messages: [{ role: "user", content: "hello" }],
+        max_tokens: 4,
+        stream: true,
+      }),
+    });
+    const events = await streamed.text();
+    expect(events).not.toContain("[DONE]");
+    expect(events).toMatch(/"code":"recording_failed"/);
     const h = await health();
     expect(h.status).toBe(503);
     expect(h.body.ok).toBe(false);
