@@ -457,6 +457,8 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         gated.open((_index, delta) => send(events.delta(delta)));
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
         // response.completed is sent only once the call is stored.

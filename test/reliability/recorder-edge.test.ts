@@ -222,6 +222,67 @@ describe("upstream answers the store cannot take", () => {
   }
 });
 
+/** A real HTTP upstream that streams one chat chunk carrying the given (broken) choice fields. */
+async function brokenStreamingUpstream(choice: Record<string, unknown>) {
+  const app = new Hono();
+  app.get("/v1/models", (c) =>
+    c.json({ object: "list", data: [{ id: "up", object: "model", created: 0, owned_by: "t" }] }),
+  );
+  app.post("/v1/chat/completions", () => {
+    const chunk = {
+      id: "chatcmpl-x",
+      object: "chat.completion.chunk",
+      created: 0,
+      model: "up",
+      choices: [{ index: 0, delta: { role: "assistant", content: " hi" }, finish_reason: "stop", ...choice }],
+    };
+    return new Response(`data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`, {
+      headers: { "content-type": "text/event-stream" },
+    });
+  });
+  const { srv, port } = await new Promise<{ srv: ReturnType<typeof serve>; port: number }>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) =>
+      resolve({ srv: s, port: info.port }),
+    );
+  });
+  return { url: `http://127.0.0.1:${port}/v1`, close: () => new Promise<void>((done) => srv.close(() => done())) };
+}
+
+describe("streamed upstream answers the store cannot take, on every API", () => {
+  const apis: [string, string, Record<string, unknown>, string][] = [
+    ["chat completions", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }, "data: [DONE]"],
+    ["Responses", "/v1/responses", { input: "x" }, "response.completed"],
+    ["Anthropic Messages", "/v1/messages", { messages: [{ role: "user", content: "x" }] }, "message_stop"],
+  ];
+  for (const [i, [api, path, body, finished]] of apis.entries()) {
+    it(`${api}: the stream ends with a 502 error event instead of completing; the call is recorded`, async () => {
+      const up = await brokenStreamingUpstream({ token_ids: [-1] });
+      const proxy = await startServer({
+        upstreamUrl: up.url,
+        storeUrl: `file:${join(dir, `stream-${i}.db`)}`,
+        port: 0,
+      });
+      try {
+        const res = await fetch(`${proxy.url}${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "up", max_tokens: 4, stream: true, ...body }),
+        });
+        const events = await res.text();
+        expect(events).not.toContain(finished);
+        expect(events).toMatch(/cannot be recorded/);
+        const stored = await proxy.store.getTransitions({ unattributed: true });
+        expect(stored).toHaveLength(1);
+        expect((stored[0].metadata as { error: { status: number } }).error.status).toBe(502);
+        expect(proxy.recorder.health()).toMatchObject({ ok: true, deadLettered: 0 });
+      } finally {
+        await proxy.shutdown();
+        await up.close();
+      }
+    });
+  }
+});
+
 describe("StoreRecorder with a record the store refuses", () => {
   it("dead-letters that call, writes the rest of its batch and never throws", async () => {
     const store = await openStore(`file:${join(dir, "dl.db")}`);
