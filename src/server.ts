@@ -18,7 +18,7 @@ import { flushingBeforeFinish, StoreRecorder, type StoreRecorderOptions } from "
 import { proxyRoutes } from "./proxy/routes.ts";
 import { UpstreamBackend } from "./proxy/upstream.ts";
 import { otlpRoutes } from "./runner/otlp.ts";
-import { fileGuard, storeFilePath } from "./store/file-guard.ts";
+import { assertWritable, fileGuard, storeFilePath } from "./store/file-guard.ts";
 import { openStore } from "./store/libsql.ts";
 import { storeRoutes } from "./store/routes.ts";
 import { startSweeper } from "./store/sweeper.ts";
@@ -147,6 +147,9 @@ export interface FulgurServer extends RunningServer {
 export async function startServer(options: ServerOptions = {}): Promise<FulgurServer> {
   const log = options.log ?? (() => {});
   const storeUrl = options.storeUrl ?? "file:fulgur.db";
+  const storeFile = storeFilePath(storeUrl);
+  // A read-only store file is refused here: SQLite would open it read-only and fail every write.
+  if (storeFile) assertWritable(storeFile);
   const store = await openStore(storeUrl, { authToken: options.storeAuthToken });
   const sweeper = startSweeper(store, { intervalMs: 1000 });
   let model: Model | null = null;
@@ -180,7 +183,6 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
     model?.dispose();
     throw err;
   }
-  const storeFile = storeFilePath(storeUrl);
   const { app, recorder, tokens } = createApp({
     store,
     backend,

@@ -154,9 +154,52 @@ export function outcomeProblem(outcome: ChatOutcome | CompletionOutcome): ProxyE
     const problem = idsProblem(prompts, "prompt_token_ids");
     if (problem) return upstreamGarbage(problem);
   }
+  const usage = outcome.usage as unknown as Record<string, unknown> | null;
+  for (const [field, key] of [
+    ["prompt_tokens", "promptTokens"],
+    ["completion_tokens", "completionTokens"],
+  ] as const) {
+    const n = usage?.[key];
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
+      return upstreamGarbage(`usage.${field} is ${JSON.stringify(n)}, not a token count`);
+    }
+  }
   for (const choice of outcome.choices as { index: number; tokenIds: unknown; logprobs: TokenLogprob[] | null }[]) {
-    const problem = choiceProblem(choice, `choices[${choice.index}]`);
+    const problem =
+      choiceProblem(choice, `choices[${choice.index}]`) ?? textProblem(choice, `choices[${choice.index}]`);
     if (problem) return upstreamGarbage(problem);
   }
   return null;
+}
+
+/**
+ * The text fields of a choice are strings, as in OpenAI's schema (tool-call arguments included):
+ * an upstream that answers an object there (nested past what the store keeps, say) is not sending
+ * a completion.
+ */
+function textProblem(choice: object, what: string): string | null {
+  const c = choice as { text?: unknown; content?: unknown; toolCalls?: unknown };
+  if ("content" in c && c.content !== null && typeof c.content !== "string") {
+    return `${what}.message.content is ${typeName(c.content)}, not a string`;
+  }
+  if (typeof c.text !== "string") return `${what} text is ${typeName(c.text)}, not a string`;
+  if (!("toolCalls" in c)) return null;
+  if (!Array.isArray(c.toolCalls)) return `${what}.message.tool_calls is not an array`;
+  for (let j = 0; j < c.toolCalls.length; j++) {
+    const f = (c.toolCalls[j] as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+    if (typeof f?.name !== "string" || typeof f.arguments !== "string") {
+      return `${what}.message.tool_calls[${j}].function needs a string name and string arguments`;
+    }
+  }
+  return null;
+}
+
+function typeName(value: unknown): string {
+  return value === null
+    ? "null"
+    : Array.isArray(value)
+      ? "an array"
+      : typeof value === "object"
+        ? "an object"
+        : typeof value;
 }

@@ -339,6 +339,8 @@ interface StoredResponse {
   messages: ChatMessageParam[];
   /** Its size as JSON, what the byte budget counts. */
   bytes: number;
+  /** The attempt whose token created it (only that token sees it), or null: any admin caller. */
+  owner: string | null;
 }
 
 /** An output item as a later request's `item_reference` reads it. */
@@ -352,6 +354,20 @@ export interface ResponseStoreOptions {
 }
 
 /**
+ * What one caller may reach of the stored responses: everything (the admin key, or no key), or
+ * with an attempt token only what that attempt's own calls stored (`ResponseStore.view`).
+ */
+export interface ResponseStoreView {
+  readonly maxResponses: number;
+  readonly maxBytes: number;
+  get(id: string): ResponseObject | null;
+  conversation(id: string): readonly ChatMessageParam[] | null;
+  item(id: string): StoredItem | null;
+  delete(id: string): boolean;
+  put(body: ResponseObject, inputMessages: readonly ChatMessageParam[]): boolean;
+}
+
+/**
  * Responses kept by id for `previous_response_id`, `item_reference` and `GET /v1/responses/{id}`.
  * In memory and bounded by count and bytes (oldest evicted first): agents that resend their
  * whole history on every step would otherwise grow it quadratically. They are conveniences for
@@ -359,7 +375,7 @@ export interface ResponseStoreOptions {
  */
 export class ResponseStore {
   private readonly responses = new Map<string, StoredResponse>();
-  private readonly items = new Map<string, StoredItem>();
+  private readonly items = new Map<string, { item: StoredItem; owner: string | null }>();
   private totalBytes = 0;
   readonly maxResponses: number;
   readonly maxBytes: number;
@@ -384,20 +400,43 @@ export class ResponseStore {
     return this.totalBytes;
   }
 
-  get(id: string): ResponseObject | null {
-    return this.responses.get(id)?.body ?? null;
+  /**
+   * The store as `viewer` may see it: null sees every response; an attempt id (a caller holding
+   * that attempt's token) sees, continues and deletes only the responses its attempt stored.
+   */
+  view(viewer: string | null): ResponseStoreView {
+    if (viewer === null) return this;
+    return {
+      maxResponses: this.maxResponses,
+      maxBytes: this.maxBytes,
+      get: (id) => this.get(id, viewer),
+      conversation: (id) => this.conversation(id, viewer),
+      item: (id) => this.item(id, viewer),
+      delete: (id) => this.delete(id, viewer),
+      put: (body, inputMessages) => this.put(body, inputMessages, viewer),
+    };
   }
 
-  conversation(id: string): readonly ChatMessageParam[] | null {
-    return this.responses.get(id)?.messages ?? null;
-  }
-
-  item(id: string): StoredItem | null {
-    return this.items.get(id) ?? null;
-  }
-
-  delete(id: string): boolean {
+  private stored(id: string, viewer: string | null): StoredResponse | null {
     const stored = this.responses.get(id);
+    return stored && (viewer === null || stored.owner === viewer) ? stored : null;
+  }
+
+  get(id: string, viewer: string | null = null): ResponseObject | null {
+    return this.stored(id, viewer)?.body ?? null;
+  }
+
+  conversation(id: string, viewer: string | null = null): readonly ChatMessageParam[] | null {
+    return this.stored(id, viewer)?.messages ?? null;
+  }
+
+  item(id: string, viewer: string | null = null): StoredItem | null {
+    const kept = this.items.get(id);
+    return kept && (viewer === null || kept.owner === viewer) ? kept.item : null;
+  }
+
+  delete(id: string, viewer: string | null = null): boolean {
+    const stored = this.stored(id, viewer);
     if (!stored) return false;
     for (const item of stored.body.output) this.items.delete(item.id);
     this.totalBytes -= stored.bytes;
@@ -408,7 +447,7 @@ export class ResponseStore {
    * Keeps a finished response: its conversation (input + output) and its output items by id.
    * Returns false when it does not fit the byte budget on its own (it is then not kept).
    */
-  put(body: ResponseObject, inputMessages: readonly ChatMessageParam[]): boolean {
+  put(body: ResponseObject, inputMessages: readonly ChatMessageParam[], owner: string | null = null): boolean {
     const messages = [...inputMessages];
     const items: [string, StoredItem][] = [];
     for (const item of body.output) {
@@ -431,8 +470,8 @@ export class ResponseStore {
     while (this.responses.size >= this.maxResponses || this.totalBytes + bytes > this.maxBytes) {
       this.delete(this.responses.keys().next().value as string);
     }
-    for (const [id, stored] of items) this.items.set(id, stored);
-    this.responses.set(body.id, { body, messages, bytes });
+    for (const [id, item] of items) this.items.set(id, { item, owner });
+    this.responses.set(body.id, { body, messages, bytes, owner });
     this.totalBytes += bytes;
     return true;
   }
@@ -483,7 +522,7 @@ function appendToolCall(messages: ChatMessageParam[], call: ToolCallOut): void {
   messages.push({ role: "assistant", content: null, tool_calls: [call] } as ChatMessageParam);
 }
 
-function itemsToMessages(items: InputItem[], store: ResponseStore): ChatMessageParam[] {
+function itemsToMessages(items: InputItem[], store: ResponseStoreView): ChatMessageParam[] {
   const messages: ChatMessageParam[] = [];
   items.forEach((item, i) => {
     switch (item.kind) {
@@ -559,7 +598,7 @@ function toTextFormat(format: NonNullable<NonNullable<ResponsesBody["text"]>["fo
  * Validates a `POST /v1/responses` body and translates it into the chat request the backends run.
  * @throws ProxyError 400 naming the offending field, or an unknown `previous_response_id` / item.
  */
-export function parseResponsesRequest(body: Record<string, unknown>, store: ResponseStore): ResponsesRequest {
+export function parseResponsesRequest(body: Record<string, unknown>, store: ResponseStoreView): ResponsesRequest {
   const parsed = responsesRequestSchema.safeParse(body);
   if (!parsed.success) throw fromZodError(parsed.error);
   const b = parsed.data;

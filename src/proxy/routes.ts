@@ -213,6 +213,8 @@ export async function startStreaming<Delta, Outcome>(
 export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   const { backend, recorder } = options;
   const responseStore = options.responseStore ?? new ResponseStore();
+  /** Stored responses as the caller may see them: an attempt token, only its attempt's own. */
+  const responsesFor = (c: Context) => responseStore.view(attemptScopeOf(c)?.attemptId ?? null);
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const limits: RequestLimits = { ...DEFAULT_LIMITS, ...options.limits };
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) {
@@ -432,7 +434,8 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   v1.post("/v1/responses", async (c) => {
     const receivedAt = performance.now();
     const startedAt = Date.now();
-    const rreq = parseResponsesRequest(await readJsonBody(c), responseStore);
+    const responses = responsesFor(c);
+    const rreq = parseResponsesRequest(await readJsonBody(c), responses);
     const req = rreq.chat;
     checkChatLimits(req, limits);
     await checkModel(req.model);
@@ -440,7 +443,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     const created = Math.floor(startedAt / 1000);
     const record = recordOnce({ kind: "chat", id, ...attributionOf(c), startedAt, request: req });
     const keep = (body: ReturnType<typeof responseBody>) => {
-      if (rreq.store) responseStore.put(body, rreq.conversation);
+      if (rreq.store) responses.put(body, rreq.conversation);
     };
 
     if (!req.stream) {
@@ -464,6 +467,8 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         gated.open((_index, delta) => send(events.delta(delta)));
         const outcome = await gated.outcome;
         await pending;
+        const problem = outcomeProblem(outcome);
+        if (problem) throw problem;
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
         // response.completed is sent only once the call is stored.
@@ -481,14 +486,14 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   });
 
   v1.get("/v1/responses/:responseId", (c) => {
-    const body = responseStore.get(c.req.param("responseId"));
+    const body = responsesFor(c).get(c.req.param("responseId"));
     if (!body) throw responseNotFound(c.req.param("responseId"));
     return c.json(body);
   });
 
   v1.delete("/v1/responses/:responseId", (c) => {
     const responseId = c.req.param("responseId");
-    if (!responseStore.delete(responseId)) throw responseNotFound(responseId);
+    if (!responsesFor(c).delete(responseId)) throw responseNotFound(responseId);
     return c.json({ id: responseId, object: "response", deleted: true });
   });
 

@@ -11,8 +11,12 @@ import type { Store } from "../store/types.ts";
 import { convertTraces, OtlpFormatError, scopeViolation, storeTraces } from "./otlp.ts";
 
 export const OTLP_PROTOBUF_CONTENT_TYPE = "application/x-protobuf";
-/** AnyValue arrays/kvlists nest at most this deep; deeper input is a 400, never a stack overflow. */
-export const MAX_ANY_VALUE_DEPTH = 32;
+/**
+ * AnyValue arrays/kvlists nest at most this deep; deeper input is a 400, never a stack overflow.
+ * The JSON encoding's limit (`MAX_VALUE_DEPTH` in otlp.ts, which imports this module, hence the
+ * literal), so both transports accept the same spans.
+ */
+export const MAX_ANY_VALUE_DEPTH = 64;
 
 const WIRE_VARINT = 0;
 const WIRE_FIXED64 = 1;
@@ -242,7 +246,8 @@ function keyValue(r: WireReader, depth: number): Json {
 /** Collects a repeated KeyValue field (`attributes`) into `list`. */
 function attribute(r: WireReader, wire: number, list: Json[], owner: string): void {
   r.expect(wire, WIRE_LEN, `${owner}.attributes`);
-  list.push(keyValue(r.message("KeyValue"), 1));
+  // An attribute's value is at depth 0, as in anyValueToJson (otlp.ts).
+  list.push(keyValue(r.message("KeyValue"), 0));
 }
 
 function event(r: WireReader): Json {

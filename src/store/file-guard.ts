@@ -2,7 +2,8 @@
 // (unlinked) file through its open descriptor, so every later write would "succeed" into a file
 // nobody can open again. The guard compares the path's device and inode with those at open time.
 
-import { statSync } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** A store write that failed for a reason other than the data (I/O, read-only, disk full, deleted file). */
@@ -20,6 +21,46 @@ export function storeFilePath(url: string): string | null {
   if (bare.startsWith("file://")) return fileURLToPath(bare);
   const path = bare.slice("file:".length);
   return path === "" || path === ":memory:" ? null : path;
+}
+
+/**
+ * Throws StorageFaultError when this process could not write the store at `path`: the file (or,
+ * before it exists, its directory) is read-only for this user or on a read-only filesystem. A
+ * server checks this before opening its store: SQLite opens a write-protected file read-only
+ * without complaint, and every later write would fail.
+ */
+export function assertWritable(path: string): void {
+  try {
+    accessSync(path, constants.W_OK);
+    return;
+  } catch (err) {
+    if (errorCode(err) !== "ENOENT") throw notWritable(`the store file ${path}`, err);
+  }
+  try {
+    accessSync(dirname(path), constants.W_OK);
+  } catch (err) {
+    throw notWritable(`the directory ${dirname(path)} of the store file`, err);
+  }
+}
+
+function errorCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? "error";
+}
+
+function notWritable(what: string, err: unknown): StorageFaultError {
+  const code = errorCode(err);
+  const why =
+    code === "EROFS"
+      ? "is on a read-only filesystem"
+      : code === "ENOENT"
+        ? "does not exist"
+        : "is not writable by this process";
+  return new StorageFaultError(
+    `${what} ${why} (${code}): no call could be recorded; make it writable or use another store`,
+    {
+      cause: err,
+    },
+  );
 }
 
 /**

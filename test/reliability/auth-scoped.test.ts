@@ -157,6 +157,48 @@ describe("attempt tokens", () => {
     expect(after).not.toContain("failed");
   });
 
+  it("cannot read, continue or delete another attempt's stored responses (Responses API)", async () => {
+    const otherToken = other.token ?? "";
+    const created = await post(otherToken, "/v1/responses", { model: TOY_MODEL, input: "secret plans", store: true });
+    expect(created.status).toBe(200);
+    const theirs = (await created.json()) as { id: string; output: { id: string }[] };
+    const path = `/v1/responses/${theirs.id}`;
+    // Its own attempt and the admin key see it.
+    expect((await as(otherToken, path)).status).toBe(200);
+    expect((await as(KEY, path)).status).toBe(200);
+    // Another attempt's token does not, by any route.
+    const read = await as(token, path);
+    expect(read.status).toBe(404);
+    expect((await openAIError(read)).message).not.toMatch(/secret/);
+    expect((await as(token, path, { method: "DELETE" })).status).toBe(404);
+    const continued = await post(token, "/v1/responses", {
+      model: TOY_MODEL,
+      input: "go on",
+      previous_response_id: theirs.id,
+    });
+    expect(continued.status).toBe(400);
+    expect((await openAIError(continued)).code).toBe("previous_response_not_found");
+    const referenced = await post(token, "/v1/responses", {
+      model: TOY_MODEL,
+      input: [{ type: "item_reference", id: theirs.output[0].id }],
+    });
+    expect(referenced.status).toBe(400);
+    expect((await openAIError(referenced)).code).toBe("item_not_found");
+    // Still there for its owner.
+    expect((await as(otherToken, path)).status).toBe(200);
+    // Its own stored responses work as usual.
+    const mineCreated = (await (
+      await post(token, "/v1/responses", { model: TOY_MODEL, input: "hello", store: true })
+    ).json()) as { id: string };
+    const next = await post(token, "/v1/responses", {
+      model: TOY_MODEL,
+      input: "again",
+      previous_response_id: mineCreated.id,
+    });
+    expect(next.status).toBe(200);
+    expect((await as(token, `/v1/responses/${mineCreated.id}`, { method: "DELETE" })).status).toBe(200);
+  });
+
   it("is unforgeable: a token with another attempt's id and a reused or guessed MAC is 401", async () => {
     const tokens = new AttemptTokens("some other server's key");
     const forged = tokens.issue(other.rollout.id, other.attempt.id);

@@ -96,6 +96,20 @@ describe("request body limits", () => {
     expect(result.written).toBeLessThan(64 * MiB);
   });
 
+  it("stops reading a streamed 100 MB rollout input at the store API's limit", async () => {
+    const result = await streamUntilAnswered(
+      `${h.url}/api/v1/rollouts`,
+      { "content-type": "application/json" },
+      '{"input":"',
+      Buffer.alloc(256 * 1024, "x"),
+      100 * MiB,
+    );
+    expect(result.status).toBe(413);
+    expect(JSON.parse(result.body)).toMatchObject({ error: { code: "request_too_large" } });
+    expect(result.written).toBeLessThan(64 * MiB);
+    expect(await h.store.listRollouts()).toEqual([]);
+  });
+
   it("limits the decompressed size of a gzip body while inflating (gzip bomb → 413)", async () => {
     const json = Buffer.concat([
       Buffer.from('{"resourceSpans":[],"pad":"'),

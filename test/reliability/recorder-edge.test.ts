@@ -117,12 +117,16 @@ describe("edge validation on the real server", () => {
   });
 });
 
-/** A real HTTP upstream that answers every completion with the given (broken) choice fields. */
-async function brokenUpstream(choice: Record<string, unknown>, model = "up") {
+/**
+ * A real HTTP upstream that answers every completion and chat completion with the given (broken)
+ * choice fields, model name and usage.
+ */
+async function brokenUpstream(choice: Record<string, unknown>, model = "up", usage?: Record<string, unknown>) {
   const app = new Hono();
   app.get("/v1/models", (c) =>
     c.json({ object: "list", data: [{ id: "up", object: "model", created: 0, owned_by: "t" }] }),
   );
+  const counts = usage ?? { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 };
   app.post("/v1/completions", (c) =>
     c.json({
       id: "cmpl-x",
@@ -130,7 +134,17 @@ async function brokenUpstream(choice: Record<string, unknown>, model = "up") {
       created: 0,
       model,
       choices: [{ index: 0, text: " hi", finish_reason: "stop", ...choice }],
-      usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+      usage: counts,
+    }),
+  );
+  app.post("/v1/chat/completions", (c) =>
+    c.json({
+      id: "chatcmpl-x",
+      object: "chat.completion",
+      created: 0,
+      model,
+      choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop", ...choice }],
+      usage: counts,
     }),
   );
   const { srv, port } = await new Promise<{ srv: ReturnType<typeof serve>; port: number }>((resolve) => {
@@ -142,7 +156,7 @@ async function brokenUpstream(choice: Record<string, unknown>, model = "up") {
 }
 
 describe("upstream answers the store cannot take", () => {
-  const cases: [string, Record<string, unknown>, string?][] = [
+  const cases: [string, Record<string, unknown>, string?, Record<string, unknown>?, boolean?][] = [
     ["negative token id", { token_ids: [-1] }],
     ["string token ids", { token_ids: ["a"] }],
     [
@@ -150,24 +164,113 @@ describe("upstream answers the store cannot take", () => {
       { token_ids: [1, 2], logprobs: { tokens: [" hi"], token_logprobs: [-0.5] } },
     ],
     ["a 600-character model name", { token_ids: [1] }, "m".repeat(600)],
+    // Shapes the store refuses too (these were answered 200 and only dead-lettered):
+    ["a completion text that is an object nested 80 levels", { text: nested(80) }],
+    ["negative usage counts in a chat answer", {}, undefined, { prompt_tokens: -2, completion_tokens: 1.5 }, true],
+    [
+      "a chat message whose content is an object nested 80 levels",
+      { message: { role: "assistant", content: nested(80) } },
+      undefined,
+      undefined,
+      true,
+    ],
+    [
+      "tool-call arguments that are an object instead of a string",
+      {
+        message: {
+          role: "assistant",
+          content: null,
+          tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: nested(80) } }],
+        },
+        finish_reason: "tool_calls",
+      },
+      undefined,
+      undefined,
+      true,
+    ],
   ];
-  for (const [name, choice, model] of cases) {
+  for (const [i, [name, choice, model, usage, isChat]] of cases.entries()) {
     it(`answers 502 for ${name}, records the call, stays up`, async () => {
-      const up = await brokenUpstream(choice, model);
+      const up = await brokenUpstream(choice, model, usage);
       const proxy = await startServer({
         upstreamUrl: up.url,
-        storeUrl: `file:${join(dir, `up-${name.length}.db`)}`,
+        storeUrl: `file:${join(dir, `up-${i}.db`)}`,
         port: 0,
       });
       try {
-        const res = await fetch(`${proxy.url}/v1/completions`, {
+        const res = await fetch(`${proxy.url}${isChat ? "/v1/chat/completions" : "/v1/completions"}`, {
           method: "POST",
           headers: { "content-type": "application/json" },
-          body: JSON.stringify({ model: "up", prompt: "x", max_tokens: 2 }),
+          body: JSON.stringify(
+            isChat
+              ? { model: "up", messages: [{ role: "user", content: "x" }], max_tokens: 2 }
+              : { model: "up", prompt: "x", max_tokens: 2 },
+          ),
         });
         expect(res.status).toBe(502);
         const body = (await res.json()) as { error: { code: string } };
         expect(body.error.code).toBe("invalid_upstream_response");
+        const stored = await proxy.store.getTransitions({ unattributed: true });
+        expect(stored).toHaveLength(1);
+        expect((stored[0].metadata as { error: { status: number } }).error.status).toBe(502);
+        expect(proxy.recorder.health()).toMatchObject({ ok: true, deadLettered: 0 });
+      } finally {
+        await proxy.shutdown();
+        await up.close();
+      }
+    });
+  }
+});
+
+/** A real HTTP upstream that streams one chat chunk carrying the given (broken) choice fields. */
+async function brokenStreamingUpstream(choice: Record<string, unknown>) {
+  const app = new Hono();
+  app.get("/v1/models", (c) =>
+    c.json({ object: "list", data: [{ id: "up", object: "model", created: 0, owned_by: "t" }] }),
+  );
+  app.post("/v1/chat/completions", () => {
+    const chunk = {
+      id: "chatcmpl-x",
+      object: "chat.completion.chunk",
+      created: 0,
+      model: "up",
+      choices: [{ index: 0, delta: { role: "assistant", content: " hi" }, finish_reason: "stop", ...choice }],
+    };
+    return new Response(`data: ${JSON.stringify(chunk)}\n\ndata: [DONE]\n\n`, {
+      headers: { "content-type": "text/event-stream" },
+    });
+  });
+  const { srv, port } = await new Promise<{ srv: ReturnType<typeof serve>; port: number }>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, (info: AddressInfo) =>
+      resolve({ srv: s, port: info.port }),
+    );
+  });
+  return { url: `http://127.0.0.1:${port}/v1`, close: () => new Promise<void>((done) => srv.close(() => done())) };
+}
+
+describe("streamed upstream answers the store cannot take, on every API", () => {
+  const apis: [string, string, Record<string, unknown>, string][] = [
+    ["chat completions", "/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }, "data: [DONE]"],
+    ["Responses", "/v1/responses", { input: "x" }, "response.completed"],
+    ["Anthropic Messages", "/v1/messages", { messages: [{ role: "user", content: "x" }] }, "message_stop"],
+  ];
+  for (const [i, [api, path, body, finished]] of apis.entries()) {
+    it(`${api}: the stream ends with a 502 error event instead of completing; the call is recorded`, async () => {
+      const up = await brokenStreamingUpstream({ token_ids: [-1] });
+      const proxy = await startServer({
+        upstreamUrl: up.url,
+        storeUrl: `file:${join(dir, `stream-${i}.db`)}`,
+        port: 0,
+      });
+      try {
+        const res = await fetch(`${proxy.url}${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "up", max_tokens: 4, stream: true, ...body }),
+        });
+        const events = await res.text();
+        expect(events).not.toContain(finished);
+        expect(events).toMatch(/cannot be recorded/);
         const stored = await proxy.store.getTransitions({ unattributed: true });
         expect(stored).toHaveLength(1);
         expect((stored[0].metadata as { error: { status: number } }).error.status).toBe(502);

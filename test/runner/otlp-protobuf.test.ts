@@ -18,6 +18,7 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningServer, serveApp } from "../../src/http/serve.ts";
+import { MAX_VALUE_DEPTH } from "../../src/runner/otlp.ts";
 import { decodeExportTraceServiceRequest, MAX_ANY_VALUE_DEPTH } from "../../src/runner/otlp-protobuf.ts";
 import { createApp } from "../../src/server.ts";
 import { openStore } from "../../src/store/libsql.ts";
@@ -299,6 +300,51 @@ describe("OTLP protobuf decoding", () => {
     expect(span.name).toBe("hand-made");
     expect(span.startTime).toBe(1_700_000_000_000);
     expect(span.attributes).toMatchObject({ meta: { k: "v", n: 5 }, raw: "AQL/", neg: -1 });
+  });
+
+  it("accepts attributes nested exactly as deep as the JSON encoding does, and no deeper", async () => {
+    // The same limit on both transports: a kvlist nested MAX_VALUE_DEPTH deep is stored whichever
+    // exporter sends it, one level more is a 400 from both.
+    expect(MAX_ANY_VALUE_DEPTH).toBe(MAX_VALUE_DEPTH);
+    const jsonNested = (depth: number) => {
+      let v: unknown = { stringValue: "leaf" };
+      for (let i = 0; i < depth; i++) v = { kvlistValue: { values: [{ key: "k", value: v }] } };
+      return v;
+    };
+    for (const [depth, status] of [
+      [MAX_VALUE_DEPTH, 200],
+      [MAX_VALUE_DEPTH + 1, 400],
+    ] as const) {
+      const c = await claim();
+      const proto = await post(request(c.attempt.id, [kv("deep", nestedKvlist(depth))]), {});
+      expect(proto.status, `protobuf, ${depth} deep`).toBe(status);
+      const json = await fetch(`${server.url}${traces}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          resourceSpans: [
+            {
+              resource: { attributes: [{ key: "fulgur.attempt_id", value: { stringValue: c.attempt.id } }] },
+              scopeSpans: [
+                {
+                  spans: [
+                    {
+                      traceId: "5b8efff798038103d269b633813fc60c",
+                      spanId: "eee19b7ec3c1b175",
+                      name: "json",
+                      startTimeUnixNano: "1700000000000000000",
+                      attributes: [{ key: "deep", value: jsonNested(depth) }],
+                    },
+                  ],
+                },
+              ],
+            },
+          ],
+        }),
+      });
+      expect(json.status, `JSON, ${depth} deep`).toBe(status);
+      expect((await store.getSpans({ attemptId: c.attempt.id })).length).toBe(status === 200 ? 2 : 0);
+    }
   });
 
   it("answers 400 with a google.rpc.Status for malformed, truncated or too deeply nested payloads, storing nothing", async () => {
