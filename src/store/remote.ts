@@ -8,7 +8,8 @@
 // A retried batch is re-sent unchanged. When the connection broke after the server received it,
 // the first send may have committed: record inserts (rollouts, spans, transitions, rewards) carry
 // client-made ids with ON CONFLICT(id) DO NOTHING and read their rows back by id, so the re-send
-// writes nothing twice. See docs/store.md ("A server restart mid-run") for claims and finishes.
+// writes nothing twice; a claim finds the attempt id its first send created, and a finish the
+// status and time its first send wrote. See docs/store.md ("A server restart mid-run").
 import type { Client } from "@libsql/client";
 import { sleep } from "./context.ts";
 
