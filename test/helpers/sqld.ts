@@ -58,6 +58,8 @@ export interface SqldServer {
   /** `http://127.0.0.1:<port>`, what `openStore` and `fulgur serve --store` take. */
   url: string;
   dir: string;
+  /** sqld's `--db-path`: the directory that holds the data. */
+  dbPath: string;
   /** (Re)starts the server on the same port and data; resolves once /health answers. */
   start(): Promise<void>;
   /** Stops with SIGTERM (or `signal`), resolves on exit. */
@@ -67,10 +69,16 @@ export interface SqldServer {
   log(): string;
 }
 
-/** Starts sqld on a free port; `auth` turns on JWT auth with that key. */
-export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldServer> {
+/**
+ * Starts sqld on a free port; `auth` turns on JWT auth with that key; `dbPath` serves existing
+ * data (default: a new directory under `dir`); `args` go to sqld as they are.
+ */
+export async function startSqld(
+  options: { auth?: JwtAuth; dbPath?: string; args?: string[] } = {},
+): Promise<SqldServer> {
   const binary = sqldBinary();
   const dir = mkdtempSync(join(tmpdir(), "fulgur-sqld-"));
+  const dbPath = options.dbPath ?? join(dir, "data.sqld");
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   let child: ChildProcess | null = null;
@@ -79,7 +87,8 @@ export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldS
   const start = async () => {
     const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: "warn" };
     if (options.auth) env.SQLD_AUTH_JWT_KEY = options.auth.publicKey;
-    const proc = spawn(binary, ["--db-path", join(dir, "data.sqld"), "--http-listen-addr", `127.0.0.1:${port}`], {
+    const args = ["--db-path", dbPath, "--http-listen-addr", `127.0.0.1:${port}`, ...(options.args ?? [])];
+    const proc = spawn(binary, args, {
       env,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -112,6 +121,7 @@ export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldS
   return {
     url,
     dir,
+    dbPath,
     start,
     stop,
     async close() {
