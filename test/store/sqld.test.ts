@@ -121,6 +121,20 @@ describe("store on a libSQL server", () => {
     await store.close();
   });
 
+  it("an outage longer than retryForMs reaches the caller as a connection error; the same store works after", async () => {
+    const { sqld, token } = await server();
+    const store = await openStore(sqld.url, { authToken: token, retryForMs: 400 });
+    await sqld.stop("SIGKILL");
+    const started = Date.now();
+    const error = await store.enqueueRollout({ input: "down" }).catch((e: unknown) => e);
+    expect(isConnectionError(error), String(error)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(100); // retried before giving up
+    await sqld.start();
+    expect((await store.enqueueRollout({ input: "up" })).status).toBe("queuing");
+    expect((await store.listRollouts()).map((r) => r.input)).toEqual(["up"]);
+    await store.close();
+  });
+
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
     it(`keeps every record written while the server restarts (${signal})`, async () => {
       const { sqld, token } = await server();
