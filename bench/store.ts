@@ -30,9 +30,8 @@ const BATCH_SIZE = 100;
 const BATCH_COUNT = 100;
 const WORKERS = 16;
 const CLAIM_ROLLOUTS = 2000;
-// sqld answers SQLITE_BUSY under contention (retried by the client); with 16 separate clients
-// claiming at once a request was seen to stall for minutes (undici headers timeout), so the
-// server figure uses 4 (see docs/store.md).
+// Against sqld, write batches from one process go one at a time (src/store/remote.ts: 16
+// contending writers wedged sqld 0.24.32, see docs/store.md); the server figure uses 4 workers.
 const SQLD_WORKERS = 4;
 /** Two processes sharing one store: rollouts they claim (one transition each), batches of 100 each writes. */
 const SHARED_PROCESSES = 2;

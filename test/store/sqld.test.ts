@@ -135,6 +135,36 @@ describe("store on a libSQL server", () => {
     await store.close();
   });
 
+  it("sixteen stores in one process claiming at once keep sqld writing (one write batch in flight per server)", async () => {
+    // Unqueued, 16 contending write transactions wedged sqld 0.24.32 within a few hundred claims:
+    // every write hung for good while reads still answered.
+    const { sqld, token } = await server();
+    const setup = await openStore(sqld.url, { authToken: token });
+    const ROLLOUTS = 800;
+    await setup.enqueueRollouts(Array.from({ length: ROLLOUTS }, (_, i) => ({ input: i })));
+    const stores = await Promise.all(Array.from({ length: 16 }, () => openStore(sqld.url, { authToken: token })));
+    let claimed = 0;
+    const work = Promise.all(
+      stores.map(async (store, w) => {
+        for (;;) {
+          const claim = await store.claimRollout({ workerId: `w${w}` });
+          if (!claim) return;
+          claimed++;
+          await store.finishAttempt(claim.attempt.id, { status: "succeeded", reward: 1 });
+        }
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const wedged = new Promise<string>((done) => {
+      timer = setTimeout(() => done(`writes stopped after ${claimed} of ${ROLLOUTS} claims`), 90_000);
+    });
+    expect(await Promise.race([work.then(() => "done"), wedged])).toBe("done");
+    clearTimeout(timer);
+    expect(claimed).toBe(ROLLOUTS);
+    expect(await setup.listRollouts({ status: "succeeded", limit: 10_000 })).toHaveLength(ROLLOUTS);
+    await Promise.all([setup, ...stores].map((s) => s.close()));
+  }, 120_000);
+
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
     it(`keeps every record written while the server restarts (${signal})`, async () => {
       const { sqld, token } = await server();
