@@ -172,6 +172,9 @@ export async function lossyRelay(target: string): Promise<LossyRelay> {
       upstream.end(body);
     });
   });
+  // Idle sockets are closed by the client, never under it: the only dropped connections are the
+  // ones asked for.
+  server.keepAliveTimeout = 60_000;
   const port = await new Promise<number>((done) =>
     server.listen(0, "127.0.0.1", () => done((server.address() as { port: number }).port)),
   );
