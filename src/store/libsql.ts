@@ -118,7 +118,7 @@ export async function openStore(url = "file:fulgur.db", options: OpenStoreOption
     // per-connection pragmas (synchronous=NORMAL) for the store's lifetime.
     ...(local ? { concurrency: 1, timeout: options.busyTimeoutMs ?? 10_000 } : {}),
   });
-  const client = local ? created : retryingClient(created, options);
+  const client = local ? created : retryingClient(created, options, url);
   try {
     if (url.startsWith("file:")) {
       await client.execute("PRAGMA journal_mode = WAL");

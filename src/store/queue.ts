@@ -15,7 +15,7 @@ import {
   validateId,
   waitSchema,
 } from "./inputs.ts";
-import { fromRaw, toAttempt, toRollout } from "./rows.ts";
+import { toAttempt, toRollout } from "./rows.ts";
 import { attempts, rollouts } from "./schema.ts";
 import * as q from "./sql.ts";
 import {
@@ -86,16 +86,19 @@ export async function claimRollout(ctx: StoreContext, input: ClaimInput): Promis
     ...(sweep
       ? [ctx.db.run(q.expireTimedOut(now)), ctx.db.run(q.expireUnresponsive(now)), ctx.db.run(q.resolveRollouts(now))]
       : []),
-    ctx.db.all(q.claimOldest(now, attemptId, mode)),
-    ctx.db.all(q.insertClaimedAttempt(now, attemptId, workerId)),
+    ctx.db.run(q.claimOldest(now, attemptId, mode)),
+    ctx.db.run(q.insertClaimedAttempt(now, attemptId, workerId)),
+    // Read back by the attempt id, so a re-sent claim answers the rollout its first send took.
+    ctx.db.select().from(attempts).where(eq(attempts.id, attemptId)),
+    ctx.db
+      .select()
+      .from(rollouts)
+      .where(sql`${rollouts.id} = (SELECT a.rollout_id FROM attempts a WHERE a.id = ${attemptId})`),
   ]);
-  const rolloutRows = results.at(-2) as Record<string, unknown>[];
-  const attemptRows = results.at(-1) as Record<string, unknown>[];
+  const attemptRows = results.at(-2) as (typeof attempts.$inferSelect)[];
+  const rolloutRows = results.at(-1) as (typeof rollouts.$inferSelect)[];
   if (rolloutRows.length === 0 || attemptRows.length === 0) return null;
-  return {
-    rollout: toRollout(fromRaw(rollouts, rolloutRows[0])),
-    attempt: toAttempt(fromRaw(attempts, attemptRows[0])),
-  };
+  return { rollout: toRollout(rolloutRows[0]), attempt: toAttempt(attemptRows[0]) };
 }
 
 export async function heartbeat(ctx: StoreContext, attemptId: string): Promise<Attempt> {
@@ -133,31 +136,30 @@ export async function finishAttempt(
     items.push(ctx.db.run(q.insertFinishReward(now, newId("rw"), id, finish.reward)));
   }
   // Exactly one of the next two matches an existing attempt: the late record if it had ended.
+  // Neither matches when the batch is a re-send of a finish that committed (remote store, answer
+  // lost): the attempt then already ended with this status at this `now`, and is read back.
   items.push(
     ctx.db.all(q.recordLateFinish(now, id, finish.status, error)),
-    ctx.db.all(q.finishActiveAttempt(now, id, finish.status, error)),
+    ctx.db.run(q.finishActiveAttempt(now, id, finish.status, error)),
     ctx.db.run(q.resolveRollouts(now, id)),
     ctx.db
       .select()
       .from(rollouts)
       .where(sql`${rollouts.id} = (SELECT a.rollout_id FROM attempts a WHERE a.id = ${id})`),
+    ctx.db.select().from(attempts).where(eq(attempts.id, id)),
   );
   const results = await write(ctx, items);
-  const [lateRows, finishedRows, , rolloutRows] = results.slice(-4) as [
-    Record<string, unknown>[],
+  const [lateRows, , , rolloutRows, attemptRows] = results.slice(-5) as [
     Record<string, unknown>[],
     unknown,
+    unknown,
     (typeof rollouts.$inferSelect)[],
+    (typeof attempts.$inferSelect)[],
   ];
-  const row = lateRows[0] ?? finishedRows[0];
-  if (!row || rolloutRows.length === 0) {
+  if (attemptRows.length === 0 || rolloutRows.length === 0) {
     throw new NotFoundError(`attempt ${id} not found`, "attempt_not_found", "attemptId");
   }
-  return {
-    attempt: toAttempt(fromRaw(attempts, row)),
-    rollout: toRollout(rolloutRows[0]),
-    late: lateRows.length > 0,
-  };
+  return { attempt: toAttempt(attemptRows[0]), rollout: toRollout(rolloutRows[0]), late: lateRows.length > 0 };
 }
 
 export async function cancelRollout(ctx: StoreContext, rolloutId: string): Promise<Rollout> {

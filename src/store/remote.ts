@@ -8,7 +8,8 @@
 // A retried batch is re-sent unchanged. When the connection broke after the server received it,
 // the first send may have committed: record inserts (rollouts, spans, transitions, rewards) carry
 // client-made ids with ON CONFLICT(id) DO NOTHING and read their rows back by id, so the re-send
-// writes nothing twice. See docs/store.md ("A server restart mid-run") for claims and finishes.
+// writes nothing twice; a claim finds the attempt id its first send created, and a finish the
+// status and time its first send wrote. See docs/store.md ("A server restart mid-run").
 import type { Client } from "@libsql/client";
 import { sleep } from "./context.ts";
 
@@ -58,10 +59,33 @@ export function isBusyError(error: unknown): boolean {
 }
 
 /**
- * `client` with `execute` and `batch` retried on connection errors (exponential backoff, capped
- * at 2 s) and on lock contention (short random waits, so contending writers spread out).
+ * Write batches in flight per server URL in this process, as a chain: each runs after the one
+ * before has settled. sqld (0.24.32) was seen to wedge for good, writes hanging while reads still
+ * answered, with 16 write transactions contending at once; SQLite runs one writer at a time
+ * anyway, so queueing them here costs little and keeps the contention at sqld to one writer per
+ * process.
  */
-export function retryingClient(client: Client, options: RemoteRetryOptions = {}): Client {
+const writeChains = new Map<string, Promise<void>>();
+
+function oneWriteAtATime<R>(key: string, run: () => Promise<R>): Promise<R> {
+  const result = (writeChains.get(key) ?? Promise.resolve()).then(run);
+  const settled = result.then(
+    () => undefined,
+    () => undefined,
+  );
+  writeChains.set(key, settled);
+  void settled.then(() => {
+    if (writeChains.get(key) === settled) writeChains.delete(key);
+  });
+  return result;
+}
+
+/**
+ * `client` with `execute` and `batch` retried on connection errors (exponential backoff, capped
+ * at 2 s) and on lock contention (short random waits, so contending writers spread out). Write
+ * batches to the same `url` from this process run one at a time.
+ */
+export function retryingClient(client: Client, options: RemoteRetryOptions = {}, url = ""): Client {
   const retryForMs = options.retryForMs ?? 60_000;
   const withRetry =
     <A extends unknown[], R>(call: (...args: A) => Promise<R>) =>
@@ -80,7 +104,9 @@ export function retryingClient(client: Client, options: RemoteRetryOptions = {})
       }
     };
   const execute = withRetry(client.execute.bind(client) as (...args: unknown[]) => Promise<unknown>);
-  const batch = withRetry(client.batch.bind(client) as (...args: unknown[]) => Promise<unknown>);
+  const retriedBatch = withRetry(client.batch.bind(client) as (...args: unknown[]) => Promise<unknown>);
+  const batch = (...args: unknown[]) =>
+    args[1] === "read" ? retriedBatch(...args) : oneWriteAtATime(url, () => retriedBatch(...args));
   return new Proxy(client, {
     get(target, prop) {
       if (prop === "execute") return execute;

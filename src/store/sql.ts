@@ -59,6 +59,8 @@ export function resolveRollouts(now: number, attemptId?: string): SQL {
  * Takes the oldest queuing/requeuing rollout (enqueue time, then insertion order; a requeued
  * rollout keeps its place) and points it at a new attempt id. Uses the partial queue indexes.
  * Resolves the resources version now unless the enqueuer pinned one. Returns the rollout row.
+ * Does nothing when `attemptId` already exists: a claim re-sent after its first send committed
+ * (remote store, connection lost before the answer) takes no second rollout.
  */
 export function claimOldest(now: number, attemptId: string, mode: RolloutMode | undefined): SQL {
   const modeFilter = mode === undefined ? sql`` : sql` AND mode = ${mode}`;
@@ -68,15 +70,19 @@ export function claimOldest(now: number, attemptId: string, mode: RolloutMode | 
         ELSE (SELECT MAX(r.version) FROM resources r WHERE r.name = rollouts.resources_name) END
     WHERE id = (SELECT id FROM rollouts WHERE status IN ('queuing', 'requeuing')${modeFilter}
       ORDER BY created_at, rowid LIMIT 1)
+      AND NOT EXISTS (SELECT 1 FROM attempts WHERE id = ${attemptId})
     RETURNING *`;
 }
 
-/** Creates the attempt row for the rollout `claimOldest` just pointed at `attemptId`; returns it. */
+/**
+ * Creates the attempt row for the rollout `claimOldest` just pointed at `attemptId` (nothing if
+ * the attempt exists: a re-sent claim). The claim reads both rows back by the attempt id.
+ */
 export function insertClaimedAttempt(now: number, attemptId: string, workerId: string): SQL {
   return sql`INSERT INTO attempts (id, rollout_id, attempt_no, worker_id, status, resources_version, started_at, heartbeat_at)
     SELECT ${attemptId}, id, attempt_count, ${workerId}, 'preparing', resources_version, ${now}, ${now}
     FROM rollouts WHERE current_attempt_id = ${attemptId}
-    RETURNING *`;
+      AND NOT EXISTS (SELECT 1 FROM attempts WHERE id = ${attemptId})`;
 }
 
 /** Heartbeat/activity: active attempts become "running" with a fresh heartbeat. */
@@ -100,7 +106,8 @@ export function lateFlag(attemptId: string | null): SQL {
 /** The explicit reward of a finish, as a reward row (late if the attempt has already ended). */
 export function insertFinishReward(now: number, rewardId: string, attemptId: string, value: number): SQL {
   return sql`INSERT INTO rewards (id, rollout_id, attempt_id, value, late, created_at)
-    SELECT ${rewardId}, a.rollout_id, a.id, ${value}, a.status NOT IN ${ACTIVE}, ${now} FROM attempts a WHERE a.id = ${attemptId}`;
+    SELECT ${rewardId}, a.rollout_id, a.id, ${value}, a.status NOT IN ${ACTIVE}, ${now} FROM attempts a WHERE a.id = ${attemptId}
+    ON CONFLICT (id) DO NOTHING`;
 }
 
 /**
@@ -114,10 +121,14 @@ export function finishActiveAttempt(now: number, attemptId: string, status: Fini
     RETURNING *`;
 }
 
-/** Records a finish that arrived after the attempt had ended, without touching its status. Returns the row if so. */
+/**
+ * Records a finish that arrived after the attempt had ended, without touching its status. Returns
+ * the row if so. A finish re-sent after its first send committed (same `now` and status: the
+ * statements are re-sent unchanged) is the same finish, not a late one: it matches nothing.
+ */
 export function recordLateFinish(now: number, attemptId: string, status: FinishStatus, error: string | null): SQL {
   return sql`UPDATE attempts SET late_status = ${status}, late_error = ${error}, late_at = ${now}
-    WHERE id = ${attemptId} AND status NOT IN ${ACTIVE}
+    WHERE id = ${attemptId} AND status NOT IN ${ACTIVE} AND NOT (status = ${status} AND ended_at IS ${now})
     RETURNING *`;
 }
 

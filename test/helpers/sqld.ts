@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync, sign } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer as createHttpServer, request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -57,6 +58,8 @@ export interface SqldServer {
   /** `http://127.0.0.1:<port>`, what `openStore` and `fulgur serve --store` take. */
   url: string;
   dir: string;
+  /** sqld's `--db-path`: the directory that holds the data. */
+  dbPath: string;
   /** (Re)starts the server on the same port and data; resolves once /health answers. */
   start(): Promise<void>;
   /** Stops with SIGTERM (or `signal`), resolves on exit. */
@@ -66,10 +69,16 @@ export interface SqldServer {
   log(): string;
 }
 
-/** Starts sqld on a free port; `auth` turns on JWT auth with that key. */
-export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldServer> {
+/**
+ * Starts sqld on a free port; `auth` turns on JWT auth with that key; `dbPath` serves existing
+ * data (default: a new directory under `dir`); `args` go to sqld as they are.
+ */
+export async function startSqld(
+  options: { auth?: JwtAuth; dbPath?: string; args?: string[] } = {},
+): Promise<SqldServer> {
   const binary = sqldBinary();
   const dir = mkdtempSync(join(tmpdir(), "fulgur-sqld-"));
+  const dbPath = options.dbPath ?? join(dir, "data.sqld");
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   let child: ChildProcess | null = null;
@@ -78,7 +87,8 @@ export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldS
   const start = async () => {
     const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: "warn" };
     if (options.auth) env.SQLD_AUTH_JWT_KEY = options.auth.publicKey;
-    const proc = spawn(binary, ["--db-path", join(dir, "data.sqld"), "--http-listen-addr", `127.0.0.1:${port}`], {
+    const args = ["--db-path", dbPath, "--http-listen-addr", `127.0.0.1:${port}`, ...(options.args ?? [])];
+    const proc = spawn(binary, args, {
       env,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -111,6 +121,7 @@ export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldS
   return {
     url,
     dir,
+    dbPath,
     start,
     stop,
     async close() {
@@ -118,5 +129,62 @@ export async function startSqld(options: { auth?: JwtAuth } = {}): Promise<SqldS
       rmSync(dir, { recursive: true, force: true });
     },
     log: () => output,
+  };
+}
+
+/**
+ * An HTTP relay in front of sqld that can lose answers: armed with `dropAnswer(pattern)`, it
+ * forwards the next request whose body matches to sqld, lets sqld run it (and commit), then
+ * destroys the client's connection instead of answering, as a network fault or a server dying
+ * between commit and reply would. The client sees a connection error and re-sends the request.
+ */
+export interface LossyRelay {
+  url: string;
+  /** Loses the answer to the next request whose body matches `pattern`; resolves once it has. */
+  dropAnswer(pattern: RegExp): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function lossyRelay(target: string): Promise<LossyRelay> {
+  const armed: { pattern: RegExp; dropped: () => void }[] = [];
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const index = armed.findIndex((a) => a.pattern.test(body.toString("utf8")));
+      const drop = index >= 0 ? armed.splice(index, 1)[0] : null;
+      const headers = { ...req.headers, host: new URL(target).host, "content-length": String(body.length) };
+      const upstream = request(`${target}${req.url}`, { method: req.method, headers }, (answer) => {
+        const reply: Buffer[] = [];
+        answer.on("data", (chunk: Buffer) => reply.push(chunk));
+        answer.on("end", () => {
+          if (drop) {
+            req.socket.destroy();
+            drop.dropped();
+            return;
+          }
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          res.end(Buffer.concat(reply));
+        });
+      });
+      upstream.on("error", () => req.socket.destroy());
+      upstream.end(body);
+    });
+  });
+  // Idle sockets are closed by the client, never under it: the only dropped connections are the
+  // ones asked for.
+  server.keepAliveTimeout = 60_000;
+  const port = await new Promise<number>((done) =>
+    server.listen(0, "127.0.0.1", () => done((server.address() as { port: number }).port)),
+  );
+  return {
+    url: `http://127.0.0.1:${port}`,
+    dropAnswer: (pattern) => new Promise<void>((dropped) => armed.push({ pattern, dropped })),
+    close: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
   };
 }
