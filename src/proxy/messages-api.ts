@@ -8,7 +8,6 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ChatDelta, ChatOutcome, ChatRequest, RecordedCall, RecordedError } from "./backend.ts";
 import { ProxyError, payloadTooLarge, readJsonBody, toProxyError } from "./errors.ts";
-import { outcomeProblem } from "./limits.ts";
 import {
   anthropicErrorBody,
   type MessageStreamEvent,
@@ -122,9 +121,6 @@ export function messagesRoutes(deps: MessagesRouteDeps): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
-        // An answer the store cannot take ends the stream with an error event (502), as on the chat route.
-        const problem = outcomeProblem(outcome);
-        if (problem) throw problem;
         // message_stop is sent only once the call is stored.
         await record(outcome, gated.signal.aborted ? recordedError(null, true) : null);
         await send(streamer.finish(outcome));

@@ -106,6 +106,16 @@ function asResponsesError(err: unknown): never {
   throw new ProxyError(err.status, err.message, { type: err.type, param, code: err.code });
 }
 
+/**
+ * A streamed outcome, or the 502 it is when the store could not take it (outcomeProblem): thrown
+ * through the run, so every streaming route ends such a call with its error event and records it.
+ */
+function storable<O extends ChatOutcome | CompletionOutcome>(outcome: O): O {
+  const problem = outcomeProblem(outcome);
+  if (problem) throw problem;
+  return outcome;
+}
+
 /** 503 for a call that was generated but could not be recorded: the client must not count on it. */
 function notRecorded(err: unknown): ProxyError {
   return new ProxyError(
@@ -315,7 +325,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
   ): Promise<GatedRun<ChatDelta, ChatOutcome>> {
     try {
       return await startStreaming<ChatDelta, ChatOutcome>(c, (signal, onDelta) =>
-        backend.chat(req, { signal, onDelta, receivedAt }),
+        backend.chat(req, { signal, onDelta, receivedAt }).then(storable),
       );
     } catch (err) {
       await recordFailure(record, err, c.req.raw.signal.aborted);
@@ -350,8 +360,6 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
-        const problem = outcomeProblem(outcome);
-        if (problem) throw problem;
         for (const chunk of chunker.finish(outcome)) await writer.send(chunk);
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
@@ -396,7 +404,7 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
     let gated: GatedRun<CompletionDelta, CompletionOutcome>;
     try {
       gated = await startStreaming<CompletionDelta, CompletionOutcome>(c, (signal, onDelta) =>
-        backend.completion(req, { signal, onDelta, receivedAt }),
+        backend.completion(req, { signal, onDelta, receivedAt }).then(storable),
       );
     } catch (err) {
       await recordFailure(record, err, c.req.raw.signal.aborted);
@@ -413,8 +421,6 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         });
         const outcome = await gated.outcome;
         await pending;
-        const problem = outcomeProblem(outcome);
-        if (problem) throw problem;
         for (const choice of outcome.choices) {
           await writer.send(completionChunk(id, created, req, choice.index, null, choice.finishReason));
         }
@@ -467,8 +473,6 @@ export function proxyRoutes(options: ProxyRoutesOptions): Hono {
         gated.open((_index, delta) => send(events.delta(delta)));
         const outcome = await gated.outcome;
         await pending;
-        const problem = outcomeProblem(outcome);
-        if (problem) throw problem;
         const clientGone = gated.signal.aborted;
         const jsonError = clientGone ? null : jsonOutputError(req, outcome, backend);
         // response.completed is sent only once the call is stored.

@@ -8,15 +8,14 @@
 import { gunzipSync } from "node:zlib";
 import type { Context } from "hono";
 import type { Store } from "../store/types.ts";
-import { convertTraces, OtlpFormatError, scopeViolation, storeTraces } from "./otlp.ts";
+import { convertTraces, MAX_VALUE_DEPTH, OtlpFormatError, scopeViolation, storeTraces } from "./otlp.ts";
 
 export const OTLP_PROTOBUF_CONTENT_TYPE = "application/x-protobuf";
 /**
  * AnyValue arrays/kvlists nest at most this deep; deeper input is a 400, never a stack overflow.
- * The JSON encoding's limit (`MAX_VALUE_DEPTH` in otlp.ts, which imports this module, hence the
- * literal), so both transports accept the same spans.
+ * The JSON encoding's limit itself, so both transports accept the same spans.
  */
-export const MAX_ANY_VALUE_DEPTH = 64;
+export { MAX_VALUE_DEPTH as MAX_ANY_VALUE_DEPTH };
 
 const WIRE_VARINT = 0;
 const WIRE_FIXED64 = 1;
@@ -168,8 +167,8 @@ function idHex(bytes: Uint8Array, length: 8 | 16, where: string): string | undef
 
 /** common.v1.AnyValue → its OTLP JSON form ({stringValue}, {intValue: "42"}, {kvlistValue}, …). */
 function anyValue(r: WireReader, depth: number): Json {
-  if (depth > MAX_ANY_VALUE_DEPTH) {
-    throw new OtlpFormatError(`protobuf AnyValue nests deeper than ${MAX_ANY_VALUE_DEPTH} levels`);
+  if (depth > MAX_VALUE_DEPTH) {
+    throw new OtlpFormatError(`protobuf AnyValue nests deeper than ${MAX_VALUE_DEPTH} levels`);
   }
   let out: Json = {};
   eachField(r, (field, wire) => {
