@@ -5,6 +5,7 @@
 // Serving rows of several adapters in one step (`linearForwardRows`): x·Wᵀ once over all rows,
 // then each adapter's low-rank term over its own contiguous range of rows (bound in place).
 
+import { gemvQuantized, gemvQuantLegal } from "../gpu/kernels/gemv-quant.ts";
 import { matmul } from "../gpu/kernels/matmul.ts";
 import { dequantize } from "../gpu/kernels/quant.ts";
 import type { Scope } from "../gpu/scope.ts";
@@ -37,6 +38,19 @@ function weightFor(lin: LinearWeights, scope: Scope, whole: boolean): Tensor | S
   return w.shards.length === 1 ? w.shards[0].tensor : w;
 }
 
+/**
+ * y = x·Wᵀ + b for the frozen base: a quantised weight read as packed by gemv_q.wgsl when x has
+ * few rows (decode), else widened to f32 for the matmul.
+ */
+function baseForward(x: Tensor, lin: LinearWeights, scope: Scope): Tensor {
+  const w = lin.weight;
+  const bias = lin.bias ?? undefined;
+  if ("kind" in w && x.shape.length === 2 && gemvQuantLegal(x.gpu, x.shape[0])) {
+    return scope.track(gemvQuantized(x, w, { bias }));
+  }
+  return scope.track(matmul(x, weightFor(lin, scope, false), { transB: true, bias }));
+}
+
 /** y = x·Wᵀ + b (+ LoRA). Returns y and u = x·Aᵀ (null without LoRA); both tracked by `scope`. */
 export function linearForward(
   x: Tensor,
@@ -44,8 +58,7 @@ export function linearForward(
   lora: LoraApplied | null,
   scope: Scope,
 ): { y: Tensor; u: Tensor | null } {
-  const w = weightFor(lin, scope, false);
-  const y = scope.track(matmul(x, w, { transB: true, bias: lin.bias ?? undefined }));
+  const y = baseForward(x, lin, scope);
   if (!lora) return { y, u: null };
   const u = scope.track(matmul(x, lora.module.a, { transB: true }));
   matmul(u, lora.module.b, { transB: true, accumulate: true, alpha: lora.scale, out: y });
@@ -72,8 +85,7 @@ export function linearForwardRows(x: Tensor, lin: LinearWeights, ranges: LoraRow
   if (ranges.length === 1 && ranges[0].start === 0 && ranges[0].count === rows) {
     return linearForward(x, lin, ranges[0].lora, scope).y;
   }
-  const w = weightFor(lin, scope, false);
-  const y = scope.track(matmul(x, w, { transB: true, bias: lin.bias ?? undefined }));
+  const y = baseForward(x, lin, scope);
   for (const r of ranges) {
     if (!r.lora) continue;
     const xr = rowsOf(x, r.start, r.count, scope);

@@ -206,4 +206,53 @@ describe("int8 quantisation", () => {
       f32.dispose();
     }
   });
+
+  it("decodes through gemv_q (no widening) with the widening path's tokens and logprobs", async () => {
+    const g = gpu();
+    if (!g.features.subgroups) return; // gemv_q needs subgroups; without them decode widens
+    const dir = join(import.meta.dirname, "../../models/fulgur-calc");
+    const prompts = ["What is 17 plus 25? Use the calculator.", "Compute 3 times 14."];
+    // Which shaders a generation dispatches, observed on the real command batch.
+    const generate = async (model: Awaited<ReturnType<typeof loadModel>>) => {
+      const seen = new Map<string, number>();
+      const batch = g.commands;
+      const original = batch.dispatch.bind(batch);
+      batch.dispatch = ((d: Parameters<typeof batch.dispatch>[0]) => {
+        seen.set(d.shader, (seen.get(d.shader) ?? 0) + 1);
+        return original(d);
+      }) as typeof batch.dispatch;
+      try {
+        const out = await model.generate(
+          prompts.map((p) => model.tokenizer.encode(p)),
+          { temperature: 0, maxTokens: 6, ignoreEos: true },
+        );
+        return { out, seen };
+      } finally {
+        batch.dispatch = original;
+      }
+    };
+    const saved = process.env.FULGUR_GEMV_Q;
+    for (const quantize of ["int8", "int4"] as const) {
+      const model = await loadModel(dir, { gpu: g, maxSlots: 2, maxSeqLen: 64, quantize });
+      try {
+        const fused = await generate(model);
+        process.env.FULGUR_GEMV_Q = "0";
+        const wide = await generate(model);
+        process.env.FULGUR_GEMV_Q = saved;
+        expect(fused.seen.get("gemv_q") ?? 0, quantize).toBeGreaterThan(0);
+        expect(wide.seen.get("gemv_q") ?? 0, quantize).toBe(0);
+        expect(wide.seen.get("quant") ?? 0, quantize).toBeGreaterThan(fused.seen.get("quant") ?? 0);
+        fused.out.forEach((gen, i) => {
+          expect(gen.tokens, quantize).toEqual(wide.out[i].tokens);
+          expect(gen.tokens.length).toBe(6);
+          gen.logprobs.forEach((lp, j) => {
+            expect(Math.abs(lp - wide.out[i].logprobs[j])).toBeLessThan(1e-4);
+          });
+        });
+      } finally {
+        process.env.FULGUR_GEMV_Q = saved;
+        model.dispose();
+      }
+    }
+  });
 });

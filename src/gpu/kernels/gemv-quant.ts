@@ -1,0 +1,152 @@
+// Launcher for gemv_q.wgsl: decode's y = alpha·x·Wᵀ (+bias) (+y) for M ≤ 8 rows of x, reading an
+// int8/int4 weight (quant.ts) packed as stored instead of widening it to f32 first. The widening
+// path (dequantize, then the dense GEMV) stays a candidate: which one runs is measured per adapter
+// and shape class like the matmul family (src/gpu/autotune.ts), with `gemv-q-r4`/`gemv-q-r8` as the
+// default on adapters with subgroups.
+
+import { adapterKind, cachedVariant, notePending, type TuneCandidate } from "../autotune.ts";
+import type { Gpu } from "../device.ts";
+import { grid1d } from "../grid.ts";
+import type { Tensor } from "../tensor.ts";
+import { requireShape } from "./launch.ts";
+import { GEMV_MAX_ROWS, matmul } from "./matmul.ts";
+import { dequantize, type QuantizedMatrix } from "./quant.ts";
+
+export interface GemvQuantOptions {
+  bias?: Tensor;
+  accumulate?: boolean;
+  alpha?: number;
+  out?: Tensor;
+  /** Force a variant (GEMV_Q_VARIANTS) or "dequant" (widen to f32, then the dense GEMV). */
+  variant?: string;
+}
+
+/** Rows of W per invocation (64 invocations per workgroup). */
+export const GEMV_Q_VARIANTS: readonly { name: string; rn: number }[] = [
+  { name: "gemv-q-r2", rn: 2 },
+  { name: "gemv-q-r4", rn: 4 },
+  { name: "gemv-q-r8", rn: 8 },
+];
+const DEQUANT = "dequant";
+
+/**
+ * True when `gemvQuantized` can take x [m, cols] · Wᵀ: few rows, and an adapter with subgroups
+ * (FULGUR_GEMV_Q=0 says no, read per call, so a benchmark can time the widening path beside it).
+ */
+export function gemvQuantLegal(gpu: Gpu, m: number): boolean {
+  return m >= 1 && m <= GEMV_MAX_ROWS && gpu.features.subgroups && process.env.FULGUR_GEMV_Q !== "0";
+}
+
+function bucket(x: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, x)));
+}
+
+function defaultVariant(gpu: Gpu, m: number): string {
+  // Measured on lavapipe (bench/decode-gemv.ts); a GPU's choice comes from tuning.
+  if (adapterKind(gpu) === "software") return m <= 2 ? "gemv-q-r4" : "gemv-q-r8";
+  return "gemv-q-r4";
+}
+
+function dispatchFused(
+  gpu: Gpu,
+  rn: number,
+  x: Tensor,
+  w: QuantizedMatrix,
+  bias: Tensor,
+  out: Tensor,
+  flags: number,
+  alpha: number,
+): void {
+  const m = x.shape[0];
+  gpu.commands.dispatch({
+    shader: "gemv_q",
+    entry: w.kind === "int8" ? "gemv_q8" : "gemv_q4",
+    defines: { MR: m, RN: rn },
+    bindings: [x, w.q, w.scales, bias, out],
+    params: {
+      n: w.rows,
+      ldq: w.q.shape[1],
+      ldx4: w.cols / 4,
+      ldy: w.rows,
+      off_x4: 0,
+      off_y: 0,
+      alpha,
+      flags,
+      off_bias: 0,
+    },
+    workgroups: grid1d(gpu, Math.ceil(w.rows / (64 * rn)), 1),
+  });
+}
+
+/** The widening path: W to a transient f32 matrix, then matmul's dense GEMV. */
+function dispatchDequant(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOptions, out: Tensor): void {
+  const dense = dequantize(w);
+  matmul(x, dense, { transB: true, bias: opts.bias, accumulate: opts.accumulate, alpha: opts.alpha, out });
+  // Released after the commands that read it (the pool reuses it only once they are submitted).
+  dense.dispose();
+}
+
+const dummies = new WeakMap<Gpu, Tensor>();
+function dummyBias(gpu: Gpu): Tensor {
+  let t = dummies.get(gpu);
+  if (!t || t.disposed) {
+    t = gpu.zeros([4]);
+    dummies.set(gpu, t);
+  }
+  return t;
+}
+
+/**
+ * y = alpha · x·Wᵀ (+ bias) (+ y when accumulating) for x f32 [m, cols] with m ≤ 8 and W an
+ * int8/int4 [rows, cols] matrix; returns `opts.out` or a new [m, rows] tensor.
+ */
+export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOptions = {}): Tensor {
+  const gpu = x.gpu;
+  const fn = "gemvQuantized";
+  if (x.shape.length !== 2) throw new Error(`${fn}: x must be 2-D [rows, ${w.cols}], got [${x.shape.join(", ")}]`);
+  const m = x.shape[0];
+  requireShape(x, [m, w.cols], fn, "x", "f32");
+  if (!gemvQuantLegal(gpu, m)) {
+    throw new Error(`${fn}: needs 1..${GEMV_MAX_ROWS} rows of x and the subgroups feature (got ${m} rows)`);
+  }
+  if (opts.accumulate && !opts.out) throw new Error(`${fn}: accumulate needs opts.out`);
+  if (opts.bias) requireShape(opts.bias, [w.rows], fn, "bias", "f32");
+  const out = opts.out ?? gpu.tensor([m, w.rows]);
+  requireShape(out, [m, w.rows], fn, "out", "f32");
+  const variant = opts.variant ?? chooseVariant(gpu, m, w);
+  if (variant === DEQUANT) {
+    dispatchDequant(x, w, opts, out);
+    return out;
+  }
+  const v = GEMV_Q_VARIANTS.find((c) => c.name === variant);
+  if (!v) {
+    const names = [...GEMV_Q_VARIANTS.map((c) => c.name), DEQUANT].join(", ");
+    throw new Error(`${fn}: unknown variant '${variant}' (expected one of ${names})`);
+  }
+  const flags = (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0);
+  dispatchFused(gpu, v.rn, x, w, opts.bias ?? dummyBias(gpu), out, flags, opts.alpha ?? 1);
+  return out;
+}
+
+function chooseVariant(gpu: Gpu, m: number, w: QuantizedMatrix): string {
+  const cls = `${w.kind}:m${m}:n${bucket(w.rows)}:k${bucket(w.cols)}`;
+  const names = [...GEMV_Q_VARIANTS.map((v) => v.name), DEQUANT];
+  const cached = cachedVariant(gpu, "gemv-q", cls, names);
+  if (cached) return cached;
+  notePending(gpu, { family: "gemv-q", shapeClass: cls, prepare: () => scratch(gpu, m, w), variants: names });
+  return defaultVariant(gpu, m);
+}
+
+/** Scratch operands of this shape and a candidate per variant, for the tuner. */
+function scratch(gpu: Gpu, m: number, w: QuantizedMatrix): { candidates: TuneCandidate[]; dispose: () => void } {
+  const x = gpu.zeros([m, w.cols]);
+  const sw: QuantizedMatrix = { ...w, q: gpu.zeros(w.q.shape, "u32"), scales: gpu.zeros(w.scales.shape) };
+  const out = gpu.zeros([m, w.rows]);
+  const names = [...GEMV_Q_VARIANTS.map((v) => v.name), DEQUANT];
+  return {
+    candidates: names.map((variant) => ({ variant, record: () => gemvQuantized(x, sw, { variant, out }) })),
+    dispose: () => {
+      for (const t of [x, sw.q, sw.scales, out]) t.dispose();
+    },
+  };
+}

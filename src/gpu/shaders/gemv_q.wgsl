@@ -1,0 +1,185 @@
+// Small-M GEMV straight from int8/int4 weights (quant.wgsl's formats), for decode over a
+// quantised frozen base: y[r, n] = alpha · Σ_k x[r, k] · W[n, k] (+ bias[n]) (+ y when
+// accumulating) for r < MR (1..8 rows of x), W [N, K] stored packed with its scales (needs the
+// `subgroups` feature).
+//
+// Why: without it a quantised layer is widened to an f32 matrix before every use (dequant_*:
+// read 1 B, write 4 B per weight) and the f32 GEMV then reads 4 B per weight again, so int8
+// decode moved ~9 B per weight where f16 moves 2. Here each packed word is read once and widened
+// in registers: 4 weights per 32-bit load for int8, 8 for int4. On lavapipe a GEMV costs about one
+// per-lane load per 32-bit word read (docs/kernels.md), so this is also the cheapest format there.
+// Layout as gemv_sg.wgsl: every invocation owns RN consecutive rows of W and walks K in step with
+// its subgroup; lane l of each group of 8 lanes loads row l of x and the others take it by
+// subgroupShuffle; a subgroup narrower than 8 lanes loads x per lane instead.
+// - gemv_q8: one scale per output row (int8), applied once to the finished dot product.
+// - gemv_q4: one scale per INT4_GROUP = 32 columns of a row (4 words); the loop walks groups and
+//   scales the widened weights of each word before the dot products.
+// Defines: MR, RN.
+
+enable subgroups;
+diagnostic(off, subgroup_uniformity);
+
+struct Params {
+  n: u32,
+  // packed u32 words per row of W: K / 4 (int8) or K / 8 (int4)
+  ldq: u32,
+  ldx4: u32,
+  ldy: u32,
+  off_x4: u32,
+  off_y: u32,
+  alpha: f32,
+  // bit 0: add bias[off_bias + n]; bit 1: add the existing y
+  flags: u32,
+  off_bias: u32,
+}
+
+const MR: u32 = {{MR}}u;
+const RN: u32 = {{RN}}u;
+const WG: u32 = 64u;
+// int4 words per scale group (INT4_GROUP = 32 columns, 8 per word).
+const Q4_WORDS: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> q: array<u32>;
+// int8: [N]; int4: [N, K / 32]
+@group(0) @binding(2) var<storage, read> scales: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(1) @binding(0) var<uniform> p: Params;
+
+// Sign-extends the four bytes of a word (as quant.wgsl's unpack_i8).
+fn unpack_i8(word: u32) -> vec4<f32> {
+  let v = bitcast<vec4<i32>>(vec4<u32>(word << 24u, word << 16u, word << 8u, word));
+  return vec4<f32>(v >> vec4<u32>(24u));
+}
+
+// Sign-extends nibbles 0-3 (half 0) or 4-7 (half 1) of a word (as quant.wgsl's unpack_i4).
+fn unpack_i4(word: u32, half: u32) -> vec4<f32> {
+  let shifts = vec4<u32>(28u, 24u, 20u, 16u) - vec4<u32>(16u * half);
+  let v = bitcast<vec4<i32>>(vec4<u32>(word) << shifts);
+  return vec4<f32>(v >> vec4<u32>(28u));
+}
+
+// Row r's x vec4 at index k: from the lane of this group of 8 that loaded it, or loaded here.
+fn x_row(mine: vec4<f32>, share_x: bool, group: u32, r: u32, k: u32) -> vec4<f32> {
+  if (share_x) {
+    return subgroupShuffle(mine, group + r);
+  }
+  return x[p.off_x4 + r * p.ldx4 + k];
+}
+
+fn store(acc: ptr<function, array<f32, MR * RN>>, n0: u32, row_scale: array<f32, RN>) {
+  for (var j = 0u; j < RN; j++) {
+    let n = n0 + j;
+    if (n < p.n) {
+      for (var r = 0u; r < MR; r++) {
+        let idx = p.off_y + r * p.ldy + n;
+        var out = (*acc)[r * RN + j] * row_scale[j] * p.alpha;
+        if ((p.flags & 1u) != 0u) {
+          out += bias[p.off_bias + n];
+        }
+        if ((p.flags & 2u) != 0u) {
+          out += y[idx];
+        }
+        y[idx] = out;
+      }
+    }
+  }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn gemv_q8(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(subgroup_invocation_id) sid: u32,
+  @builtin(subgroup_size) sg_size: u32,
+) {
+  // No early return: every lane takes part in the shuffles; rows past N are clamped, not stored.
+  let n0 = ((wid.x + wid.y * nwg.x) * WG + lid) * RN;
+  var iq: array<u32, RN>;
+  var row_scale: array<f32, RN>;
+  for (var j = 0u; j < RN; j++) {
+    let row = min(n0 + j, p.n - 1u);
+    iq[j] = row * p.ldq;
+    row_scale[j] = scales[row];
+  }
+  let share_x = sg_size >= 8u;
+  let group = sid & ~7u;
+  let own = p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4;
+  var acc: array<f32, MR * RN>;
+  // One word holds columns 4k..4k+3: the same span as x's vec4 k.
+  for (var k = 0u; k < p.ldq; k++) {
+    var wv: array<vec4<f32>, RN>;
+    for (var j = 0u; j < RN; j++) {
+      wv[j] = unpack_i8(q[iq[j] + k]);
+    }
+    var mine = vec4<f32>(0.0);
+    if (share_x) {
+      mine = x[own + k];
+    }
+    for (var r = 0u; r < MR; r++) {
+      let xv = x_row(mine, share_x, group, r, k);
+      for (var j = 0u; j < RN; j++) {
+        acc[r * RN + j] += dot(xv, wv[j]);
+      }
+    }
+  }
+  store(&acc, n0, row_scale);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn gemv_q4(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(subgroup_invocation_id) sid: u32,
+  @builtin(subgroup_size) sg_size: u32,
+) {
+  let n0 = ((wid.x + wid.y * nwg.x) * WG + lid) * RN;
+  var iq: array<u32, RN>;
+  var is: array<u32, RN>;
+  var ones: array<f32, RN>;
+  let groups = p.ldq / Q4_WORDS;
+  for (var j = 0u; j < RN; j++) {
+    let row = min(n0 + j, p.n - 1u);
+    iq[j] = row * p.ldq;
+    is[j] = row * groups;
+    ones[j] = 1.0;
+  }
+  let share_x = sg_size >= 8u;
+  let group = sid & ~7u;
+  let own = p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4;
+  var acc: array<f32, MR * RN>;
+  for (var g = 0u; g < groups; g++) {
+    var s: array<f32, RN>;
+    for (var j = 0u; j < RN; j++) {
+      s[j] = scales[is[j] + g];
+    }
+    for (var i = 0u; i < Q4_WORDS; i++) {
+      // Word kw holds columns 8kw..8kw+7: x's vec4s 2kw and 2kw + 1.
+      let kw = g * Q4_WORDS + i;
+      var lo: array<vec4<f32>, RN>;
+      var hi: array<vec4<f32>, RN>;
+      for (var j = 0u; j < RN; j++) {
+        let word = q[iq[j] + kw];
+        lo[j] = unpack_i4(word, 0u) * s[j];
+        hi[j] = unpack_i4(word, 1u) * s[j];
+      }
+      var mine_lo = vec4<f32>(0.0);
+      var mine_hi = vec4<f32>(0.0);
+      if (share_x) {
+        mine_lo = x[own + 2u * kw];
+        mine_hi = x[own + 2u * kw + 1u];
+      }
+      for (var r = 0u; r < MR; r++) {
+        let x_lo = x_row(mine_lo, share_x, group, r, 2u * kw);
+        let x_hi = x_row(mine_hi, share_x, group, r, 2u * kw + 1u);
+        for (var j = 0u; j < RN; j++) {
+          acc[r * RN + j] += dot(x_lo, lo[j]) + dot(x_hi, hi[j]);
+        }
+      }
+    }
+  }
+  store(&acc, n0, ones);
+}
