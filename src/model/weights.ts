@@ -60,8 +60,9 @@ export const F16_MAX = 65504;
 
 export interface UploadOptions {
   /**
-   * Storage type of the frozen linear weights and an untied LM head (norms, biases and the
-   * embedding stay f32; matmuls accumulate in f32 either way). "auto" (the default): f16 when the
+   * Storage type of the frozen matrices: linear weights, the embedding and an untied LM head
+   * (norms and biases stay f32; matmuls accumulate in f32 either way). A tied head is the
+   * embedding, so serving's logits and training's logprobs read the same f16 values. "auto" (the default): f16 when the
    * adapter has shader-f16 and the checkpoint stores the tensor in 16 bits (BF16/F16), else f32.
    * "f16" forces it (needs shader-f16). A tensor with values beyond ±65504 stays f32 (warned).
    */
@@ -131,7 +132,12 @@ export async function uploadWeights(
   };
 
   const { vocabSize, hiddenSize } = config;
-  const embed = await matrix("model.embed_tokens.weight", vocabSize, hiddenSize, "f32");
+  const embed = await matrix(
+    "model.embed_tokens.weight",
+    vocabSize,
+    hiddenSize,
+    frozenType("model.embed_tokens.weight"),
+  );
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);

@@ -81,6 +81,7 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
       const q = denseWeight(auto.transformer.weights.layers[0].proj.q_proj, "test");
       expect(q.dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
       expect(auto.transformer.weights.lmHead.dtype).toBe(q.dtype);
+      expect(auto.transformer.weights.embed.dtype).toBe(q.dtype);
       expect(denseWeight(full.transformer.weights.layers[0].proj.q_proj, "test").dtype).toBe("f32");
       expect(auto.transformer.weights.keptF32).toEqual([]);
       // Exactness on the device: what the GPU holds is the checkpoint's value wherever
@@ -125,6 +126,36 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
     } finally {
       auto.dispose();
       full.dispose();
+    }
+  });
+
+  it("stores a tied embedding (and so the LM head) in f16 and still matches the f64 reference", async () => {
+    const g = gpu();
+    const dir = join(root, "bf16-tied");
+    await writeTinyModel(dir, { ...spec, tie: true, seed: 32 });
+    const ck = await loadCheckpoint(dir);
+    const ref = await loadReferenceModel(ck);
+    await ck.close();
+    const auto = await loadModel(dir, { gpu: g });
+    try {
+      const w = auto.transformer.weights;
+      expect(w.lmHead).toBe(w.embed);
+      expect(w.embed.dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
+      const r = rng(3);
+      const tokens = Array.from({ length: 20 }, () => Math.floor(r() * auto.config.vocabSize));
+      // The embedding gather and the head GEMV/GEMM both read the f16 table exactly (bf16 values).
+      expect(relErr(await auto.logits(tokens), referenceForward(ref, tokens))).toBeLessThan(1e-5);
+      const [gen] = await auto.generate([tokens.slice(0, 8)], { temperature: 0, maxTokens: 4, ignoreEos: true });
+      const seq = [...tokens.slice(0, 8), ...gen.tokens];
+      const V = auto.config.vocabSize;
+      const want = referenceForward(ref, seq).subarray(7 * V, 8 * V);
+      let [best, bestAt] = [Number.NEGATIVE_INFINITY, -1];
+      want.forEach((x, i) => {
+        if (x > best) [best, bestAt] = [x, i];
+      });
+      expect(gen.tokens[0]).toBe(bestAt);
+    } finally {
+      auto.dispose();
     }
   });
 

@@ -2,7 +2,7 @@
 // row-sharded tables (a 64 KiB binding limit), id validation and clamping, determinism, and a
 // finite-difference gradient check.
 import { describe, expect, it } from "vitest";
-import { ShardedMatrix } from "../../src/gpu/index.ts";
+import { f16ToF32, f32ToF16, ShardedMatrix } from "../../src/gpu/index.ts";
 import { embedding, embeddingBackward, scatterPlan, uploadTokenIds } from "../../src/gpu/kernels/embedding.ts";
 import { expectClose } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
@@ -48,6 +48,34 @@ describe("embedding", () => {
       expectClose(await dTable.read(), embeddingBackwardRef(dyd, dim, idsHost, initial), SCATTER_TOL, "dTable");
     },
   );
+
+  it.each(CASES)(
+    "gathers from an f16 table (a frozen embedding) like the reference (tokens=%i vocab=%i dim=%i)",
+    async (tokens, vocab, dim) => {
+      const g = gpu();
+      const table = uniform(vocab * dim, vocab + dim + 1).map((v) => f16ToF32(f32ToF16(v)));
+      const idsHost = ints(tokens, tokens + 1, vocab);
+      idsHost[tokens - 1] = vocab - 1;
+      const out = embedding(g.tensor([vocab, dim], "f16", table), uploadTokenIds(g, idsHost, vocab));
+      expect(Array.from(await out.read())).toEqual(Array.from(embeddingRef(table, dim, idsHost)));
+    },
+  );
+
+  it("gathers from a row-sharded f16 table; the scatter refuses an f16 table", async () => {
+    const g = smallBindings();
+    const [vocab, dim, tokens] = [700, 129, 40];
+    const table = uniform(vocab * dim, 71).map((v) => f16ToF32(f32ToF16(v)));
+    const sharded = ShardedMatrix.upload(g, vocab, dim, table, "f16");
+    expect(sharded.shards.length).toBeGreaterThan(2);
+    const idsHost = ints(tokens, 72, vocab);
+    sharded.shards.forEach((s, i) => {
+      idsHost[2 * i] = s.rowStart;
+      idsHost[2 * i + 1] = s.rowStart + s.rows - 1;
+    });
+    const out = embedding(sharded, uploadTokenIds(g, idsHost, vocab));
+    expect(Array.from(await out.read())).toEqual(Array.from(embeddingRef(table, dim, idsHost)));
+    expect(() => embeddingBackward(g.zeros([tokens, dim]), idsHost, sharded)).toThrow(/table must be f32, got f16/);
+  });
 
   it("sums many repeats of one id and is bitwise deterministic", async () => {
     const g = gpu();

@@ -9,15 +9,20 @@ import { require2d, requireF32, requireShape, requireU32, rowsGrid, sameBuffer, 
 
 const WG = 64;
 
-/** A [vocab, dim] table as one tensor or row shards, seen uniformly. */
-function tableShards(op: string, table: Tensor | ShardedMatrix): { vocab: number; dim: number; shards: Shard[] } {
+/** A [vocab, dim] table as one tensor or row shards, seen uniformly (f16 only where `f16ok`). */
+function tableShards(
+  op: string,
+  table: Tensor | ShardedMatrix,
+  f16ok = false,
+): { vocab: number; dim: number; shards: Shard[]; f16: boolean } {
+  const f16 = f16ok && table.dtype === "f16";
   if (table instanceof ShardedMatrix) {
-    if (table.dtype !== "f32") throw new Error(`${op}: table must be f32, got ${table.dtype}`);
-    return { vocab: table.rows, dim: table.cols, shards: table.shards };
+    if (table.dtype !== "f32" && !f16) throw new Error(`${op}: table must be f32, got ${table.dtype}`);
+    return { vocab: table.rows, dim: table.cols, shards: table.shards, f16 };
   }
-  requireF32(table, op, "table");
+  if (!f16) requireF32(table, op, "table");
   const [vocab, dim] = require2d(table, op, "table");
-  return { vocab, dim, shards: [{ tensor: table, rowStart: 0, rows: vocab }] };
+  return { vocab, dim, shards: [{ tensor: table, rowStart: 0, rows: vocab }], f16 };
 }
 
 /**
@@ -39,13 +44,13 @@ function checkIds(op: string, ids: ArrayLike<number>, vocab: number): void {
 }
 
 /**
- * out [tokens, dim] = table[ids]. `table` is [vocab, dim] f32, as one tensor or a ShardedMatrix
+ * out [tokens, dim] = table[ids]. `table` is [vocab, dim] f32 or f16, as one tensor or a ShardedMatrix
  * (one dispatch per shard, each writing the tokens whose ids fall in its rows). `ids` is u32
  * [tokens]; ids ≥ vocab are clamped to vocab − 1 (validate with `uploadTokenIds`).
  */
 export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: { out?: Tensor } = {}): Tensor {
   const op = "embedding";
-  const { vocab, dim, shards } = tableShards(op, table);
+  const { vocab, dim, shards, f16 } = tableShards(op, table, true);
   requireU32(ids, op, "ids");
   if (ids.shape.length !== 1) throw new Error(`${op}: ids must be 1-D [tokens], got [${ids.shape.join(", ")}]`);
   if (vocab === 0 || dim === 0) throw new Error(`${op}: table is empty ([${vocab}, ${dim}])`);
@@ -57,12 +62,12 @@ export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: {
   if (sameBuffer(out, ids) || shards.some((s) => sameBuffer(out, s.tensor))) {
     throw new Error(`${op}: out must not share a buffer with the table or ids`);
   }
-  const width: 1 | 4 = dim % 4 === 0 ? 4 : 1;
+  const width: 1 | 4 = dim % 4 === 0 && !f16 ? 4 : 1;
   const cols = dim / width;
   for (const shard of shards) {
     gpu.commands.dispatch({
       shader: "embedding",
-      entry: "embedding_gather",
+      entry: f16 ? "embedding_gather_f16" : "embedding_gather",
       defines: vectorDefines(width),
       bindings: [shard.tensor, ids, out],
       params: {

@@ -10,6 +10,9 @@
 // (segment s, column c) sums dy over the segment's tokens in ascending token order and adds the
 // sum into table row unique[s]: every table element has exactly one writer.
 // V is vec4<f32> when dim is a multiple of 4, else f32; `cols` counts elements of V.
+// An f16 table (a frozen embedding stored like the other frozen weights) is gathered by
+// `embedding_gather_f16`, which reads it as u32 pairs and widens with unpack2x16float (no
+// shader-f16 needed); the scatter (training the embedding) needs an f32 table.
 
 struct Params {
   count: u32,       // rows of the grid: tokens (gather) or segments (scatter)
@@ -51,6 +54,28 @@ fn embedding_gather(
   let id = min(ids[t], p.vocab - 1u);
   if (id >= p.row_start && id - p.row_start < p.rows) {
     out[t * p.cols + c] = table[(id - p.row_start) * p.cols + c];
+  }
+}
+
+// ---- gather from an f16 table: one element per invocation, `cols` counts elements ----
+@group(0) @binding(0) var<storage, read> table_h: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out_s: array<f32>;
+
+@compute @workgroup_size(WG)
+fn embedding_gather_f16(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let c = gid.x;
+  let t = grid_row(wid, nwg);
+  if (c >= p.cols || t >= p.count) {
+    return;
+  }
+  let id = min(ids[t], p.vocab - 1u);
+  if (id >= p.row_start && id - p.row_start < p.rows) {
+    let i = (id - p.row_start) * p.cols + c;
+    out_s[t * p.cols + c] = unpack2x16float(table_h[i >> 1u])[i & 1u];
   }
 }
 
