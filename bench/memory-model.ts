@@ -15,7 +15,7 @@ const CONFIG_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "
 const GiB = 2 ** 30;
 
 export interface MemoryTerms {
-  /** Bytes of frozen weights (embedding always f32; linears and an untied head at `bytes`). */
+  /** Bytes of frozen weights (embedding, linears and an untied head at `bytes`; norms f32). */
   weights: number;
   /** LoRA A/B + gradient + AdamW m and v, all f32. */
   loraState: number;
@@ -35,7 +35,7 @@ export function memoryTerms(c: ModelConfig, bytes: number, rank = 16, tokens = 1
   const m = c.intermediateSize;
   const perLayerLinear = h * q * 2 + h * kv * 2 + 3 * h * m;
   const head = c.tieWordEmbeddings ? 0 : c.vocabSize * h * bytes;
-  const weights = c.vocabSize * h * 4 + c.numLayers * (perLayerLinear * bytes + 2 * h * 4) + head;
+  const weights = c.vocabSize * h * bytes + c.numLayers * (perLayerLinear * bytes + 2 * h * 4) + head;
   const loraPerLayer = rank * (h + q + (h + kv) * 2 + (q + h) + 3 * (h + m));
   const loraState = c.numLayers * loraPerLayer * 4 * 4;
   // Per layer and token, the forward keeps: normed input, o_proj output, residual, post-norm
@@ -65,6 +65,7 @@ export function calibration(path: string): { factor: number; weightsFactor: numb
           vocab?: number;
           microTokens: number;
           loraRank?: number;
+          dtype?: string;
         },
     );
   for (const r of records) {
@@ -74,7 +75,7 @@ export function calibration(path: string): { factor: number; weightsFactor: numb
     const raw = JSON.parse(readFileSync(join(CONFIG_DIR, file), "utf8"));
     const config = parseModelConfig({ ...raw, vocab_size: r.vocab ?? raw.vocab_size });
     const tokens = r.microTokens as number;
-    const t = memoryTerms(config, 4, r.loraRank ?? 16, tokens);
+    const t = memoryTerms(config, r.dtype === "f16" ? 2 : 4, r.loraRank ?? 16, tokens);
     const predicted = tokens * t.activationPerToken + t.headChunk;
     // Pooled buffers are rounded up to size classes (≤ 12.5 %): measured weights over the formula.
     const w = records.find((x) => x.metric === "update_memory_weights" && x.model === r.model && x.vocab === r.vocab);

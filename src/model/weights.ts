@@ -70,8 +70,9 @@ export interface UploadOptions {
   /**
    * "int8": the linear projections' weights are stored int8 with one f32 scale per output
    * channel (a quarter of f32's memory); "int4": int4 with one scale per 32 columns of a row (an
-   * eighth, plus scales). Widened to f32 right before each use; for a frozen base (LoRA
-   * training, serving). Embeddings, norms and the LM head keep `dtype`.
+   * eighth, plus scales). Decode reads them packed (gemv_q.wgsl); GEMMs widen one matrix
+   * to f32 right before use; for a frozen base (LoRA training, serving). Embeddings, norms and
+   * the LM head keep `dtype`.
    */
   quantize?: "int8" | "int4";
   /** Called after each tensor (for progress bars). */
