@@ -2,7 +2,23 @@
 // llama.cpp (node-llama-cpp), so bench/vs-llamacpp.ts and bench/scale.ts compare like with like:
 // the slowest time to first token is the prefill, the rest of the wall time is decode.
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
+import { GGUF_DTYPES, type GgufDtype } from "../src/export/gguf-model.ts";
 import type { Model } from "../src/model/model.ts";
+
+/**
+ * `--llamacpp-dtypes` of bench/scale.ts and bench/vs-llamacpp.ts: the GGUF storage types llama.cpp
+ * runs the same weights in ("f16,q8_0": F16 beside Q8_0, llama.cpp's int8 format), comma-separated.
+ */
+export function parseLlamaCppDtypes(value: string | undefined, fallback: GgufDtype): GgufDtype[] {
+  const list = (value ?? fallback).split(",").filter(Boolean);
+  if (list.length === 0) throw new Error("--llamacpp-dtypes needs at least one of f32, f16, q8_0");
+  for (const d of list) {
+    if (!GGUF_DTYPES.includes(d as GgufDtype)) {
+      throw new Error(`--llamacpp-dtypes: unknown GGUF dtype '${d}' (known: ${GGUF_DTYPES.join(", ")})`);
+    }
+  }
+  return [...new Set(list)] as GgufDtype[];
+}
 
 export interface Timing {
   prefillTokPerS: number;

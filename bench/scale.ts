@@ -4,7 +4,10 @@
 // not implement it), measured end to end on this machine's WebGPU adapter:
 //   - load time and the weights' GPU bytes;
 //   - prefill and decode tokens/s at batch 1/8/32 with peak pooled GPU memory, against llama.cpp
-//     (node-llama-cpp's prebuilt CPU build) decoding the same weights exported as an F16 GGUF;
+//     (node-llama-cpp's prebuilt CPU build) decoding the same weights exported as an F16 GGUF, and
+//     with --llamacpp-dtypes f16,q8_0 also as a Q8_0 GGUF (llama.cpp's int8 weights: 32 values per
+//     f16 scale), the same-precision reference for Fulgur's int8 weights. Every llama.cpp record
+//     and Fulgur/llama.cpp ratio carries `gguf` (the GGUF dtype) beside `dtype` (Fulgur's weights);
 //   - one LoRA PPO update (r=16 on all seven projections, AdamW, micro-batches with gradient
 //     accumulation like the trainer) with its peak GPU memory split into weights, adapter +
 //     optimizer state and activations, against the same update in PyTorch on the CPU
@@ -14,6 +17,7 @@
 //   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b,gemma-3-1b] [--quick] [--sequences 8]
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
+//     [--llamacpp-dtypes f16,q8_0] (GGUF dtypes llama.cpp decodes the weights in, default f16)
 //     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
 //     [--ab-gemv] (also time decode with the old GEMV path, FULGUR_GEMV_SG=0, in the same run)
 //     [--cache-dir dir | --no-cache]   (generated checkpoints are cached, default $TMPDIR/fulgur-scale-cache)
@@ -34,7 +38,7 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Llama } from "node-llama-cpp";
-import { writeGgufModel } from "../src/export/gguf-model.ts";
+import { type GgufDtype, writeGgufModel } from "../src/export/gguf-model.ts";
 import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { loadCheckpoint, readModelConfig } from "../src/model/loader.ts";
@@ -42,7 +46,14 @@ import { loadModel } from "../src/model/model.ts";
 import { type RandomModel, writeRandomModel } from "../src/model/random-init.ts";
 import { type PolicySample, policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
-import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp, withPlainGemv } from "./decode-timing.ts";
+import {
+  decodePrompts,
+  parseLlamaCppDtypes,
+  type Timing,
+  timeFulgur,
+  timeLlamaCpp,
+  withPlainGemv,
+} from "./decode-timing.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -83,6 +94,8 @@ export interface ScaleOptions {
   cacheDir: string | null;
   /** Also time decode with the old GEMV path (FULGUR_GEMV_SG=0) beside the default, same run. */
   abGemv?: boolean;
+  /** GGUF dtypes the llama.cpp reference decodes the same weights in (default ["f16"]). */
+  llamacppDtypes: GgufDtype[];
 }
 
 /** Parses argv into options; --quick shrinks every phase to minutes on a software adapter. */
@@ -121,6 +134,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     out: value("--out"),
     vocab: value("--vocab") === undefined ? undefined : int("--vocab", 1),
     abGemv: argv.includes("--ab-gemv"),
+    llamacppDtypes: parseLlamaCppDtypes(value("--llamacpp-dtypes"), "f16"),
     cacheDir: argv.includes("--no-cache") ? null : (value("--cache-dir") ?? join(tmpdir(), "fulgur-scale-cache")),
   };
 }
@@ -318,55 +332,67 @@ export async function benchScaleModel(
     if (config.gemma3 && !opts.skip.has("llamacpp") && !opts.skip.has("decode") && llama) {
       put({ ...common, metric: "llamacpp_reference", value: 0, unit: "skipped", reason: "no GGUF export for Gemma 3" });
     } else if (!opts.skip.has("llamacpp") && !opts.skip.has("decode") && llama) {
-      const gguf = join(work, "model-f16.gguf");
-      const ck = await loadCheckpoint(dir);
-      try {
-        await writeGgufModel(ck, null, gguf, { dtype: "f16" });
-      } finally {
-        await ck.close();
-      }
-      for (const batch of opts.batches) {
-        const prompts = decodePrompts(batch, opts.prompt, config.vocabSize);
-        let best: Timing | null = null;
-        let bestThreads = 0;
-        // ggml threads spin at barriers: on a shared machine one thread can beat all cores.
-        for (const threads of [...new Set([1, cpus().length])]) {
-          const cpp = await openGguf(llama, gguf, { contextSize: maxSeqLen, sequences: batch, threads });
-          try {
-            await timeLlamaCpp(
-              cpp.sequences,
-              prompts.map((p) => p.slice(0, 4)),
-              1,
-            ); // warm-up
-            const t = await timeLlamaCpp(cpp.sequences, prompts, opts.decode);
-            if (!best || t.decodeTokPerS > best.decodeTokPerS) {
-              best = t;
-              bestThreads = threads;
+      for (const ggufDtype of opts.llamacppDtypes) {
+        const gguf = join(work, `model-${ggufDtype}.gguf`);
+        t0 = performance.now();
+        const ck = await loadCheckpoint(dir);
+        let ggufBytes: number;
+        try {
+          ({ bytes: ggufBytes } = await writeGgufModel(ck, null, gguf, { dtype: ggufDtype }));
+        } finally {
+          await ck.close();
+        }
+        const g = { ...common, gguf: ggufDtype };
+        put({ ...g, metric: "gguf_export_time", value: performance.now() - t0, unit: "ms", ggufMiB: ggufBytes / MiB });
+        for (const batch of opts.batches) {
+          const prompts = decodePrompts(batch, opts.prompt, config.vocabSize);
+          let best: Timing | null = null;
+          let bestThreads = 0;
+          // ggml threads spin at barriers: on a shared machine one thread can beat all cores.
+          for (const threads of [...new Set([1, cpus().length])]) {
+            const cpp = await openGguf(llama, gguf, { contextSize: maxSeqLen, sequences: batch, threads });
+            try {
+              await timeLlamaCpp(
+                cpp.sequences,
+                prompts.map((p) => p.slice(0, 4)),
+                1,
+              ); // warm-up
+              const t = await timeLlamaCpp(cpp.sequences, prompts, opts.decode);
+              if (!best || t.decodeTokPerS > best.decodeTokPerS) {
+                best = t;
+                bestThreads = threads;
+              }
+            } finally {
+              await cpp.dispose();
             }
-          } finally {
-            await cpp.dispose();
+          }
+          if (!best) continue;
+          const s = { ...g, batch, promptLen: opts.prompt, decode: opts.decode, engine: "llama.cpp-cpu" };
+          put({
+            ...s,
+            threads: bestThreads,
+            metric: "prefill_tokens_per_s",
+            value: best.prefillTokPerS,
+            unit: "tok/s",
+          });
+          put({ ...s, threads: bestThreads, metric: "decode_tokens_per_s", value: best.decodeTokPerS, unit: "tok/s" });
+          for (const engine of ["fulgur", "fulgur-gemv-plain"]) {
+            const ours = records.find(
+              (r) => r.metric === "decode_tokens_per_s" && r.engine === engine && r.batch === batch,
+            );
+            if (ours)
+              put({
+                ...g,
+                batch,
+                metric:
+                  engine === "fulgur" ? "decode_ratio_fulgur_over_llamacpp" : "decode_ratio_gemv_plain_over_llamacpp",
+                value: ours.value / best.decodeTokPerS,
+                unit: "x",
+              });
           }
         }
-        if (!best) continue;
-        const s = { ...common, batch, promptLen: opts.prompt, decode: opts.decode, engine: "llama.cpp-cpu" };
-        put({ ...s, threads: bestThreads, metric: "prefill_tokens_per_s", value: best.prefillTokPerS, unit: "tok/s" });
-        put({ ...s, threads: bestThreads, metric: "decode_tokens_per_s", value: best.decodeTokPerS, unit: "tok/s" });
-        for (const engine of ["fulgur", "fulgur-gemv-plain"]) {
-          const ours = records.find(
-            (r) => r.metric === "decode_tokens_per_s" && r.engine === engine && r.batch === batch,
-          );
-          if (ours)
-            put({
-              ...common,
-              batch,
-              metric:
-                engine === "fulgur" ? "decode_ratio_fulgur_over_llamacpp" : "decode_ratio_gemv_plain_over_llamacpp",
-              value: ours.value / best.decodeTokPerS,
-              unit: "x",
-            });
-        }
+        rmSync(gguf, { force: true });
       }
-      rmSync(gguf, { force: true });
     }
 
     if (!opts.skip.has("update")) {

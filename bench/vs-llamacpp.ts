@@ -4,15 +4,19 @@
 // mode; (2) speed: prefill and decode tokens/s at batch 1 and 8 of Fulgur's engine on this
 // machine's WebGPU adapter vs llama.cpp's prebuilt CPU build (node-llama-cpp, f16 KV cache as by
 // default, best of 1 thread and all cores), with the ratio in the same run.
+// `--llamacpp-dtypes f32,q8_0` runs both on each of those GGUF exports of the same weights (Q8_0:
+// llama.cpp's int8 weights, the reference for Fulgur's int8 serving); every llama.cpp record, parity
+// figure and ratio carries `gguf` (the GGUF dtype).
 //   npx tsx bench/vs-llamacpp.ts [--quick] [--results]   (--results rewrites its section of bench/RESULTS.md)
 //     [--models tiny,25m] [--ab-gemv]   (--ab-gemv: also time Fulgur with the old GEMV path, FULGUR_GEMV_SG=0)
+//     [--llamacpp-dtypes f32,f16,q8_0]  (GGUF dtypes for llama.cpp, default f32; --results needs f32)
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Llama } from "node-llama-cpp";
-import { writeGgufModel } from "../src/export/gguf-model.ts";
+import { type GgufDtype, writeGgufModel } from "../src/export/gguf-model.ts";
 import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
 import { loadCheckpoint } from "../src/model/loader.ts";
 import { loadModel } from "../src/model/model.ts";
@@ -25,7 +29,14 @@ import {
   openGguf,
   openLlamaCpp,
 } from "../test/export/llamacpp.ts";
-import { decodePrompts, type Timing, timeFulgur, timeLlamaCpp, withPlainGemv } from "./decode-timing.ts";
+import {
+  decodePrompts,
+  parseLlamaCppDtypes,
+  type Timing,
+  timeFulgur,
+  timeLlamaCpp,
+  withPlainGemv,
+} from "./decode-timing.ts";
 import { ENGINE_MODELS } from "./engine.ts";
 import { type BenchRecord, emit } from "./lib.ts";
 
@@ -39,8 +50,9 @@ function prompts(batch: number, vocab: number): number[][] {
 export async function benchVsLlamaCpp(
   gpu: Gpu,
   llama: Llama,
-  options: { quick?: boolean; abGemv?: boolean; models?: string[] } = {},
+  options: { quick?: boolean; abGemv?: boolean; models?: string[]; llamacppDtypes?: GgufDtype[] } = {},
 ) {
+  const ggufDtypes = options.llamacppDtypes ?? ["f32"];
   const records: BenchRecord[] = [];
   const put = (r: BenchRecord) => {
     emit(r);
@@ -53,36 +65,49 @@ export async function benchVsLlamaCpp(
     const dir = mkdtempSync(join(tmpdir(), `fulgur-vs-llamacpp-${name}-`));
     try {
       await writeTinyModel(dir, spec);
-      const gguf = join(dir, "model-f32.gguf");
-      const checkpoint = await loadCheckpoint(dir);
-      try {
-        await writeGgufModel(checkpoint, null, gguf, { dtype: "f32" });
-      } finally {
-        await checkpoint.close();
+      const ggufs = new Map<GgufDtype, string>();
+      for (const dtype of ggufDtypes) {
+        const gguf = join(dir, `model-${dtype}.gguf`);
+        const checkpoint = await loadCheckpoint(dir);
+        try {
+          await writeGgufModel(checkpoint, null, gguf, { dtype });
+        } finally {
+          await checkpoint.close();
+        }
+        ggufs.set(dtype, gguf);
       }
       const model = await loadModel(dir, { gpu, maxSlots: 8, maxSeqLen: 320, maxStepTokens: 4096 });
       try {
         const vocab = model.config.vocabSize;
         const common = { bench: "vs-llamacpp", model: name, adapter };
 
-        const exact = await openGguf(llama, gguf, { contextSize: 512, kvCache: "f32" });
-        try {
-          const tokens = model.tokenizer.encode(HELD_OUT_TEXT);
-          const agreement = compareDistributions(
-            await model.logits(tokens),
-            await llamaCppLogits(exact.sequences[0], tokens, vocab),
-            vocab,
-          );
-          const prompt = tokens.slice(0, 24);
-          const [ours] = await model.generate([prompt], { temperature: 0, maxTokens: 16, ignoreEos: true });
-          const theirs = await llamaCppGreedy(exact.sequences[0], prompt, 16);
-          const greedyMatch = ours.tokens.filter((t, i) => t === theirs[i]).length;
-          const parity = { ...common, positions: agreement.positions, kv: "f32" };
-          put({ ...parity, metric: "top1_agreement", value: agreement.top1Agree / agreement.positions, unit: "ratio" });
-          put({ ...parity, metric: "max_abs_logprob_diff", value: agreement.maxAbsLogprobDiff, unit: "nats" });
-          put({ ...parity, metric: "greedy_tokens_equal", value: greedyMatch, unit: "of 16" });
-        } finally {
-          await exact.dispose();
+        const tokens = model.tokenizer.encode(HELD_OUT_TEXT);
+        const ourLogits = await model.logits(tokens);
+        const prompt = tokens.slice(0, 24);
+        const [ours] = await model.generate([prompt], { temperature: 0, maxTokens: 16, ignoreEos: true });
+        for (const [gguf, path] of ggufs) {
+          const exact = await openGguf(llama, path, { contextSize: 512, kvCache: "f32" });
+          try {
+            const agreement = compareDistributions(
+              ourLogits,
+              await llamaCppLogits(exact.sequences[0], tokens, vocab),
+              vocab,
+            );
+            const theirs = await llamaCppGreedy(exact.sequences[0], prompt, 16);
+            const greedyMatch = ours.tokens.filter((t, i) => t === theirs[i]).length;
+            const parity = { ...common, gguf, positions: agreement.positions, kv: "f32" };
+            put({
+              ...parity,
+              metric: "top1_agreement",
+              value: agreement.top1Agree / agreement.positions,
+              unit: "ratio",
+            });
+            put({ ...parity, metric: "max_abs_logprob_diff", value: agreement.maxAbsLogprobDiff, unit: "nats" });
+            put({ ...parity, metric: "max_total_variation", value: agreement.maxTotalVariation, unit: "ratio" });
+            put({ ...parity, metric: "greedy_tokens_equal", value: greedyMatch, unit: "of 16" });
+          } finally {
+            await exact.dispose();
+          }
         }
 
         await model.generate([prompts(1, vocab)[0]], { temperature: 0, maxTokens: 2, ignoreEos: true }); // warm-up
@@ -93,19 +118,23 @@ export async function benchVsLlamaCpp(
             : null;
           // ggml's threads spin at barriers: on a loaded machine 1 thread can beat all cores by
           // far, so both are measured and the ratio is taken against llama.cpp's better one.
-          const llamaCpp: Record<string, Timing> = {};
-          for (const threads of [...new Set([1, cpus().length])]) {
-            const cpp = await openGguf(llama, gguf, {
-              contextSize: PROMPT_LEN + decode + 8,
-              sequences: batch,
-              threads,
-            });
-            try {
-              await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), 2); // warm-up
-              llamaCpp[threads] = await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), decode);
-            } finally {
-              await cpp.dispose();
+          const llamaCpp = new Map<GgufDtype, Record<string, Timing>>();
+          for (const [gguf, path] of ggufs) {
+            const byThreads: Record<string, Timing> = {};
+            for (const threads of [...new Set([1, cpus().length])]) {
+              const cpp = await openGguf(llama, path, {
+                contextSize: PROMPT_LEN + decode + 8,
+                sequences: batch,
+                threads,
+              });
+              try {
+                await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), 2); // warm-up
+                byThreads[threads] = await timeLlamaCpp(cpp.sequences, prompts(cpp.sequences.length, vocab), decode);
+              } finally {
+                await cpp.dispose();
+              }
             }
+            llamaCpp.set(gguf, byThreads);
           }
           const speed = { ...common, batch, promptLen: PROMPT_LEN, decode };
           for (const [phase, key] of [
@@ -114,23 +143,19 @@ export async function benchVsLlamaCpp(
           ] as const) {
             const metric = `${phase}_tokens_per_s`;
             put({ ...speed, metric, engine: "fulgur", value: fulgur[key], unit: "tok/s" });
-            let best = 0;
-            for (const [threads, t] of Object.entries(llamaCpp)) {
-              put({
-                ...speed,
-                metric,
-                engine: "llama.cpp-cpu",
-                threads: Number(threads),
-                value: t[key],
-                unit: "tok/s",
-              });
-              best = Math.max(best, t[key]);
-            }
-            put({ ...speed, metric: `${phase}_tokens_per_s_llamacpp_best`, value: best, unit: "tok/s" });
-            put({ ...speed, metric: `${phase}_ratio_fulgur_over_llamacpp`, value: fulgur[key] / best, unit: "x" });
-            if (plain) {
-              put({ ...speed, metric, engine: "fulgur-gemv-plain", value: plain[key], unit: "tok/s" });
-              put({ ...speed, metric: `${phase}_ratio_gemv_plain_over_llamacpp`, value: plain[key] / best, unit: "x" });
+            if (plain) put({ ...speed, metric, engine: "fulgur-gemv-plain", value: plain[key], unit: "tok/s" });
+            for (const [gguf, byThreads] of llamaCpp) {
+              const g = { ...speed, gguf };
+              let best = 0;
+              for (const [threads, t] of Object.entries(byThreads)) {
+                put({ ...g, metric, engine: "llama.cpp-cpu", threads: Number(threads), value: t[key], unit: "tok/s" });
+                best = Math.max(best, t[key]);
+              }
+              put({ ...g, metric: `${phase}_tokens_per_s_llamacpp_best`, value: best, unit: "tok/s" });
+              put({ ...g, metric: `${phase}_ratio_fulgur_over_llamacpp`, value: fulgur[key] / best, unit: "x" });
+              if (plain) {
+                put({ ...g, metric: `${phase}_ratio_gemv_plain_over_llamacpp`, value: plain[key] / best, unit: "x" });
+              }
             }
           }
         }
@@ -149,9 +174,15 @@ const END = "<!-- vs-llamacpp:end -->";
 
 /** Markdown for bench/RESULTS.md from one run's records. */
 function resultsSection(records: BenchRecord[], adapter: string): string {
+  // The table is the F32 export's (the exact-parity one); other GGUF dtypes stay in the JSON lines.
   const find = (model: string, metric: string, extra: Record<string, unknown> = {}) =>
-    records.find((r) => r.model === model && r.metric === metric && Object.entries(extra).every(([k, v]) => r[k] === v))
-      ?.value ?? Number.NaN;
+    records.find(
+      (r) =>
+        r.model === model &&
+        r.metric === metric &&
+        (r.gguf === undefined || r.gguf === "f32") &&
+        Object.entries(extra).every(([k, v]) => r[k] === v),
+    )?.value ?? Number.NaN;
   const models = Object.keys(ENGINE_MODELS);
   const f = (v: number, digits = 1) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
   const lines = [
@@ -168,7 +199,7 @@ function resultsSection(records: BenchRecord[], adapter: string): string {
     "| --- | --- | --- | --- | --- |",
   ];
   for (const m of models) {
-    const pos = records.find((r) => r.model === m && r.metric === "top1_agreement")?.positions;
+    const pos = records.find((r) => r.model === m && r.metric === "top1_agreement" && r.gguf === "f32")?.positions;
     lines.push(
       `| ${m} | ${pos} | ${f(100 * find(m, "top1_agreement"), 1)} % | ${find(m, "max_abs_logprob_diff").toExponential(1)} | ${find(m, "greedy_tokens_equal")}/16 |`,
     );
@@ -206,6 +237,11 @@ function writeResults(section: string): void {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const dtypesAt = process.argv.indexOf("--llamacpp-dtypes");
+  const llamacppDtypes = parseLlamaCppDtypes(dtypesAt >= 0 ? process.argv[dtypesAt + 1] : undefined, "f32");
+  if (process.argv.includes("--results") && !llamacppDtypes.includes("f32")) {
+    throw new Error("--results writes the F32 export's table: include f32 in --llamacpp-dtypes");
+  }
   const gpu = await acquireGpu();
   const llama = await openLlamaCpp();
   try {
@@ -214,6 +250,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       quick: process.argv.includes("--quick"),
       abGemv: process.argv.includes("--ab-gemv"),
       models: at >= 0 ? process.argv[at + 1].split(",") : undefined,
+      llamacppDtypes,
     });
     if (process.argv.includes("--results")) writeResults(resultsSection(records, gpu.info.description));
   } finally {

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { writeGgufModel } from "../export/gguf-model.ts";
+import { GGUF_DTYPES, type GgufDtype, writeGgufModel } from "../export/gguf-model.ts";
 import { writeMergedHfDir } from "../export/merge.ts";
 import { loadCheckpoint } from "../model/loader.ts";
 import { type PeftAdapter, readPeftAdapter, writePeftAdapter } from "../model/peft.ts";
@@ -14,7 +14,7 @@ import type { SafetensorsDType } from "../model/safetensors.ts";
 import type { Command } from "./command.ts";
 
 export const EXPORT_USAGE = `usage: fulgur export --model DIR (--adapter DIR | --checkpoint DIR) --format peft [--dtype f32|f16] --out DIR
-       fulgur export --model DIR [--adapter DIR | --checkpoint DIR] --merge --format safetensors|gguf [--dtype f32|f16] --out PATH
+       fulgur export --model DIR [--adapter DIR | --checkpoint DIR] --merge --format safetensors|gguf [--dtype f32|f16|q8_0] --out PATH
 
   --model DIR       Hugging Face model directory (config.json, safetensors, tokenizer.json)
   --adapter DIR     PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors)
@@ -22,14 +22,16 @@ export const EXPORT_USAGE = `usage: fulgur export --model DIR (--adapter DIR | -
   --merge           merge the adapter into the weights (W + scale·B·A); required for safetensors/gguf with an adapter
   --format F        peft: the adapter alone, checked against --model, as a PEFT directory at --out;
                     safetensors: merged HF directory at --out; gguf: one merged .gguf file at --out
-  --dtype D         f32 (default) or f16 (GGUF keeps norms and biases in f32, like llama.cpp)
+  --dtype D         f32 (default) or f16 (GGUF keeps norms and biases in f32, like llama.cpp);
+                    q8_0 (gguf only): llama.cpp's Q8_0, int8 per 32 values with an f16 scale, for the
+                    matrices (a matrix whose rows are not a multiple of 32 values stays f16)
   --out PATH        output directory (peft, safetensors) or file (gguf)`;
 
 export interface ExportArgs {
   model: string;
   adapter: string | null;
   format: "peft" | "safetensors" | "gguf";
-  dtype: "f32" | "f16";
+  dtype: GgufDtype;
   out: string;
 }
 
@@ -63,7 +65,12 @@ export function parseExportArgs(argv: string[]): ExportArgs {
   if (format !== "peft" && format !== "safetensors" && format !== "gguf") {
     throw new Error(`--format must be "peft", "safetensors" or "gguf", got ${JSON.stringify(format)}\n${EXPORT_USAGE}`);
   }
-  if (dtype !== "f32" && dtype !== "f16") throw new Error(`--dtype must be "f32" or "f16", got "${dtype}"`);
+  if (!GGUF_DTYPES.includes(dtype as GgufDtype)) {
+    throw new Error(`--dtype must be "f32", "f16" or "q8_0", got "${dtype}"`);
+  }
+  if (dtype === "q8_0" && format !== "gguf") {
+    throw new Error("--dtype q8_0 is a GGUF type: use it with --format gguf (peft and safetensors take f32 or f16)");
+  }
   if (values.adapter && values.checkpoint) throw new Error("give --adapter or --checkpoint, not both");
   const checkpoint = values.checkpoint as string | undefined;
   const adapter = checkpoint ? checkpointAdapter(checkpoint) : ((values.adapter as string | undefined) ?? null);
@@ -79,7 +86,7 @@ export function parseExportArgs(argv: string[]): ExportArgs {
   if (adapter && (!existsSync(adapter) || !statSync(adapter).isDirectory())) {
     throw new Error(`--adapter ${adapter} is not a directory`);
   }
-  return { model, adapter, format, dtype, out };
+  return { model, adapter, format, dtype: dtype as GgufDtype, out };
 }
 
 /** The adapter directory of a checkpoint: a trainer's checkpointDir (its latest) or one step-N directory. */

@@ -2,23 +2,26 @@
 // convert_hf_to_gguf.py: the architecture's hyperparameter keys, llama.cpp tensor names, Llama's
 // (and Mistral's) q/k row permutation (its rotary embedding pairs adjacent dims, HF's rotates
 // halves; Qwen2/Qwen3 use NEOX RoPE and are not permuted), Llama 3 rope_freqs, and the byte-level BPE tokenizer ("gpt2" model, "qwen2" or
-// "llama-bpe" pre-tokenizer) with token types, merges, special ids and the chat template.
+// "llama-bpe" pre-tokenizer) with token types, merges, special ids and the chat template. Matrices
+// are written F32, F16 or Q8_0, with the converter's rules for which tensors stay F32/F16.
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ModelConfig } from "../model/config.ts";
 import type { Checkpoint } from "../model/loader.ts";
 import type { PeftAdapter } from "../model/peft.ts";
-import { type GgmlTypeName, type GgufTensorSpec, type GgufValue, writeGguf } from "./gguf.ts";
+import { type GgmlTypeName, type GgufTensorSpec, type GgufValue, Q8_0_BLOCK, writeGguf } from "./gguf.ts";
 import { mergedTensors } from "./merge.ts";
 
 /** llama.cpp token types (llama_token_type / gguf-py TokenType). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 
 /** gguf-py LlamaFileType: what `general.file_type` says about the bulk of the weights. */
-const FILE_TYPE = { f32: 0, f16: 1 } as const;
+const FILE_TYPE = { f32: 0, f16: 1, q8_0: 7 } as const;
 
-export type GgufDtype = "f32" | "f16";
+/** Storage of the matrices: f32, f16, or llama.cpp's Q8_0 (int8 per 32 values with an f16 scale). */
+export type GgufDtype = keyof typeof FILE_TYPE;
+export const GGUF_DTYPES = Object.keys(FILE_TYPE) as GgufDtype[];
 
 const LAYER_RENAMES: [RegExp, string][] = [
   [/^model\.layers\.(\d+)\.input_layernorm\.weight$/, "blk.$1.attn_norm.weight"],
@@ -278,13 +281,21 @@ async function chatTemplate(dir: string, tokenizerConfig: Json): Promise<string 
   return existsSync(jinja) ? readFile(jinja, "utf8") : null;
 }
 
-/** Which storage type a tensor gets: 1-D tensors (norms, biases) stay F32 like the converter does. */
-function tensorType(shape: number[], dtype: GgufDtype): GgmlTypeName {
-  return dtype === "f16" && shape.length > 1 ? "F16" : "F32";
+/**
+ * Which storage type a tensor (by its llama.cpp name) gets, as convert_hf_to_gguf.py's
+ * prepare_tensors decides: 1-D tensors (norms, biases, rope_freqs), any `*_norm.weight` and
+ * anything not named `.weight` stay F32; the other matrices take the file's dtype, except that a
+ * Q8_0 matrix whose rows (last torch dim, GGML's ne[0]) are not a multiple of 32 falls back to
+ * F16, as the converter does when gguf-py's quantize raises QuantError.
+ */
+export function tensorType(name: string, shape: number[], dtype: GgufDtype): GgmlTypeName {
+  if (dtype === "f32" || shape.length <= 1 || name.endsWith("_norm.weight") || !name.endsWith(".weight")) return "F32";
+  if (dtype === "f16") return "F16";
+  return shape[shape.length - 1] % Q8_0_BLOCK === 0 ? "Q8_0" : "F16";
 }
 
 export interface GgufExportOptions {
-  /** Storage type of the matrices (default f32). */
+  /** Storage type of the matrices (default f32); norms and biases stay f32 (see tensorType). */
   dtype?: GgufDtype;
   /** general.name (default: the checkpoint directory's name). */
   name?: string;
@@ -302,7 +313,9 @@ export async function writeGgufModel(
 ): Promise<{ tensors: string[]; bytes: number }> {
   const config = checkpoint.config;
   const dtype = options.dtype ?? "f32";
-  if (dtype !== "f32" && dtype !== "f16") throw new Error(`GGUF dtype must be "f32" or "f16", got "${dtype}"`);
+  if (!GGUF_DTYPES.includes(dtype)) {
+    throw new Error(`GGUF dtype must be one of ${GGUF_DTYPES.map((d) => `"${d}"`).join(", ")}, got "${dtype}"`);
+  }
   const name = options.name ?? (checkpoint.dir.split(/[\\/]/).filter(Boolean).pop() || "model");
   const metadata = modelMetadata(config, name, dtype);
   for (const [k, v] of await tokenizerMetadata(checkpoint.dir, config)) metadata.set(k, v);
@@ -322,10 +335,11 @@ export async function writeGgufModel(
         : /\.k_proj\.(weight|bias)$/.test(spec.name)
           ? config.numKvHeads
           : 0;
+    const ggufName = ggufTensorName(spec.name);
     specs.push({
-      name: ggufTensorName(spec.name),
+      name: ggufName,
       shape: spec.shape,
-      type: tensorType(spec.shape, dtype),
+      type: tensorType(ggufName, spec.shape, dtype),
       data: async () => {
         const next = await source.next();
         if (next.done || next.value[0] !== spec.name) {

@@ -1,6 +1,6 @@
 // GGUF v3 writer: the container llama.cpp, Ollama and node-llama-cpp load. Owns the byte layout
 // only (header, typed KV metadata, tensor infos in GGML dim order, 32-byte aligned data section,
-// F32/F16 encoding); which keys and tensor names a model needs lives in gguf-model.ts.
+// F32/F16/Q8_0 encoding); which keys and tensor names a model needs lives in gguf-model.ts.
 // Tensor data is streamed: infos are declared up front, then each tensor is produced on demand,
 // so exporting never holds more than one tensor in memory.
 import { open } from "node:fs/promises";
@@ -29,8 +29,43 @@ export const GgufValueType = {
 } as const;
 
 /** The GGML tensor types we write (gguf-py GGMLQuantizationType). */
-export const GgmlType = { F32: 0, F16: 1 } as const;
+export const GgmlType = { F32: 0, F16: 1, Q8_0: 8 } as const;
 export type GgmlTypeName = keyof typeof GgmlType;
+
+/** Values per Q8_0 block (ggml's QK8_0); a block is an f16 scale and 32 int8 values, 34 bytes. */
+export const Q8_0_BLOCK = 32;
+const Q8_0_BLOCK_BYTES = 2 + Q8_0_BLOCK;
+
+/** ggml's roundf: to nearest, halves away from zero (exact for f32 inputs in f64 arithmetic). */
+function roundHalfAway(x: number): number {
+  return x < 0 ? -Math.floor(-x + 0.5) : Math.floor(x + 0.5);
+}
+
+/**
+ * ggml's quantize_row_q8_0_ref (and gguf-py's Q8_0, which matches it bit for bit), for `values`
+ * whose length is a multiple of 32: per block of 32, d = max|x| / 127 in f32, stored as f16 (round
+ * to nearest even), then q = roundf(x · (1/d)) in f32 (0 where d is 0), stored as int8. The f32
+ * d, not its f16 rounding, divides the values, as in ggml.
+ */
+export function quantizeQ8_0(values: Float32Array): Uint8Array {
+  if (values.length % Q8_0_BLOCK !== 0) {
+    throw new Error(`Q8_0 needs a multiple of ${Q8_0_BLOCK} values, got ${values.length}`);
+  }
+  const blocks = values.length / Q8_0_BLOCK;
+  const out = new Uint8Array(blocks * Q8_0_BLOCK_BYTES);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < blocks; b++) {
+    const base = b * Q8_0_BLOCK;
+    let amax = 0;
+    for (let j = 0; j < Q8_0_BLOCK; j++) amax = Math.max(amax, Math.abs(values[base + j]));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    const at = b * Q8_0_BLOCK_BYTES;
+    view.setUint16(at, f32ToF16(d), true);
+    for (let j = 0; j < Q8_0_BLOCK; j++) view.setInt8(at + 2 + j, roundHalfAway(Math.fround(values[base + j] * id)));
+  }
+  return out;
+}
 
 /** A typed metadata value; numbers need a type because GGUF distinguishes u32/i32/f32/... */
 export type GgufValue =
@@ -170,11 +205,16 @@ function writeKv(sink: ByteSink, key: string, v: GgufValue): void {
 
 /** Bytes a tensor occupies in the data section (before alignment padding). */
 export function tensorByteLength(shape: number[], type: GgmlTypeName): number {
-  return shape.reduce((a, b) => a * b, 1) * (type === "F32" ? 4 : 2);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (type === "Q8_0") return (n / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
+  return n * (type === "F32" ? 4 : 2);
 }
 
 function encode(data: Float32Array, type: GgmlTypeName): Uint8Array {
   if (type === "F32") return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  // Blocks run along rows (the last torch dim, GGML's ne[0]), which the writer checked is a
+  // multiple of 32, so quantizing the flat array block by block is quantizing row by row.
+  if (type === "Q8_0") return quantizeQ8_0(data);
   const halves = new Uint16Array(data.length);
   for (let i = 0; i < data.length; i++) halves[i] = f32ToF16(data[i]);
   return new Uint8Array(halves.buffer);
@@ -182,8 +222,9 @@ function encode(data: Float32Array, type: GgmlTypeName): Uint8Array {
 
 /**
  * Writes a GGUF v3 file: metadata in insertion order, then tensor infos and data in `tensors`
- * order, every tensor's data offset aligned to 32 bytes. Throws on duplicate tensor names, empty
- * or non-integer shapes, and data whose length does not match the declared shape.
+ * order, every tensor's data offset aligned to 32 bytes (Q8_0's 34-byte blocks follow each other
+ * unpadded within a tensor, as in ggml). Throws on Q8_0 rows that are not whole blocks, on
+ * duplicate tensor names, empty or non-integer shapes, and data whose length does not match the declared shape.
  */
 export async function writeGguf(
   path: string,
@@ -201,7 +242,12 @@ export async function writeGguf(
     if (t.shape.length === 0 || t.shape.length > 4 || t.shape.some((d) => !Number.isInteger(d) || d < 1)) {
       throw new Error(`GGUF tensor "${t.name}": shape [${t.shape}] must have 1..4 positive integer dims`);
     }
-    if (!(t.type in GgmlType)) throw new Error(`GGUF tensor "${t.name}": type ${t.type} not writable (F32, F16)`);
+    if (!(t.type in GgmlType)) throw new Error(`GGUF tensor "${t.name}": type ${t.type} not writable (F32, F16, Q8_0)`);
+    if (t.type === "Q8_0" && t.shape[t.shape.length - 1] % Q8_0_BLOCK !== 0) {
+      throw new Error(
+        `GGUF tensor "${t.name}": Q8_0 needs rows (last dim) of a multiple of ${Q8_0_BLOCK} values, shape [${t.shape}]`,
+      );
+    }
   }
 
   const head = new ByteSink();

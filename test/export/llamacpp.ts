@@ -65,6 +65,8 @@ export interface DistributionAgreement {
   maxAbsLogprobDiff: number;
   /** Same, restricted to each position's top-10 tokens (under Fulgur): the mass that matters. */
   maxAbsLogprobDiffTop10: number;
+  /** max over positions of the total variation distance ½·Σ|p − q| (0: same, 1: disjoint). */
+  maxTotalVariation: number;
 }
 
 /** Compares two [positions × vocab] logit matrices through their log-softmax. */
@@ -73,6 +75,7 @@ export function compareDistributions(ours: Float32Array, theirs: Float32Array, v
   let top1Agree = 0;
   let maxDiff = 0;
   let maxDiffTop = 0;
+  let maxTv = 0;
   for (let p = 0; p < positions; p++) {
     const a = logSoftmax(ours.subarray(p * vocab, (p + 1) * vocab));
     const b = logSoftmax(theirs.subarray(p * vocab, (p + 1) * vocab));
@@ -80,8 +83,17 @@ export function compareDistributions(ours: Float32Array, theirs: Float32Array, v
     const order = Array.from(a.keys()).sort((i, j) => a[j] - a[i]);
     for (let i = 0; i < vocab; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
     for (const i of order.slice(0, 10)) maxDiffTop = Math.max(maxDiffTop, Math.abs(a[i] - b[i]));
+    let tv = 0;
+    for (let i = 0; i < vocab; i++) tv += Math.abs(Math.exp(a[i]) - Math.exp(b[i]));
+    maxTv = Math.max(maxTv, tv / 2);
   }
-  return { positions, top1Agree, maxAbsLogprobDiff: maxDiff, maxAbsLogprobDiffTop10: maxDiffTop };
+  return {
+    positions,
+    top1Agree,
+    maxAbsLogprobDiff: maxDiff,
+    maxAbsLogprobDiffTop10: maxDiffTop,
+    maxTotalVariation: maxTv,
+  };
 }
 
 /** Greedy (temperature 0) continuation of `prompt` by llama.cpp, exactly `n` tokens (EOS ignored). */

@@ -204,8 +204,12 @@ describe("fulgur export argument errors", () => {
       /is not a directory/,
     );
     expect(() => parseExportArgs(["--model", dir, "--format", "gguf", "--dtype", "q4", "--out", out])).toThrow(
-      /--dtype must be "f32" or "f16", got "q4"/,
+      /--dtype must be "f32", "f16" or "q8_0", got "q4"/,
     );
+    expect(() => parseExportArgs(["--model", dir, "--format", "safetensors", "--dtype", "q8_0", "--out", out])).toThrow(
+      /--dtype q8_0 is a GGUF type/,
+    );
+    expect(parseExportArgs(["--model", dir, "--format", "gguf", "--dtype", "q8_0", "--out", out]).dtype).toBe("q8_0");
   });
 
   it("exits 2 on bad arguments and 1 when the model directory is not a checkpoint", async () => {
