@@ -16,6 +16,8 @@
 // adapter a full 8 × 1,024-token update of a 0.5B model takes hours.
 //   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b,gemma-3-1b] [--quick] [--sequences 8]
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
+//     [--quantize int8|int4] (decode phase: linear weights int8/int4, read packed by gemv_q.wgsl;
+//     compare with `--llamacpp-dtypes f16,q8_0`)
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
 //     [--llamacpp-dtypes f16,q8_0] (GGUF dtypes llama.cpp decodes the weights in, default f16)
 //     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
@@ -85,6 +87,8 @@ export interface ScaleOptions {
   decode: number;
   batches: number[];
   dtype: "f32" | "f16";
+  /** Serve (decode phase only) with int8/int4 linear weights, read packed by gemv_q.wgsl. */
+  quantize?: "int8" | "int4";
   skip: Set<string>;
   torchThreads: number;
   out?: string;
@@ -118,6 +122,10 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
   }
   const dtype = value("--dtype") ?? "f32";
   if (dtype !== "f32" && dtype !== "f16") throw new Error(`--dtype must be f32 or f16, got ${dtype}`);
+  const quantize = value("--quantize");
+  if (quantize !== undefined && quantize !== "int8" && quantize !== "int4") {
+    throw new Error(`--quantize must be int8 or int4, got ${quantize}`);
+  }
   const batches = (value("--batches") ?? (quick ? "1,8" : "1,8,32")).split(",").map(Number);
   if (!batches.every((b) => Number.isInteger(b) && b >= 1)) throw new Error("--batches must list positive integers");
   return {
@@ -129,6 +137,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     decode: int("--decode", quick ? 4 : 16),
     batches,
     dtype,
+    quantize,
     skip: new Set((value("--skip") ?? "").split(",").filter(Boolean)),
     torchThreads: int("--torch-threads", cpus().length),
     out: value("--out"),
@@ -280,6 +289,7 @@ export async function benchScaleModel(
       params: written.parameters,
       vocab: config.vocabSize,
       dtype: opts.dtype,
+      ...(opts.quantize ? { quantize: opts.quantize } : {}),
       adapter,
     };
     put({ ...common, metric: "generate_checkpoint_time", value: performance.now() - t0, unit: "ms" });
@@ -294,6 +304,7 @@ export async function benchScaleModel(
       const model = await loadModel(dir, {
         gpu,
         dtype: opts.dtype,
+        quantize: opts.quantize,
         maxSlots: maxBatch,
         maxSeqLen,
         maxStepTokens: Math.max(512, maxBatch * opts.prompt),
