@@ -28,14 +28,23 @@ export function wholeMatrix(m: ShardedMatrix, what: string): Tensor {
 }
 
 /**
- * The weight as the matmul takes it: dense as stored, or a quantised weight widened to f32 for this
- * use (tracked by `scope`, so one layer's f32 copy lives only as long as its step needs it).
+ * Runs `use` with the weight as the matmul takes it: dense as stored, or a quantised weight
+ * widened to f32 for this one use and released right after it is recorded (the pool hands the
+ * buffer out again only to work submitted later), so a step holds one widened matrix at a time
+ * rather than every layer's.
  */
-function weightFor(lin: LinearWeights, scope: Scope, whole: boolean): Tensor | ShardedMatrix {
+function withWeight<T>(lin: LinearWeights, whole: boolean, use: (w: Tensor | ShardedMatrix) => T): T {
   const w = lin.weight;
-  if ("kind" in w) return scope.track(dequantize(w));
-  if (whole) return wholeMatrix(w, lin.path);
-  return w.shards.length === 1 ? w.shards[0].tensor : w;
+  if ("kind" in w) {
+    const dense = dequantize(w);
+    try {
+      return use(dense);
+    } finally {
+      dense.dispose();
+    }
+  }
+  if (whole) return use(wholeMatrix(w, lin.path));
+  return use(w.shards.length === 1 ? w.shards[0].tensor : w);
 }
 
 /**
@@ -48,7 +57,7 @@ function baseForward(x: Tensor, lin: LinearWeights, scope: Scope): Tensor {
   if ("kind" in w && x.shape.length === 2 && gemvQuantLegal(x.gpu, x.shape[0])) {
     return scope.track(gemvQuantized(x, w, { bias }));
   }
-  return scope.track(matmul(x, weightFor(lin, scope, false), { transB: true, bias }));
+  return scope.track(withWeight(lin, false, (w) => matmul(x, w, { transB: true, bias })));
 }
 
 /** y = x·Wᵀ + b (+ LoRA). Returns y and u = x·Aᵀ (null without LoRA); both tracked by `scope`. */
@@ -139,8 +148,9 @@ export function linearBackward(
   scope: Scope,
   dxInto?: Tensor,
 ): Tensor {
-  const w = weightFor(lin, scope, true) as Tensor;
-  const dx = dxInto ? matmul(dy, w, { accumulate: true, out: dxInto }) : scope.track(matmul(dy, w));
+  const dx = withWeight(lin, true, (w) =>
+    dxInto ? matmul(dy, w, { accumulate: true, out: dxInto }) : scope.track(matmul(dy, w)),
+  );
   if (lora) {
     if (!u) throw new Error(`${lin.path}: LoRA backward needs the saved x·Aᵀ`);
     const dyB = scope.track(matmul(dy, lora.module.b)); // [M, r]

@@ -207,6 +207,32 @@ describe("int8 quantisation", () => {
     }
   });
 
+  it("holds one widened matrix at a time in a forward, not every layer's", async () => {
+    const g = gpu();
+    const dir = join(import.meta.dirname, "../../models/fulgur-calc");
+    const q8 = await loadModel(dir, { gpu: g, maxSlots: 1, maxSeqLen: 64, quantize: "int8" });
+    try {
+      let widened = 0; // every linear weight as f32: what holding all the widened copies costs
+      for (const layer of q8.transformer.weights.layers) {
+        for (const lin of Object.values(layer.proj)) widened += lin.inFeatures * lin.outFeatures * 4;
+      }
+      const tokens = q8.tokenizer.encode("What is 17 plus 25? Use the calculator.");
+      await q8.logits(tokens); // compile the pipelines
+      await g.sync();
+      g.pool.trim(); // no free buffers: the peak now counts what this forward holds at once
+      const before = g.pool.stats().liveBytes;
+      g.pool.peakBytes = before;
+      await q8.logits(tokens);
+      await g.sync();
+      const grown = g.pool.peakBytes - before;
+      // Logits and activations of a dozen tokens are a few hundred KB; the widened copies of all
+      // layers would be the whole f32 model.
+      expect(grown).toBeLessThan(widened / 2);
+    } finally {
+      q8.dispose();
+    }
+  });
+
   it("decodes through gemv_q (no widening) with the widening path's tokens and logprobs", async () => {
     const g = gpu();
     if (!g.features.subgroups) return; // gemv_q needs subgroups; without them decode widens
