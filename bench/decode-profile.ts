@@ -5,7 +5,7 @@
 // total ms, calls and share of the profiled GPU time, plus the run's wall time.
 //   npx tsx bench/decode-profile.ts [--model 25m|tiny | --dir <HF checkpoint dir>] [--dtype f32|f16|auto]
 //     [--batch 8] [--prompt 4] [--decode 16]
-//     [--plain-gemv] (FULGUR_GEMV_SG=0: the old GEMV path)
+//     [--plain-gemv] (FULGUR_GEMV_SG=0: the old GEMV path) [--quantize int8|int4]
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -92,6 +92,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (process.argv.includes("--plain-gemv")) process.env.FULGUR_GEMV_SG = "0";
   const given = process.argv.includes("--dir") ? arg("--dir", "") : null;
   const dtype = arg("--dtype", "auto") as "f32" | "f16" | "auto";
+  const quantizeArg = arg("--quantize", "");
+  const quantize = quantizeArg === "int8" || quantizeArg === "int4" ? quantizeArg : undefined;
+  if (quantizeArg && !quantize) throw new Error(`--quantize must be int8 or int4, got ${quantizeArg}`);
   const spec = ENGINE_MODELS[name];
   if (!given && !spec) throw new Error(`--model must be one of ${Object.keys(ENGINE_MODELS).join(", ")}`);
   const gpu = await acquireGpu();
@@ -99,7 +102,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dir = given ?? mkdtempSync(join(tmpdir(), `fulgur-decode-profile-${name}-`));
   try {
     if (!given) await writeTinyModel(dir, spec);
-    const model = await loadModel(dir, { gpu, dtype, maxSlots: batch, maxSeqLen: prompt + decode + 8 });
+    const model = await loadModel(dir, { gpu, dtype, quantize, maxSlots: batch, maxSeqLen: prompt + decode + 8 });
     const prompts = decodePrompts(batch, prompt, model.config.vocabSize);
     await model.generate(prompts, { temperature: 0, maxTokens: 2, ignoreEos: true }); // compile pipelines
     const profile = profileDispatches(gpu);

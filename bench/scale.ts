@@ -16,8 +16,10 @@
 // adapter a full 8 × 1,024-token update of a 0.5B model takes hours.
 //   npx tsx bench/scale.ts [--models qwen2.5-0.5b,llama-3.2-1b,gemma-3-1b] [--quick] [--sequences 8]
 //     [--tokens 1024] [--micro 1] [--prompt 32] [--decode 16] [--batches 1,8,32] [--dtype f32|f16]
-//     [--quantize int8|int4] (decode phase: linear weights int8/int4, read packed by gemv_q.wgsl;
-//     compare with `--llamacpp-dtypes f16,q8_0`)
+//     [--quantize int8|int4] (linear weights int8/int4: decode reads them packed by gemv_q.wgsl,
+//     compare with `--llamacpp-dtypes f16,q8_0`; the update trains LoRA on the quantised base,
+//     so its loss differs from PyTorch's unquantised one by the quantisation)
+//     [--recompute] (the update keeps only each layer's input and recomputes the rest in backward)
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
 //     [--llamacpp-dtypes f16,q8_0] (GGUF dtypes llama.cpp decodes the weights in, default f16)
 //     [--vocab n] (cut the vocabulary: lavapipe's 128 MiB bindings cannot train a 151,936-word head yet)
@@ -87,8 +89,13 @@ export interface ScaleOptions {
   decode: number;
   batches: number[];
   dtype: "f32" | "f16";
-  /** Serve (decode phase only) with int8/int4 linear weights, read packed by gemv_q.wgsl. */
+  /**
+   * int8/int4 linear weights: decode reads them packed (gemv_q.wgsl), the update widens one matrix
+   * per GEMM (a QLoRA-style frozen base; PyTorch still runs the unquantised weights).
+   */
   quantize?: "int8" | "int4";
+  /** The update keeps only each layer's input and recomputes the rest in backward. */
+  recompute: boolean;
   skip: Set<string>;
   torchThreads: number;
   out?: string;
@@ -138,6 +145,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     batches,
     dtype,
     quantize,
+    recompute: argv.includes("--recompute"),
     skip: new Set((value("--skip") ?? "").split(",").filter(Boolean)),
     torchThreads: int("--torch-threads", cpus().length),
     out: value("--out"),
@@ -411,7 +419,13 @@ export async function benchScaleModel(
         gpu.pool.trim();
         const base = gpu.pool.stats().liveBytes;
         t0 = performance.now();
-        const model = await loadModel(dir, { gpu, dtype: opts.dtype, maxSlots: 1, maxSeqLen: 64 });
+        const model = await loadModel(dir, {
+          gpu,
+          dtype: opts.dtype,
+          quantize: opts.quantize,
+          maxSlots: 1,
+          maxSeqLen: 64,
+        });
         let disposed = false;
         await gpu.sync();
         const loadMs = performance.now() - t0;
@@ -437,9 +451,11 @@ export async function benchScaleModel(
             micro: opts.micro,
             loraRank: RANK,
             loraParams: optimizer.parameterCount,
+            recompute: opts.recompute,
           };
           // Warm-up on a short batch: compiles every pipeline without paying for a full update.
-          await policyGradients(model.transformer, makeBatch(config.vocabSize, 1, 16, 9), PPO, optimizer.sink);
+          const ppo = { ...PPO, recompute: opts.recompute };
+          await policyGradients(model.transformer, makeBatch(config.vocabSize, 1, 16, 9), ppo, optimizer.sink);
           optimizer.zeroGrad();
           await gpu.sync();
           gpu.pool.peakBytes = gpu.pool.stats().liveBytes + gpu.pool.stats().freeBytes;
@@ -448,7 +464,7 @@ export async function benchScaleModel(
           let loss = 0;
           for (const m of micros) {
             const weight = masked(m) / totalMasked;
-            loss += (await policyGradients(model.transformer, m, { ...PPO, weight }, optimizer.sink)).loss;
+            loss += (await policyGradients(model.transformer, m, { ...ppo, weight }, optimizer.sink)).loss;
           }
           await optimizer.apply();
           const updateMs = performance.now() - t0;
