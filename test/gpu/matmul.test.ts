@@ -184,8 +184,10 @@ describe("matmul vs reference", () => {
   it("takes f16 weights (B) with f32 accumulation in GEMM and GEMV", async () => {
     const g = gpu();
     if (!g.features.shaderF16) return; // adapters without shader-f16 keep only the f32 path
+    // matmul_sg reads f16 B as u32 pairs (its own path): both of its tile shapes.
+    const sg = g.features.subgroups ? ["sg-16x4-vec4", "sg-8x8-vec4"] : [];
     for (const [transA, transB] of TRANSPOSES) {
-      for (const variant of ["reg-8x4-vec4", "reg-4x4-scalar", "wg-8x4"]) {
+      for (const variant of ["reg-8x4-vec4", "reg-4x4-scalar", "wg-8x4", ...sg]) {
         const opts = { transA, transB, variant };
         await check(
           g,

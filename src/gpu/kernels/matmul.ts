@@ -89,10 +89,19 @@ export const GEMV_VARIANTS: readonly GemvVariant[] = [
   { name: "gemv-sg-r8", lanes: 1, rows: 512, rn: 8 },
 ];
 
-/** How gemv_sg.wgsl declares and widens W: f16 is read as u32 pairs (see the shader). */
-function gemvSgWeight(dtype: "f32" | "f16"): { W_ELEM: string; W_WIDEN: string } {
-  if (dtype === "f32") return { W_ELEM: "vec4<f32>", W_WIDEN: "return v;" };
-  return { W_ELEM: "vec2<u32>", W_WIDEN: "return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));" };
+/**
+ * How gemv_sg.wgsl (W_*) and matmul_sg.wgsl (B_*) declare and widen their weight operand: f16 is
+ * read as u32 pairs (see the shaders).
+ */
+function sgWeightDefines<P extends "W" | "B">(
+  dtype: "f32" | "f16",
+  prefix: P,
+): Record<`${P}_ELEM` | `${P}_WIDEN`, string> {
+  const [elem, widen] =
+    dtype === "f32"
+      ? ["vec4<f32>", "return v;"]
+      : ["vec2<u32>", "return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));"];
+  return { [`${prefix}_ELEM`]: elem, [`${prefix}_WIDEN`]: widen } as Record<`${P}_ELEM` | `${P}_WIDEN`, string>;
 }
 
 /** GEMV handles up to this many rows of x (decode); more rows go to the GEMM path. */
@@ -279,7 +288,7 @@ function record(
       gpu.commands.dispatch({
         shader: "gemv_sg",
         entry: "gemv_sg",
-        defines: { MR: g.m, RN: v.rn, ...gemvSgWeight(g.bDtype) },
+        defines: { MR: g.m, RN: v.rn, ...sgWeightDefines(g.bDtype, "W") },
         bindings: [a, l.b, bias, c],
         params,
         workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
@@ -314,10 +323,11 @@ function record(
     flags,
     off_bias: l.offBias,
   };
+  const bDefines = v.subgroups ? sgWeightDefines(g.bDtype, "B") : { B_TYPE: g.bDtype, ENABLE_F16: enable };
   gpu.commands.dispatch({
     shader: v.subgroups ? "matmul_sg" : "matmul",
     entry: v.entry,
-    defines: { TM: v.tm, TN4: v.tn4, TRANS_A: g.transA, TRANS_B: g.transB, B_TYPE: g.bDtype, ENABLE_F16: enable },
+    defines: { TM: v.tm, TN4: v.tn4, TRANS_A: g.transA, TRANS_B: g.transB, ...bDefines },
     bindings: [a, l.b, bias, c],
     params,
     workgroups: [Math.ceil(l.n / (v.tn4 * 32)), Math.ceil(g.m / (v.tm * 8)), g.batch],

@@ -10,9 +10,12 @@
 // That lanes sid&~7 .. +7 are one workgroup row holds when subgroups are cut from consecutive
 // invocation indices (lavapipe, and most GPUs); it is checked at run time, and a subgroup where
 // it does not hold loads its A tile lane by lane instead.
-// Defines: TM (a multiple of 8), TN4, TRANS_A, TRANS_B, B_TYPE, ENABLE_F16.
+// f16 B is read as u32 pairs and widened with unpack2x16float, as in gemv_sg.wgsl: lavapipe
+// turns a vec4<f16> load into four 16-bit loads per lane, a vec2<u32> into two (and no
+// shader-f16 is needed).
+// Defines: TM (a multiple of 8), TN4, TRANS_A, TRANS_B, B_ELEM and B_WIDEN (how B is stored and
+// widened; see the launcher).
 
-{{ENABLE_F16}}
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
@@ -43,13 +46,18 @@ const TN4: u32 = {{TN4}}u;
 const TN: u32 = TN4 * 4u;
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
-alias BT = {{B_TYPE}};
 
 @group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> b4: array<vec4<BT>>;
+// f32 B: one vec4<f32> per 4 values; f16 B: the same buffer seen as vec2<u32> per 4 values.
+@group(0) @binding(1) var<storage, read> b4: array<{{B_ELEM}}>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(1) @binding(0) var<uniform> p: Params;
+
+fn load_b(i: u32) -> vec4<f32> {
+  let v = b4[i];
+  {{B_WIDEN}}
+}
 
 // vec4 index of the l-th vec4 of the A tile at k = 0 (l = row for A, l = QB·kk + q for Aᵀ),
 // and the index step per 4 k.
@@ -136,13 +144,13 @@ fn matmul_sg(
     if (!TRANS_B) {
       for (var kk = 0u; kk < 4u; kk++) {
         for (var j = 0u; j < TN4; j++) {
-          bt[kk * TN4 + j] = vec4<f32>(b4[ib[j] + s * step_b + kk * ldb4]);
+          bt[kk * TN4 + j] = load_b(ib[j] + s * step_b + kk * ldb4);
         }
       }
     } else {
       for (var j = 0u; j < TN4; j++) {
         for (var e = 0u; e < 4u; e++) {
-          let v = vec4<f32>(b4[ib[4u * j + e] + s]);
+          let v = load_b(ib[4u * j + e] + s);
           bt[j][e] = v.x;
           bt[TN4 + j][e] = v.y;
           bt[2u * TN4 + j][e] = v.z;
