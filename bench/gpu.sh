@@ -10,8 +10,11 @@
 # Env: GPU_SH_BUDGET_S (default 480, quick 300), OUT_FILE, FULGUR_PEAK_F32_GFLOPS /
 # FULGUR_PEAK_F16_GFLOPS (the adapter's peak when bench/gemm-peak.ts's table lacks it),
 # SCALE_MODELS (comma list for bench/scale.ts), SCALE_VOCAB (vocab override, to keep a quick run
-# short on a software adapter), SCALE_DTYPE (f32|f16 weights, default f32), GPU_SH_TORCH=1 to include the PyTorch
+# short on a software adapter), SCALE_DTYPE (f32|f16 weights; default f16 where the adapter has
+# shader-f16, as a user's bf16 checkpoint loads, else f32), GPU_SH_TORCH=1 to include the PyTorch
 # reference (needs /usr/bin/python3 with torch).
+# Besides the dense weights it times decode from int8/int4 weights (bench/decode-gemv.ts: gemv_q
+# against the widening path and f16, same run).
 # On a bare machine it runs `npm install` when node_modules is missing (as scripts/bootstrap.mjs does: `npm ci` refuses
 # a lock that lists optional platform builds the registry does not serve) and, when Dawn finds no adapter,
 # tries the Vulkan loader (apt, root) before the software fallback of scripts/setup-gpu.sh.
@@ -79,6 +82,7 @@ fi
 echo "$found" | sed 's/^{"ok":true,/{"bench":"gpu.sh","metric":"adapter","value":1,"unit":"","cpus":'"$(nproc)"',/' | tee -a "$out"
 
 tsx=(node --import tsx)
+dtype=${SCALE_DTYPE:-$([[ "$found" == *'"shader-f16"'* ]] && echo f16 || echo f32)}
 models=${SCALE_MODELS:-qwen2.5-0.5b,llama-3.2-1b,qwen3-0.6b}
 skip=torch
 [[ "${GPU_SH_TORCH:-0}" == 1 ]] && skip=""
@@ -87,12 +91,14 @@ if [[ $quick == 1 ]]; then
   step 150 scale "${tsx[@]}" bench/scale.ts --quick --models qwen2.5-0.5b --batches 1 --prompt 8 --decode 2 \
     --tokens 32 --skip "llamacpp,$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"}
   step 90 kernels_matmul "${tsx[@]}" bench/kernels.ts matmul
+  step 40 decode_gemv "${tsx[@]}" bench/decode-gemv.ts --quick --dtypes f16,int8,int4
 else
   step 90 gemm_peak "${tsx[@]}" bench/gemm-peak.ts --n 4096
   step 270 scale "${tsx[@]}" bench/scale.ts --models "$models" --sequences 8 --tokens 1024 --micro 2 \
     --prompt 128 --decode 64 --batches 1,8,32 --skip "$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"} \
-    ${SCALE_DTYPE:+--dtype "$SCALE_DTYPE"}
-  step 120 kernels "${tsx[@]}" bench/kernels.ts
+    --dtype "$dtype"
+  step 40 decode_gemv "${tsx[@]}" bench/decode-gemv.ts
+  step 90 kernels "${tsx[@]}" bench/kernels.ts
 fi
 record gpu.sh total_wall_time $(($(date +%s) - start)) s
 note "results in $out"
