@@ -62,8 +62,9 @@ export interface UploadOptions {
   /**
    * Storage type of the frozen matrices: linear weights, the embedding and an untied LM head
    * (norms and biases stay f32; matmuls accumulate in f32 either way). A tied head is the
-   * embedding, so serving's logits and training's logprobs read the same f16 values. "auto" (the default): f16 when the
-   * adapter has shader-f16 and the checkpoint stores the tensor in 16 bits (BF16/F16), else f32.
+   * embedding, so serving's logits and training's logprobs read the same values. "auto" (the
+   * default): f16 when the adapter has shader-f16 and the checkpoint stores the tensor in 16 bits
+   * (BF16/F16), else f32.
    * "f16" forces it (needs shader-f16). A tensor with values beyond ±65504 stays f32 (warned).
    */
   dtype?: "f32" | "f16" | "auto";

@@ -6,7 +6,11 @@
 // arguments are refused with a message.
 //
 // Tolerance: |x| ≤ 1 and |W| ≤ 1 after widening, so a length-K f32 dot product is within K²·2^-24.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { clearMemoryCache, pendingClasses, tunePending } from "../../src/gpu/autotune.ts";
 import { GEMV_Q_VARIANTS, gemvQuantized } from "../../src/gpu/kernels/gemv-quant.ts";
 import { INT4_GROUP, type QuantizedMatrix, uploadQuantized } from "../../src/gpu/kernels/quant.ts";
 import { expectClose } from "../helpers/compare.ts";
@@ -78,6 +82,36 @@ describe("gemv_q vs reference", () => {
       }
     });
   }
+
+  it("measures its variants and the widening path per shape class, then uses the winner", {
+    timeout: 600_000,
+  }, async () => {
+    const g = gpu();
+    if (!g.features.subgroups) return;
+    const saved = { dir: process.env.FULGUR_CACHE_DIR, tune: process.env.FULGUR_AUTOTUNE };
+    const dir = mkdtempSync(join(tmpdir(), "fulgur-gemv-q-"));
+    process.env.FULGUR_CACHE_DIR = dir;
+    process.env.FULGUR_AUTOTUNE = "1";
+    try {
+      clearMemoryCache(g);
+      const w = uploadQuantized(g, "int8", uniform(96 * 64, 5), 96, 64);
+      const x = g.tensor([3, 64], "f32", uniform(3 * 64, 6));
+      gemvQuantized(x, w);
+      const key = pendingClasses(g).find((c) => c.startsWith("gemv-q|"));
+      expect(key).toBe("gemv-q|int8:m3:n128:k64");
+      const tuned = await tunePending(g);
+      expect(Object.keys(tuned[key!].ms).sort()).toEqual([...GEMV_Q_VARIANTS.map((v) => v.name), "dequant"].sort());
+      // The winner is cached (memory and disk): the next call of the class notes nothing.
+      clearMemoryCache(g);
+      gemvQuantized(x, w);
+      expect(pendingClasses(g)).toEqual([]);
+      for (const t of [x, w.q, w.scales]) t.dispose();
+    } finally {
+      process.env.FULGUR_CACHE_DIR = saved.dir;
+      process.env.FULGUR_AUTOTUNE = saved.tune;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("refuses bad arguments with a message", () => {
     const g = gpu();

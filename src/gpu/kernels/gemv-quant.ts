@@ -9,7 +9,7 @@ import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
 import { requireShape } from "./launch.ts";
-import { GEMV_MAX_ROWS, matmul } from "./matmul.ts";
+import { dummyBias, GEMV_MAX_ROWS, matmul } from "./matmul.ts";
 import { dequantize, type QuantizedMatrix } from "./quant.ts";
 
 export interface GemvQuantOptions {
@@ -82,18 +82,9 @@ function dispatchFused(
 function dispatchDequant(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOptions, out: Tensor): void {
   const dense = dequantize(w);
   matmul(x, dense, { transB: true, bias: opts.bias, accumulate: opts.accumulate, alpha: opts.alpha, out });
-  // Released after the commands that read it (the pool reuses it only once they are submitted).
+  // Released at once: whoever the pool hands it to next runs after these commands (WebGPU keeps
+  // submission order, and a queue write first submits what is recorded).
   dense.dispose();
-}
-
-const dummies = new WeakMap<Gpu, Tensor>();
-function dummyBias(gpu: Gpu): Tensor {
-  let t = dummies.get(gpu);
-  if (!t || t.disposed) {
-    t = gpu.zeros([4]);
-    dummies.set(gpu, t);
-  }
-  return t;
 }
 
 /**

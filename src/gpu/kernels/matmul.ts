@@ -249,7 +249,7 @@ function chooseVariant(gpu: Gpu, g: Geometry, l: Launch, forced?: string): GemmV
 
 const dummies = new WeakMap<Gpu, Tensor>();
 /** Bound in place of an absent bias (a binding cannot be left empty). */
-function dummyBias(gpu: Gpu): Tensor {
+export function dummyBias(gpu: Gpu): Tensor {
   let t = dummies.get(gpu);
   if (!t || t.disposed) {
     t = gpu.zeros([4]);
