@@ -21,7 +21,7 @@ import { emit } from "./lib.ts";
 const SET_SIZE = 4096;
 
 /** Brackets every dispatch recorded on `gpu` with timestamps until `stop()` returns per-kernel ms. */
-function profileDispatches(gpu: Gpu): { stop: () => Promise<Map<string, { ms: number; calls: number }>> } {
+export function profileDispatches(gpu: Gpu, options: { shapes?: boolean } = {}): { stop: () => Promise<Map<string, { ms: number; calls: number }>> } {
   const batch = gpu.commands;
   const original = batch.dispatch.bind(batch);
   const sets: GPUQuerySet[] = [];
@@ -37,7 +37,13 @@ function profileDispatches(gpu: Gpu): { stop: () => Promise<Map<string, { ms: nu
       .filter(([, v]) => typeof v === "number")
       .map(([k, v]) => `${k}=${v}`)
       .join(",");
-    keys.push(`${d.shader}.${d.entry}${defines ? ` ${defines}` : ""}`);
+    // With `shapes`, GEMMs are told apart by transposes and M×K×N (where the time goes by layer).
+    const p = d.params as Record<string, number> | undefined;
+    const shape =
+      options.shapes && p && "m" in p && "k" in p
+        ? ` ${d.defines?.TRANS_A ? "t" : "n"}${d.defines?.TRANS_B ? "t" : "n"} ${p.m}x${p.k}x${p.n}`
+        : "";
+    keys.push(`${d.shader}.${d.entry}${defines ? ` ${defines}` : ""}${shape}`);
     batch.writeTimestamp(set, used);
     original(d);
     batch.writeTimestamp(set, used + 1);

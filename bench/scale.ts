@@ -194,7 +194,8 @@ function seeded(seed: number): () => number {
 }
 
 /** Sequences of `len` tokens, first half masked as prompt, advantages ±1, uniform-ish old logprobs. */
-function makeBatch(vocab: number, sequences: number, len: number, seed: number): PolicySample[] {
+/** Random PPO samples: prompt half unmasked, alternating advantages, perturbed old logprobs. */
+export function makeBatch(vocab: number, sequences: number, len: number, seed: number): PolicySample[] {
   const r = seeded(seed);
   const promptLen = Math.floor(len / 2);
   return Array.from({ length: sequences }, (_, i) => {
