@@ -21,7 +21,10 @@ import { emit } from "./lib.ts";
 const SET_SIZE = 4096;
 
 /** Brackets every dispatch recorded on `gpu` with timestamps until `stop()` returns per-kernel ms. */
-export function profileDispatches(gpu: Gpu, options: { shapes?: boolean } = {}): { stop: () => Promise<Map<string, { ms: number; calls: number }>> } {
+export function profileDispatches(
+  gpu: Gpu,
+  options: { shapes?: boolean } = {},
+): { stop: () => Promise<Map<string, { ms: number; calls: number }>> } {
   const batch = gpu.commands;
   const original = batch.dispatch.bind(batch);
   const sets: GPUQuerySet[] = [];
@@ -86,6 +89,29 @@ export function profileDispatches(gpu: Gpu, options: { shapes?: boolean } = {}):
   };
 }
 
+/** One JSON line for the wall time, the profiled GPU total, and each kernel by time (with its share). */
+export function emitProfile(
+  common: { bench: string } & Record<string, unknown>,
+  kernels: Map<string, { ms: number; calls: number }>,
+  wallMs: number,
+): void {
+  const sorted = [...kernels].sort((a, b) => b[1].ms - a[1].ms);
+  const total = sorted.reduce((s, [, e]) => s + e.ms, 0);
+  emit({ ...common, metric: "wall", value: +wallMs.toFixed(1), unit: "ms" });
+  emit({ ...common, metric: "gpu_total", value: +total.toFixed(1), unit: "ms" });
+  for (const [kernel, e] of sorted) {
+    emit({
+      ...common,
+      metric: "kernel",
+      kernel,
+      value: +e.ms.toFixed(2),
+      unit: "ms",
+      calls: e.calls,
+      share: +(e.ms / total).toFixed(3),
+    });
+  }
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const arg = (name: string, fallback: string) => {
     const at = process.argv.indexOf(name);
@@ -115,29 +141,11 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const t0 = performance.now();
     await model.generate(prompts, { temperature: 0, maxTokens: decode, ignoreEos: true });
     const wallMs = performance.now() - t0;
-    const kernels = [...(await profile.stop())].sort((a, b) => b[1].ms - a[1].ms);
-    const total = kernels.reduce((s, [, e]) => s + e.ms, 0);
-    const common = {
-      bench: "decode-profile",
-      model: given ?? name,
-      batch,
-      prompt,
-      decode,
-      adapter: gpu.info.description,
-    };
-    emit({ ...common, metric: "wall", value: +wallMs.toFixed(1), unit: "ms" });
-    emit({ ...common, metric: "gpu_total", value: +total.toFixed(1), unit: "ms" });
-    for (const [kernel, e] of kernels) {
-      emit({
-        ...common,
-        metric: "kernel",
-        kernel,
-        value: +e.ms.toFixed(2),
-        unit: "ms",
-        calls: e.calls,
-        share: +(e.ms / total).toFixed(3),
-      });
-    }
+    emitProfile(
+      { bench: "decode-profile", model: given ?? name, batch, prompt, decode, adapter: gpu.info.description },
+      await profile.stop(),
+      wallMs,
+    );
     model.dispose();
   } finally {
     if (!given) rmSync(dir, { recursive: true, force: true });

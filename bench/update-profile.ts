@@ -11,8 +11,7 @@ import { acquireGpu } from "../src/gpu/index.ts";
 import { loadModel } from "../src/model/model.ts";
 import { policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
-import { profileDispatches } from "./decode-profile.ts";
-import { emit } from "./lib.ts";
+import { emitProfile, profileDispatches } from "./decode-profile.ts";
 import { makeBatch } from "./scale.ts";
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
@@ -43,8 +42,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     await policyGradients(model.transformer, makeBatch(vocab, 1, tokens, 5), ppo, optimizer.sink);
     await gpu.sync();
     const wallMs = performance.now() - t0;
-    const kernels = [...(await profile.stop())].sort((a, b) => b[1].ms - a[1].ms);
-    const total = kernels.reduce((s, [, e]) => s + e.ms, 0);
     const common = {
       bench: "update-profile",
       model: dir,
@@ -54,19 +51,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       quantize,
       adapter: gpu.info.description,
     };
-    emit({ ...common, metric: "wall", value: +wallMs.toFixed(1), unit: "ms" });
-    emit({ ...common, metric: "gpu_total", value: +total.toFixed(1), unit: "ms" });
-    for (const [kernel, e] of kernels) {
-      emit({
-        ...common,
-        metric: "kernel",
-        kernel,
-        value: +e.ms.toFixed(2),
-        unit: "ms",
-        calls: e.calls,
-        share: +(e.ms / total).toFixed(3),
-      });
-    }
+    emitProfile(common, await profile.stop(), wallMs);
     optimizer.dispose();
     model.dispose();
   } finally {

@@ -60,10 +60,30 @@ fn unpack_i4(word: u32, half: u32) -> vec4<f32> {
   return vec4<f32>(v >> vec4<u32>(28u));
 }
 
+// How this lane reaches the rows of x: `own` is the vec4 index of the row it loads when the
+// subgroup shares (lane l of each group of 8 loads row l), `group` the first lane of its group.
+struct Lanes {
+  share_x: bool,
+  group: u32,
+  own: u32,
+}
+
+fn lanes(sid: u32, sg_size: u32) -> Lanes {
+  return Lanes(sg_size >= 8u, sid & ~7u, p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4);
+}
+
+// This lane's own x vec4 at index k (what the others shuffle from), or zero when not sharing.
+fn x_mine(l: Lanes, k: u32) -> vec4<f32> {
+  if (l.share_x) {
+    return x[l.own + k];
+  }
+  return vec4<f32>(0.0);
+}
+
 // Row r's x vec4 at index k: from the lane of this group of 8 that loaded it, or loaded here.
-fn x_row(mine: vec4<f32>, share_x: bool, group: u32, r: u32, k: u32) -> vec4<f32> {
-  if (share_x) {
-    return subgroupShuffle(mine, group + r);
+fn x_row(mine: vec4<f32>, l: Lanes, r: u32, k: u32) -> vec4<f32> {
+  if (l.share_x) {
+    return subgroupShuffle(mine, l.group + r);
   }
   return x[p.off_x4 + r * p.ldx4 + k];
 }
@@ -104,9 +124,7 @@ fn gemv_q8(
     iq[j] = row * p.ldq;
     row_scale[j] = scales[row];
   }
-  let share_x = sg_size >= 8u;
-  let group = sid & ~7u;
-  let own = p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4;
+  let ln = lanes(sid, sg_size);
   var acc: array<f32, MR * RN>;
   // One word holds columns 4k..4k+3: the same span as x's vec4 k.
   for (var k = 0u; k < p.ldq; k++) {
@@ -114,12 +132,9 @@ fn gemv_q8(
     for (var j = 0u; j < RN; j++) {
       wv[j] = unpack_i8(q[iq[j] + k]);
     }
-    var mine = vec4<f32>(0.0);
-    if (share_x) {
-      mine = x[own + k];
-    }
+    let mine = x_mine(ln, k);
     for (var r = 0u; r < MR; r++) {
-      let xv = x_row(mine, share_x, group, r, k);
+      let xv = x_row(mine, ln, r, k);
       for (var j = 0u; j < RN; j++) {
         acc[r * RN + j] += dot(xv, wv[j]);
       }
@@ -147,9 +162,7 @@ fn gemv_q4(
     is[j] = row * groups;
     ones[j] = 1.0;
   }
-  let share_x = sg_size >= 8u;
-  let group = sid & ~7u;
-  let own = p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4;
+  let ln = lanes(sid, sg_size);
   var acc: array<f32, MR * RN>;
   for (var g = 0u; g < groups; g++) {
     var s: array<f32, RN>;
@@ -166,15 +179,11 @@ fn gemv_q4(
         lo[j] = unpack_i4(word, 0u) * s[j];
         hi[j] = unpack_i4(word, 1u) * s[j];
       }
-      var mine_lo = vec4<f32>(0.0);
-      var mine_hi = vec4<f32>(0.0);
-      if (share_x) {
-        mine_lo = x[own + 2u * kw];
-        mine_hi = x[own + 2u * kw + 1u];
-      }
+      let mine_lo = x_mine(ln, 2u * kw);
+      let mine_hi = x_mine(ln, 2u * kw + 1u);
       for (var r = 0u; r < MR; r++) {
-        let x_lo = x_row(mine_lo, share_x, group, r, 2u * kw);
-        let x_hi = x_row(mine_hi, share_x, group, r, 2u * kw + 1u);
+        let x_lo = x_row(mine_lo, ln, r, 2u * kw);
+        let x_hi = x_row(mine_hi, ln, r, 2u * kw + 1u);
         for (var j = 0u; j < RN; j++) {
           acc[r * RN + j] += dot(x_lo, lo[j]) + dot(x_hi, hi[j]);
         }
