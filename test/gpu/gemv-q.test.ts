@@ -2,8 +2,8 @@
 // plain-loop references: the weights widened by test/reference/quant.ts, then
 // test/reference/gemv.ts in f64. M = 1, 2, 7, 8 rows; awkward N (1, 7, 129, and one past a
 // workgroup's 64·RN rows); K from one word (int8: 4; int4: one group of 32) to 132/160; bias,
-// accumulate and alpha; every RN; the widening path ("dequant") gives the same numbers; bad
-// arguments are refused with a message.
+// accumulate and alpha; every variant (rows per invocation, and K split over 64 lanes); the
+// widening path ("dequant") gives the same numbers; tuning; bad arguments are refused.
 //
 // Tolerance: |x| ≤ 1 and |W| ≤ 1 after widening, so a length-K f32 dot product is within K²·2^-24.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -61,11 +61,11 @@ describe("gemv_q vs reference", () => {
   // seconds: hence M = 1, 2, 7, 8 and the generous timeouts.
   for (const kind of ["int8", "int4"] as const) {
     const ks = kind === "int8" ? [4, 12, 132] : [32, 160];
-    it(`${kind}: every RN, M = 1, 2, 7, 8, awkward N and K`, { timeout: 600_000 }, async () => {
+    it(`${kind}: every variant, M = 1, 2, 7, 8, awkward N and K`, { timeout: 600_000 }, async () => {
       if (!gpu().features.subgroups) return; // the shader needs subgroups; the widening path serves the rest
       for (const v of GEMV_Q_VARIANTS) {
         for (const m of [1, 2, 7, 8]) {
-          for (const n of [1, 7, 129, 64 * v.rn + 1]) {
+          for (const n of [1, 7, 129, 64 * (v.rn ?? 1) + 1]) {
             await check({ kind, m, n, k: ks[(m + n) % ks.length], variant: v.name });
           }
         }
@@ -75,7 +75,7 @@ describe("gemv_q vs reference", () => {
     it(`${kind}: bias, accumulate and alpha; the widening path agrees`, { timeout: 600_000 }, async () => {
       if (!gpu().features.subgroups) return;
       const k = kind === "int8" ? 68 : 96;
-      for (const variant of [undefined, "gemv-q-r8", "dequant"]) {
+      for (const variant of [undefined, "gemv-q-r8", "gemv-q-l64", "dequant"]) {
         await check({ kind, m: 3, n: 129, k, variant, bias: true });
         await check({ kind, m: 8, n: 33, k, variant, accumulate: true, alpha: -0.5 });
         await check({ kind, m: 1, n: 7, k, variant, bias: true, accumulate: true, alpha: 2 });

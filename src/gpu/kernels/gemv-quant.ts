@@ -1,8 +1,8 @@
 // Launcher for gemv_q.wgsl: decode's y = alpha·x·Wᵀ (+bias) (+y) for M ≤ 8 rows of x, reading an
 // int8/int4 weight (quant.ts) packed as stored instead of widening it to f32 first. The widening
 // path (dequantize, then the dense GEMV) stays a candidate: which one runs is measured per adapter
-// and shape class like the matmul family (src/gpu/autotune.ts), with `gemv-q-r4`/`gemv-q-r8` as the
-// default on adapters with subgroups.
+// and shape class like the matmul family (src/gpu/autotune.ts); the defaults are `gemv-q-r4`/`r8`
+// on a software adapter and the K-split `gemv-q-l64` on GPUs.
 
 import { adapterKind, cachedVariant, notePending, type TuneCandidate } from "../autotune.ts";
 import type { Gpu } from "../device.ts";
@@ -21,11 +21,15 @@ export interface GemvQuantOptions {
   variant?: string;
 }
 
-/** Rows of W per invocation (64 invocations per workgroup). */
-export const GEMV_Q_VARIANTS: readonly { name: string; rn: number }[] = [
+/**
+ * `rn`: rows of W per invocation, x shared by subgroup shuffle (64 invocations per workgroup);
+ * `lanes`: one workgroup of 64 invocations per row of W, K split across them (GPUs).
+ */
+export const GEMV_Q_VARIANTS: readonly { name: string; rn?: number; lanes?: true }[] = [
   { name: "gemv-q-r2", rn: 2 },
   { name: "gemv-q-r4", rn: 4 },
   { name: "gemv-q-r8", rn: 8 },
+  { name: "gemv-q-l64", lanes: true },
 ];
 const DEQUANT = "dequant";
 
@@ -42,14 +46,15 @@ function bucket(x: number): number {
 }
 
 function defaultVariant(gpu: Gpu, m: number): string {
-  // Measured on lavapipe (bench/decode-gemv.ts); a GPU's choice comes from tuning.
+  // Measured on lavapipe (bench/decode-gemv.ts). On GPUs, by analogy with the dense GEMV's
+  // gemv-l64 (coalesced reads) until tuning measures the adapter.
   if (adapterKind(gpu) === "software") return m <= 2 ? "gemv-q-r4" : "gemv-q-r8";
-  return "gemv-q-r4";
+  return "gemv-q-l64";
 }
 
 function dispatchFused(
   gpu: Gpu,
-  rn: number,
+  v: (typeof GEMV_Q_VARIANTS)[number],
   x: Tensor,
   w: QuantizedMatrix,
   bias: Tensor,
@@ -58,10 +63,11 @@ function dispatchFused(
   alpha: number,
 ): void {
   const m = x.shape[0];
+  const kind = w.kind === "int8" ? "gemv_q8" : "gemv_q4";
   gpu.commands.dispatch({
     shader: "gemv_q",
-    entry: w.kind === "int8" ? "gemv_q8" : "gemv_q4",
-    defines: { MR: m, RN: rn },
+    entry: v.lanes ? `${kind}_lanes` : kind,
+    defines: { MR: m, RN: v.rn ?? 1 },
     bindings: [x, w.q, w.scales, bias, out],
     params: {
       n: w.rows,
@@ -74,7 +80,7 @@ function dispatchFused(
       flags,
       off_bias: 0,
     },
-    workgroups: grid1d(gpu, Math.ceil(w.rows / (64 * rn)), 1),
+    workgroups: grid1d(gpu, v.lanes ? w.rows : Math.ceil(w.rows / (64 * (v.rn ?? 1))), 1),
   });
 }
 
@@ -115,7 +121,7 @@ export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOpti
     throw new Error(`${fn}: unknown variant '${variant}' (expected one of ${names})`);
   }
   const flags = (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0);
-  dispatchFused(gpu, v.rn, x, w, opts.bias ?? dummyBias(gpu), out, flags, opts.alpha ?? 1);
+  dispatchFused(gpu, v, x, w, opts.bias ?? dummyBias(gpu), out, flags, opts.alpha ?? 1);
   return out;
 }
 

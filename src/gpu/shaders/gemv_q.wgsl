@@ -14,7 +14,11 @@
 // - gemv_q8: one scale per output row (int8), applied once to the finished dot product.
 // - gemv_q4: one scale per INT4_GROUP = 32 columns of a row (4 words); the loop walks groups and
 //   scales the widened weights of each word before the dot products.
-// Defines: MR, RN.
+// - gemv_q8_lanes / gemv_q4_lanes: the layout GPUs prefer (gemv.wgsl's gemv-l64): one workgroup
+//   of LANES invocations per output row, consecutive lanes reading consecutive words (coalesced),
+//   MR partial sums each, reduced through workgroup memory; x is loaded per lane (GPU caches
+//   serve the repeats).
+// Defines: MR, RN (rows per invocation; 1 for the lanes entries).
 
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
@@ -191,4 +195,79 @@ fn gemv_q4(
     }
   }
   store(&acc, n0, ones);
+}
+
+const LANES: u32 = 64u;
+var<workgroup> partial: array<f32, MR * LANES>;
+
+// Sums each row's partial dot products over the workgroup's lanes (a tree through workgroup
+// memory) and lane 0 stores row `row` of y, scaled by `row_scale`.
+fn reduce_store(sums: array<f32, MR>, lane: u32, row: u32, row_scale: f32) {
+  for (var r = 0u; r < MR; r++) {
+    partial[r * LANES + lane] = sums[r];
+  }
+  workgroupBarrier();
+  for (var stride = LANES / 2u; stride > 0u; stride /= 2u) {
+    if (lane < stride) {
+      for (var r = 0u; r < MR; r++) {
+        partial[r * LANES + lane] += partial[r * LANES + lane + stride];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && row < p.n) {
+    for (var r = 0u; r < MR; r++) {
+      let idx = p.off_y + r * p.ldy + row;
+      var out = partial[r * LANES] * row_scale * p.alpha;
+      if ((p.flags & 1u) != 0u) {
+        out += bias[p.off_bias + row];
+      }
+      if ((p.flags & 2u) != 0u) {
+        out += y[idx];
+      }
+      y[idx] = out;
+    }
+  }
+}
+
+@compute @workgroup_size(LANES, 1, 1)
+fn gemv_q8_lanes(
+  @builtin(local_invocation_index) lane: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  // Out-of-range rows still run (clamped) so every invocation reaches the barriers.
+  let row = wid.x + wid.y * nwg.x;
+  let n = min(row, p.n - 1u);
+  var sums: array<f32, MR>;
+  for (var k = lane; k < p.ldq; k += LANES) {
+    let wv = unpack_i8(q[n * p.ldq + k]);
+    for (var r = 0u; r < MR; r++) {
+      sums[r] += dot(x[p.off_x4 + r * p.ldx4 + k], wv);
+    }
+  }
+  reduce_store(sums, lane, row, scales[n]);
+}
+
+@compute @workgroup_size(LANES, 1, 1)
+fn gemv_q4_lanes(
+  @builtin(local_invocation_index) lane: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let row = wid.x + wid.y * nwg.x;
+  let n = min(row, p.n - 1u);
+  let groups = p.ldq / Q4_WORDS;
+  var sums: array<f32, MR>;
+  for (var k = lane; k < p.ldq; k += LANES) {
+    let word = q[n * p.ldq + k];
+    let s = scales[n * groups + k / Q4_WORDS];
+    let lo = unpack_i4(word, 0u) * s;
+    let hi = unpack_i4(word, 1u) * s;
+    for (var r = 0u; r < MR; r++) {
+      let xr = p.off_x4 + r * p.ldx4 + 2u * k;
+      sums[r] += dot(x[xr], lo) + dot(x[xr + 1u], hi);
+    }
+  }
+  reduce_store(sums, lane, row, 1.0);
 }
