@@ -89,7 +89,7 @@ skip=torch
 if [[ $quick == 1 ]]; then
   step 60 gemm_peak "${tsx[@]}" bench/gemm-peak.ts --quick
   step 150 scale "${tsx[@]}" bench/scale.ts --quick --models qwen2.5-0.5b --batches 1 --prompt 8 --decode 2 \
-    --tokens 32 --skip "llamacpp,$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"}
+    --tokens 32 --skip "llamacpp,$skip" ${SCALE_VOCAB:+--vocab "$SCALE_VOCAB"} --dtype "$dtype"
   step 90 kernels_matmul "${tsx[@]}" bench/kernels.ts matmul
   step 40 decode_gemv "${tsx[@]}" bench/decode-gemv.ts --quick --dtypes f16,int8,int4
 else
