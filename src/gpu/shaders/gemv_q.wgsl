@@ -92,20 +92,25 @@ fn x_row(mine: vec4<f32>, l: Lanes, r: u32, k: u32) -> vec4<f32> {
   return x[p.off_x4 + r * p.ldx4 + k];
 }
 
+// y[r, n] = alpha · dot (+ bias[n]) (+ y[r, n]), per the flags.
+fn write_y(r: u32, n: u32, dot: f32) {
+  let idx = p.off_y + r * p.ldy + n;
+  var out = dot * p.alpha;
+  if ((p.flags & 1u) != 0u) {
+    out += bias[p.off_bias + n];
+  }
+  if ((p.flags & 2u) != 0u) {
+    out += y[idx];
+  }
+  y[idx] = out;
+}
+
 fn store(acc: ptr<function, array<f32, MR * RN>>, n0: u32, row_scale: array<f32, RN>) {
   for (var j = 0u; j < RN; j++) {
     let n = n0 + j;
     if (n < p.n) {
       for (var r = 0u; r < MR; r++) {
-        let idx = p.off_y + r * p.ldy + n;
-        var out = (*acc)[r * RN + j] * row_scale[j] * p.alpha;
-        if ((p.flags & 1u) != 0u) {
-          out += bias[p.off_bias + n];
-        }
-        if ((p.flags & 2u) != 0u) {
-          out += y[idx];
-        }
-        y[idx] = out;
+        write_y(r, n, (*acc)[r * RN + j] * row_scale[j]);
       }
     }
   }
@@ -217,15 +222,7 @@ fn reduce_store(sums: array<f32, MR>, lane: u32, row: u32, row_scale: f32) {
   }
   if (lane == 0u && row < p.n) {
     for (var r = 0u; r < MR; r++) {
-      let idx = p.off_y + r * p.ldy + row;
-      var out = partial[r * LANES] * row_scale * p.alpha;
-      if ((p.flags & 1u) != 0u) {
-        out += bias[p.off_bias + row];
-      }
-      if ((p.flags & 2u) != 0u) {
-        out += y[idx];
-      }
-      y[idx] = out;
+      write_y(r, row, partial[r * LANES] * row_scale);
     }
   }
 }
