@@ -92,10 +92,10 @@ fn x_row(mine: vec4<f32>, l: Lanes, r: u32, k: u32) -> vec4<f32> {
   return x[p.off_x4 + r * p.ldx4 + k];
 }
 
-// y[r, n] = alpha · dot (+ bias[n]) (+ y[r, n]), per the flags.
-fn write_y(r: u32, n: u32, dot: f32) {
+// y[r, n] = alpha · sum (+ bias[n]) (+ y[r, n]), per the flags.
+fn write_y(r: u32, n: u32, sum: f32) {
   let idx = p.off_y + r * p.ldy + n;
-  var out = dot * p.alpha;
+  var out = sum * p.alpha;
   if ((p.flags & 1u) != 0u) {
     out += bias[p.off_bias + n];
   }
