@@ -1,7 +1,8 @@
 // gemv_sg.wgsl (small-M decode GEMV with x rows shared by subgroup shuffle) on the real device
 // against the plain-loop reference (test/reference/gemv.ts): M = 1..8 rows, awkward N (1, 7, 129,
 // and past one workgroup's 64·RN rows; K = 4, 12, 28, 68, 132), f32 and f16 weights, bias/accumulate/alpha, every RN;
-// shapes GEMV cannot take (K not a multiple of 4, M > 8) fall back to GEMM and stay correct;
+// 9..32 rows run as launches of 8; shapes GEMV cannot take (K not a multiple of 4, M > 32) fall
+// back to GEMM and stay correct;
 // the adapter default picks it (and FULGUR_GEMV_SG=0 does not); a cached tuning that predates it
 // is re-measured.
 //
@@ -114,19 +115,41 @@ describe("gemv_sg vs reference", () => {
     }
   });
 
-  it("K not a multiple of 4 (1, 7, 129) and M > 8 leave GEMV for GEMM, still correct", async () => {
+  it("runs 9..32 rows as launches of 8 (forced and, on a software adapter, by default)", {
+    timeout: 600_000,
+  }, async () => {
+    const g = gpu();
+    if (!g.features.subgroups) return;
+    for (const m of [9, 16, 17, 32]) {
+      for (const variant of ["gemv-sg-r2", "gemv-sg-r8"]) {
+        await check({ m, n: 129, k: 68, variant }, `chunked ${variant} ${m}x129x68`);
+      }
+      await check(
+        { m, n: 70, k: 36, variant: "gemv-sg-r4", dtype: "f16", bias: true, accumulate: true, alpha: -0.5 },
+        `chunked f16 all ${m}`,
+      );
+      const x = g.tensor([m, 64]);
+      const w = g.tensor([96, 64]);
+      const [chosen] = matmulVariants(x, w, { transB: true });
+      if (adapterKind(g) === "software") expect(chosen).toBe("gemv-sg-r8");
+      x.dispose();
+      w.dispose();
+    }
+  });
+
+  it("K not a multiple of 4 (1, 7, 129) and M > 32 leave GEMV for GEMM, still correct", async () => {
     const g = gpu();
     for (const [m, n, k] of [
       [1, 7, 1],
       [7, 129, 7],
       [8, 1, 129],
-      [9, 129, 132],
+      [33, 129, 132],
     ]) {
       const x = g.tensor([m, k]);
       const w = g.tensor([n, k]);
       expect(matmulVariants(x, w, { transB: true })[0]).not.toMatch(/^gemv/);
       if (g.features.subgroups) {
-        expect(() => matmul(x, w, { transB: true, variant: "gemv-sg-r4" })).toThrow(/M ≤ 8/);
+        expect(() => matmul(x, w, { transB: true, variant: "gemv-sg-r4" })).toThrow(/M ≤ 8 \(gemv-sg: ≤ 32\)/);
       }
       x.dispose();
       w.dispose();

@@ -104,8 +104,15 @@ function sgWeightDefines<P extends "W" | "B">(
   return { [`${prefix}_ELEM`]: elem, [`${prefix}_WIDEN`]: widen } as Record<`${P}_ELEM` | `${P}_WIDEN`, string>;
 }
 
-/** GEMV handles up to this many rows of x (decode); more rows go to the GEMM path. */
+/** One GEMV launch handles up to this many rows of x (decode). */
 export const GEMV_MAX_ROWS = 8;
+/**
+ * Up to this many rows, gemv_sg can also run as ⌈M/8⌉ launches of 8 rows each (each reading W
+ * again): on lavapipe that beats the GEMM tiles for batched decode and short prompts, because the
+ * GEMV's loads per weight do not grow with M while the GEMM's tile is fixed. A GEMM candidate too;
+ * tuning decides elsewhere.
+ */
+export const GEMV_CHUNKED_MAX_ROWS = 32;
 
 /** The geometry shared by every launch of one matmul call (a sharded B gives one launch per shard). */
 interface Geometry {
@@ -149,8 +156,17 @@ function vec4Legal(g: Geometry, l: Launch): boolean {
   );
 }
 
+function gemvShape(g: Geometry, l: Launch, maxRows: number): boolean {
+  return !g.transA && g.transB && g.batch === 1 && g.m <= maxRows && l.k % 4 === 0 && vec4Legal(g, l);
+}
+
 function gemvLegal(g: Geometry, l: Launch): boolean {
-  return !g.transA && g.transB && g.batch === 1 && g.m <= GEMV_MAX_ROWS && l.k % 4 === 0 && vec4Legal(g, l);
+  return gemvShape(g, l, GEMV_MAX_ROWS);
+}
+
+/** More rows than one GEMV launch takes, few enough for gemv_sg in chunks of 8 (see above). */
+function gemvChunkable(gpu: Gpu, g: Geometry, l: Launch): boolean {
+  return g.m > GEMV_MAX_ROWS && gemvShape(g, l, GEMV_CHUNKED_MAX_ROWS) && gemvSgEnabled(gpu);
 }
 
 function rows2(t: { shape: readonly number[] }, name: string): { batch: number; r: number; c: number } {
@@ -184,7 +200,8 @@ function gemvSgEnabled(gpu: Gpu): boolean {
 function candidateVariants(gpu: Gpu, g: Geometry, l: Launch): (GemmVariant | GemvVariant)[] {
   if (gemvLegal(g, l)) return GEMV_VARIANTS.filter((v) => !v.rn || gemvSgEnabled(gpu));
   const v4 = vec4Legal(g, l);
-  return GEMM_VARIANTS.filter((v) => (v4 || v.load === "scalar") && (!v.subgroups || gpu.features.subgroups));
+  const gemm = GEMM_VARIANTS.filter((v) => (v4 || v.load === "scalar") && (!v.subgroups || gpu.features.subgroups));
+  return gemvChunkable(gpu, g, l) ? [...gemm, ...GEMV_VARIANTS.filter((v) => v.rn)] : gemm;
 }
 
 /** The per-adapter default when nothing is measured: lavapipe likes registers, GPUs shared memory. */
@@ -195,6 +212,8 @@ function defaultVariant(gpu: Gpu, g: Geometry, l: Launch): string {
     // One load of x per lane instead of MR (gemv_sg.wgsl); at M = 8 ~10× gemv-l1 on lavapipe.
     return gemvSgEnabled(gpu) ? (g.m <= 2 ? "gemv-sg-r4" : "gemv-sg-r8") : "gemv-l1";
   }
+  // 8 rows per gemv_sg launch: measured 2× the GEMM's decode rate at batch 32 (bench/RESULTS.md).
+  if (software && gemvChunkable(gpu, g, l)) return "gemv-sg-r8";
   if (software && vec4Legal(g, l)) return gpu.features.subgroups ? "sg-16x4-vec4" : "reg-8x4-vec4";
   if (software) return "reg-8x4-scalar";
   return "wg-8x8";
@@ -217,9 +236,10 @@ function checkForced(gpu: Gpu, g: Geometry, l: Launch, v: GemmVariant | GemvVari
   if (((!isGemv(v) && v.subgroups) || (isGemv(v) && v.rn)) && !gpu.features.subgroups) {
     throw new Error(`matmul: variant '${v.name}' needs the subgroups feature, which this adapter lacks`);
   }
-  if (isGemv(v) && !gemvLegal(g, l)) {
+  if (isGemv(v) && !gemvLegal(g, l) && !(v.rn && gemvChunkable(gpu, g, l))) {
     throw new Error(
-      `matmul: variant '${v.name}' needs x·Wᵀ with M ≤ ${GEMV_MAX_ROWS}, no batch and K % 4 == 0 ` +
+      `matmul: variant '${v.name}' needs x·Wᵀ with M ≤ ${GEMV_MAX_ROWS} (gemv-sg: ≤ ${GEMV_CHUNKED_MAX_ROWS}), ` +
+        `no batch and K % 4 == 0 ` +
         `(got M=${g.m}, K=${l.k}, batch=${g.batch}, transA=${g.transA}, transB=${g.transB})`,
     );
   }
@@ -285,14 +305,17 @@ function record(
       off_bias: l.offBias,
     };
     if (v.rn) {
-      gpu.commands.dispatch({
-        shader: "gemv_sg",
-        entry: "gemv_sg",
-        defines: { MR: g.m, RN: v.rn, ...sgWeightDefines(g.bDtype, "W") },
-        bindings: [a, l.b, bias, c],
-        params,
-        workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
-      });
+      // Rows of x in launches of ≤ 8 (more than one only for the chunked case), by offsets.
+      for (let r0 = 0; r0 < g.m; r0 += GEMV_MAX_ROWS) {
+        gpu.commands.dispatch({
+          shader: "gemv_sg",
+          entry: "gemv_sg",
+          defines: { MR: Math.min(GEMV_MAX_ROWS, g.m - r0), RN: v.rn, ...sgWeightDefines(g.bDtype, "W") },
+          bindings: [a, l.b, bias, c],
+          params: { ...params, off_x4: (l.offA + r0 * g.lda) / 4, off_y: l.offC + r0 * g.n },
+          workgroups: grid1d(gpu, Math.ceil(l.n / v.rows), 1),
+        });
+      }
       return;
     }
     gpu.commands.dispatch({
