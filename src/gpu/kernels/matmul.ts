@@ -108,9 +108,8 @@ function sgWeightDefines<P extends "W" | "B">(
 export const GEMV_MAX_ROWS = 8;
 /**
  * Up to this many rows, gemv_sg can also run as ⌈M/8⌉ launches of 8 rows each (each reading W
- * again): on lavapipe that beats the GEMM tiles for batched decode and short prompts, because the
- * GEMV's loads per weight do not grow with M while the GEMM's tile is fixed. A GEMM candidate too;
- * tuning decides elsewhere.
+ * again): on lavapipe 4 such launches beat the GEMM tiles at 32 rows (batched decode, short
+ * prompts). Elsewhere it is one more candidate beside the GEMM variants, and tuning decides.
  */
 export const GEMV_CHUNKED_MAX_ROWS = 32;
 
@@ -212,7 +211,7 @@ function defaultVariant(gpu: Gpu, g: Geometry, l: Launch): string {
     // One load of x per lane instead of MR (gemv_sg.wgsl); at M = 8 ~10× gemv-l1 on lavapipe.
     return gemvSgEnabled(gpu) ? (g.m <= 2 ? "gemv-sg-r4" : "gemv-sg-r8") : "gemv-l1";
   }
-  // 8 rows per gemv_sg launch: measured 2× the GEMM's decode rate at batch 32 (bench/RESULTS.md).
+  // 8 rows per gemv_sg launch: 1.8× the GEMM tiles' decode rate at batch 32 (bench/RESULTS.md).
   if (software && gemvChunkable(gpu, g, l)) return "gemv-sg-r8";
   if (software && vec4Legal(g, l)) return gpu.features.subgroups ? "sg-16x4-vec4" : "reg-8x4-vec4";
   if (software) return "reg-8x4-scalar";
