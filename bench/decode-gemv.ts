@@ -8,9 +8,9 @@
 
 import { fileURLToPath } from "node:url";
 import { acquireGpu, type Gpu, timeGpu } from "../src/gpu/index.ts";
-import { GEMV_Q_VARIANTS, gemvQuantized } from "../src/gpu/kernels/gemv-quant.ts";
+import { GEMV_Q_CANDIDATES, gemvQuantized } from "../src/gpu/kernels/gemv-quant.ts";
 import { GEMV_VARIANTS, matmul, matmulVariants, tuneMatmul } from "../src/gpu/kernels/matmul.ts";
-import { type QuantizedMatrix, uploadQuantized } from "../src/gpu/kernels/quant.ts";
+import { disposeQuantized, type QuantizedMatrix, uploadQuantized } from "../src/gpu/kernels/quant.ts";
 import { emit } from "./lib.ts";
 
 function arg(name: string, fallback: string): string {
@@ -45,7 +45,7 @@ async function benchQuantized(
   for (const m of rows) {
     const x = gpu.zeros([m, k]);
     const y = gpu.zeros([m, n]);
-    for (const variant of [...GEMV_Q_VARIANTS.map((v) => v.name), "dequant"]) {
+    for (const variant of GEMV_Q_CANDIDATES) {
       const ms = await medianMs(gpu, () => gemvQuantized(x, w, { variant, out: y }), repeats);
       byVariant[variant] = { ...byVariant[variant], [m]: ms };
       emit({
@@ -61,8 +61,7 @@ async function benchQuantized(
     x.dispose();
     y.dispose();
   }
-  w.q.dispose();
-  w.scales.dispose();
+  disposeQuantized(w);
   return byVariant;
 }
 

@@ -52,6 +52,11 @@ export interface PendingTune {
 const memory = new WeakMap<Gpu, Map<string, CacheEntry>>();
 const pending = new WeakMap<Gpu, Map<string, PendingTune>>();
 
+/** The power of two at or above x: shapes within one share a tuning class. */
+export function sizeBucket(x: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, x)));
+}
+
 /** False when FULGUR_AUTOTUNE is "0", "off" or "false": launchers then use per-adapter defaults. */
 export function autotuneEnabled(): boolean {
   const v = (process.env.FULGUR_AUTOTUNE ?? "").toLowerCase();

@@ -4,13 +4,13 @@
 // and shape class like the matmul family (src/gpu/autotune.ts); the defaults are `gemv-q-r4`/`r8`
 // on a software adapter and the K-split `gemv-q-l64` on GPUs.
 
-import { adapterKind, cachedVariant, notePending, type TuneCandidate } from "../autotune.ts";
+import { adapterKind, cachedVariant, notePending, sizeBucket, type TuneCandidate } from "../autotune.ts";
 import type { Gpu } from "../device.ts";
 import { grid1d } from "../grid.ts";
 import type { Tensor } from "../tensor.ts";
 import { requireShape } from "./launch.ts";
 import { dummyBias, GEMV_MAX_ROWS, matmul } from "./matmul.ts";
-import { dequantize, type QuantizedMatrix } from "./quant.ts";
+import { dequantize, disposeQuantized, type QuantizedMatrix } from "./quant.ts";
 
 export interface GemvQuantOptions {
   bias?: Tensor;
@@ -32,6 +32,8 @@ export const GEMV_Q_VARIANTS: readonly { name: string; rn?: number; lanes?: true
   { name: "gemv-q-l64", lanes: true },
 ];
 const DEQUANT = "dequant";
+/** Every name `variant` takes, in the order tuning measures them. */
+export const GEMV_Q_CANDIDATES: readonly string[] = [...GEMV_Q_VARIANTS.map((v) => v.name), DEQUANT];
 
 /**
  * True when `gemvQuantized` can take x [m, cols] · Wᵀ: few rows, and an adapter with subgroups
@@ -39,10 +41,6 @@ const DEQUANT = "dequant";
  */
 export function gemvQuantLegal(gpu: Gpu, m: number): boolean {
   return m >= 1 && m <= GEMV_MAX_ROWS && gpu.features.subgroups && process.env.FULGUR_GEMV_Q !== "0";
-}
-
-function bucket(x: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(1, x)));
 }
 
 function defaultVariant(gpu: Gpu, m: number): string {
@@ -117,8 +115,7 @@ export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOpti
   }
   const v = GEMV_Q_VARIANTS.find((c) => c.name === variant);
   if (!v) {
-    const names = [...GEMV_Q_VARIANTS.map((c) => c.name), DEQUANT].join(", ");
-    throw new Error(`${fn}: unknown variant '${variant}' (expected one of ${names})`);
+    throw new Error(`${fn}: unknown variant '${variant}' (expected one of ${GEMV_Q_CANDIDATES.join(", ")})`);
   }
   const flags = (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0);
   dispatchFused(gpu, v, x, w, opts.bias ?? dummyBias(gpu), out, flags, opts.alpha ?? 1);
@@ -126,11 +123,15 @@ export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOpti
 }
 
 function chooseVariant(gpu: Gpu, m: number, w: QuantizedMatrix): string {
-  const cls = `${w.kind}:m${m}:n${bucket(w.rows)}:k${bucket(w.cols)}`;
-  const names = [...GEMV_Q_VARIANTS.map((v) => v.name), DEQUANT];
-  const cached = cachedVariant(gpu, "gemv-q", cls, names);
+  const cls = `${w.kind}:m${m}:n${sizeBucket(w.rows)}:k${sizeBucket(w.cols)}`;
+  const cached = cachedVariant(gpu, "gemv-q", cls, GEMV_Q_CANDIDATES);
   if (cached) return cached;
-  notePending(gpu, { family: "gemv-q", shapeClass: cls, prepare: () => scratch(gpu, m, w), variants: names });
+  notePending(gpu, {
+    family: "gemv-q",
+    shapeClass: cls,
+    prepare: () => scratch(gpu, m, w),
+    variants: GEMV_Q_CANDIDATES,
+  });
   return defaultVariant(gpu, m);
 }
 
@@ -139,11 +140,11 @@ function scratch(gpu: Gpu, m: number, w: QuantizedMatrix): { candidates: TuneCan
   const x = gpu.zeros([m, w.cols]);
   const sw: QuantizedMatrix = { ...w, q: gpu.zeros(w.q.shape, "u32"), scales: gpu.zeros(w.scales.shape) };
   const out = gpu.zeros([m, w.rows]);
-  const names = [...GEMV_Q_VARIANTS.map((v) => v.name), DEQUANT];
   return {
-    candidates: names.map((variant) => ({ variant, record: () => gemvQuantized(x, sw, { variant, out }) })),
+    candidates: GEMV_Q_CANDIDATES.map((variant) => ({ variant, record: () => gemvQuantized(x, sw, { variant, out }) })),
     dispose: () => {
-      for (const t of [x, sw.q, sw.scales, out]) t.dispose();
+      for (const t of [x, out]) t.dispose();
+      disposeQuantized(sw);
     },
   };
 }

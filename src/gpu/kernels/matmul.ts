@@ -11,6 +11,7 @@ import {
   autotuneEnabled,
   cachedVariant,
   notePending,
+  sizeBucket,
   type TuneCandidate,
   type TuneResult,
   tune,
@@ -175,16 +176,12 @@ function rows2(t: { shape: readonly number[] }, name: string): { batch: number; 
   throw new Error(`matmul: ${name} must be rank 2 [rows, cols] or rank 3 [batch, rows, cols], got [${s.join(", ")}]`);
 }
 
-function bucket(x: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(1, x)));
-}
-
 /** The autotune class of a launch: shapes within the same powers of two share a choice. */
 function shapeClass(g: Geometry, l: Launch, family: "gemm" | "gemv"): string {
   const t = `${g.transA ? "t" : "n"}${g.transB ? "t" : "n"}`;
-  const m = family === "gemv" ? String(g.m) : String(bucket(g.m));
+  const m = family === "gemv" ? String(g.m) : String(sizeBucket(g.m));
   const v = vec4Legal(g, l) ? "v4" : "s";
-  return `${t}:${g.bDtype}:${v}:b${g.batch > 1 ? "n" : "1"}:m${m}:n${bucket(l.n)}:k${bucket(l.k)}`;
+  return `${t}:${g.bDtype}:${v}:b${g.batch > 1 ? "n" : "1"}:m${m}:n${sizeBucket(l.n)}:k${sizeBucket(l.k)}`;
 }
 
 /**
