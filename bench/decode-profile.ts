@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { acquireGpu, type Gpu } from "../src/gpu/index.ts";
 import { loadModel } from "../src/model/model.ts";
 import { writeTinyModel } from "../src/model/tiny.ts";
+import { quantizeFlag } from "../src/server.ts";
 import { decodePrompts } from "./decode-timing.ts";
 import { ENGINE_MODELS } from "./engine.ts";
 import { emit } from "./lib.ts";
@@ -124,9 +125,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (process.argv.includes("--plain-gemv")) process.env.FULGUR_GEMV_SG = "0";
   const given = process.argv.includes("--dir") ? arg("--dir", "") : null;
   const dtype = arg("--dtype", "auto") as "f32" | "f16" | "auto";
-  const quantizeArg = arg("--quantize", "");
-  const quantize = quantizeArg === "int8" || quantizeArg === "int4" ? quantizeArg : undefined;
-  if (quantizeArg && !quantize) throw new Error(`--quantize must be int8 or int4, got ${quantizeArg}`);
+  const quantize = quantizeFlag(arg("--quantize", ""));
   const spec = ENGINE_MODELS[name];
   if (!given && !spec) throw new Error(`--model must be one of ${Object.keys(ENGINE_MODELS).join(", ")}`);
   const gpu = await acquireGpu();

@@ -48,6 +48,7 @@ import type { ModelConfig } from "../src/model/config.ts";
 import { loadCheckpoint, readModelConfig } from "../src/model/loader.ts";
 import { loadModel } from "../src/model/model.ts";
 import { type RandomModel, writeRandomModel } from "../src/model/random-init.ts";
+import { quantizeFlag } from "../src/server.ts";
 import { type PolicySample, policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
 import {
@@ -129,10 +130,6 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
   }
   const dtype = value("--dtype") ?? "f32";
   if (dtype !== "f32" && dtype !== "f16") throw new Error(`--dtype must be f32 or f16, got ${dtype}`);
-  const quantize = value("--quantize");
-  if (quantize !== undefined && quantize !== "int8" && quantize !== "int4") {
-    throw new Error(`--quantize must be int8 or int4, got ${quantize}`);
-  }
   const batches = (value("--batches") ?? (quick ? "1,8" : "1,8,32")).split(",").map(Number);
   if (!batches.every((b) => Number.isInteger(b) && b >= 1)) throw new Error("--batches must list positive integers");
   return {
@@ -144,7 +141,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     decode: int("--decode", quick ? 4 : 16),
     batches,
     dtype,
-    quantize,
+    quantize: quantizeFlag(value("--quantize")),
     recompute: argv.includes("--recompute"),
     skip: new Set((value("--skip") ?? "").split(",").filter(Boolean)),
     torchThreads: int("--torch-threads", cpus().length),

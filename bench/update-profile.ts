@@ -9,6 +9,7 @@
 import { fileURLToPath } from "node:url";
 import { acquireGpu } from "../src/gpu/index.ts";
 import { loadModel } from "../src/model/model.ts";
+import { quantizeFlag } from "../src/server.ts";
 import { policyGradients } from "../src/trainer/grads.ts";
 import { Optimizer } from "../src/trainer/optimizer.ts";
 import { emitProfile, profileDispatches } from "./decode-profile.ts";
@@ -24,8 +25,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dtype = arg("--dtype", "auto") as "f32" | "f16" | "auto";
   const tokens = Number(arg("--tokens", "512"));
   const recompute = process.argv.includes("--recompute");
-  const q = arg("--quantize", "");
-  const quantize = q === "int8" || q === "int4" ? q : undefined;
+  const quantize = quantizeFlag(arg("--quantize", ""));
   const gpu = await acquireGpu();
   if (!gpu.features.timestampQuery) throw new Error("update-profile needs the timestamp-query feature");
   try {

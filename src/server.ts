@@ -299,7 +299,8 @@ function adapterFlags(values: string[]): { adapterDir?: string; adapters?: Recor
   return { adapterDir, ...(Object.keys(adapters).length > 0 ? { adapters } : {}) };
 }
 
-function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
+/** `--quantize int8|int4|none` (also the benchmarks' flag); absent or "none": dense weights. */
+export function quantizeFlag(v: string | undefined): "int8" | "int4" | undefined {
   if (v === undefined || v === "" || v === "none") return undefined;
   if (v !== "int8" && v !== "int4") throw new Error(`--quantize must be int8, int4 or none, got ${v}`);
   return v;
