@@ -66,19 +66,24 @@ fn unpack_i4(word: u32, half: u32) -> vec4<f32> {
 
 // How this lane reaches the rows of x: `own` is the vec4 index of the row it loads when the
 // subgroup shares (lane l of each group of 8 loads row l), `group` the first lane of its group.
+// `loads` is false for lanes MR..7 of a group, whose row another lane already loads: a
+// masked-off lane skips its load on lavapipe (batch-1 decode's x loads drop to one lane in 8).
 struct Lanes {
   share_x: bool,
+  loads: bool,
   group: u32,
   own: u32,
 }
 
 fn lanes(sid: u32, sg_size: u32) -> Lanes {
-  return Lanes(sg_size >= 8u, sid & ~7u, p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4);
+  let share_x = sg_size >= 8u;
+  let loads = share_x && (MR >= 8u || (sid & 7u) < MR);
+  return Lanes(share_x, loads, sid & ~7u, p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4);
 }
 
-// This lane's own x vec4 at index k (what the others shuffle from), or zero when not sharing.
+// This lane's own x vec4 at index k (what the others shuffle from), or zero when it loads none.
 fn x_mine(l: Lanes, k: u32) -> vec4<f32> {
-  if (l.share_x) {
+  if (l.loads) {
     return x[l.own + k];
   }
   return vec4<f32>(0.0);

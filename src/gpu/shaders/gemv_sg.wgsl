@@ -11,7 +11,8 @@
 // 1 + RN loads per step for RN weight rows × MR x rows. Each invocation owns RN consecutive rows
 // of W and keeps MR·RN scalar sums (dot products, not vec4 accumulators, to stay in registers).
 // Lanes sharing must be in the same subgroup and walk K in step (they do: the loop is uniform);
-// a subgroup narrower than 8 lanes loads x per lane instead.
+// a subgroup narrower than 8 lanes loads x per lane instead. With MR < 8 rows, lanes MR..7 of a
+// group load nothing (every row they could share is loaded by a lane below them).
 // f16 weights are read as u32 pairs and widened with unpack2x16float: on lavapipe that is 2–5×
 // faster than loading vec4<f16> (and it needs no shader-f16).
 // Defines: MR, RN, W_ELEM and W_WIDEN (how W is stored and widened; see the launcher).
@@ -68,6 +69,9 @@ fn gemv_sg(
   let share_x = sg_size >= 8u;
   let group = sid & ~7u;
   let own = p.off_x4 + min(sid & 7u, MR - 1u) * p.ldx4;
+  // Only lanes 0 .. MR-1 of a group load (the others would load a duplicate row): a masked-off
+  // lane skips its load on lavapipe, which halves batch-1 decode's time there.
+  let loads_x = share_x && (MR >= 8u || (sid & 7u) < MR);
   var acc: array<f32, MR * RN>;
   for (var k = 0u; k < p.k4; k++) {
     var wv: array<vec4<f32>, RN>;
@@ -75,7 +79,7 @@ fn gemv_sg(
       wv[j] = load_w(iw[j] + k);
     }
     var mine = vec4<f32>(0.0);
-    if (share_x) {
+    if (loads_x) {
       mine = x[own + k];
     }
     for (var r = 0u; r < MR; r++) {
