@@ -5,7 +5,7 @@
 // total ms, calls and share of the profiled GPU time, plus the run's wall time.
 //   npx tsx bench/decode-profile.ts [--model 25m|tiny | --dir <HF checkpoint dir>] [--dtype f32|f16|auto]
 //     [--batch 8] [--prompt 4] [--decode 16]
-//     [--plain-gemv] (FULGUR_GEMV_SG=0: the old GEMV path) [--quantize int8|int4]
+//     [--plain-gemv] (FULGUR_GEMV_SG=0: the old GEMV path) [--quantize int8|int4] [--quantize-head]
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -126,6 +126,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const given = process.argv.includes("--dir") ? arg("--dir", "") : null;
   const dtype = arg("--dtype", "auto") as "f32" | "f16" | "auto";
   const quantize = quantizeFlag(arg("--quantize", ""));
+  const quantizeHead = process.argv.includes("--quantize-head");
   const spec = ENGINE_MODELS[name];
   if (!given && !spec) throw new Error(`--model must be one of ${Object.keys(ENGINE_MODELS).join(", ")}`);
   const gpu = await acquireGpu();
@@ -133,7 +134,14 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dir = given ?? mkdtempSync(join(tmpdir(), `fulgur-decode-profile-${name}-`));
   try {
     if (!given) await writeTinyModel(dir, spec);
-    const model = await loadModel(dir, { gpu, dtype, quantize, maxSlots: batch, maxSeqLen: prompt + decode + 8 });
+    const model = await loadModel(dir, {
+      gpu,
+      dtype,
+      quantize,
+      quantizeHead,
+      maxSlots: batch,
+      maxSeqLen: prompt + decode + 8,
+    });
     const prompts = decodePrompts(batch, prompt, model.config.vocabSize);
     await model.generate(prompts, { temperature: 0, maxTokens: 2, ignoreEos: true }); // compile pipelines
     const profile = profileDispatches(gpu);

@@ -19,6 +19,7 @@
 //     [--quantize int8|int4] (linear weights int8/int4: decode reads them packed by gemv_q.wgsl,
 //     compare with `--llamacpp-dtypes f16,q8_0`; the update trains LoRA on the quantised base,
 //     so its loss differs from PyTorch's unquantised one by the quantisation)
+//     [--quantize-head] (the embedding and LM head int8 too, as llama.cpp's Q8_0 stores them)
 //     [--recompute] (the update keeps only each layer's input and recomputes the rest in backward)
 //     [--skip decode,update,llamacpp,torch] [--torch-threads n] [--out file.jsonl]
 //     [--llamacpp-dtypes f16,q8_0] (GGUF dtypes llama.cpp decodes the weights in, default f16)
@@ -95,6 +96,8 @@ export interface ScaleOptions {
    * per GEMM (a QLoRA-style frozen base; PyTorch still runs the unquantised weights).
    */
   quantize?: "int8" | "int4";
+  /** The embedding and LM head int8 as well (quantizeHead). */
+  quantizeHead: boolean;
   /** The update keeps only each layer's input and recomputes the rest in backward. */
   recompute: boolean;
   skip: Set<string>;
@@ -142,6 +145,7 @@ export function parseScaleArgs(argv: string[]): ScaleOptions {
     batches,
     dtype,
     quantize: quantizeFlag(value("--quantize")),
+    quantizeHead: argv.includes("--quantize-head"),
     recompute: argv.includes("--recompute"),
     skip: new Set((value("--skip") ?? "").split(",").filter(Boolean)),
     torchThreads: int("--torch-threads", cpus().length),
@@ -296,6 +300,7 @@ export async function benchScaleModel(
       vocab: config.vocabSize,
       dtype: opts.dtype,
       ...(opts.quantize ? { quantize: opts.quantize } : {}),
+      ...(opts.quantizeHead ? { quantize_head: true } : {}),
       adapter,
     };
     put({ ...common, metric: "generate_checkpoint_time", value: performance.now() - t0, unit: "ms" });
@@ -311,6 +316,7 @@ export async function benchScaleModel(
         gpu,
         dtype: opts.dtype,
         quantize: opts.quantize,
+        quantizeHead: opts.quantizeHead,
         maxSlots: maxBatch,
         maxSeqLen,
         maxStepTokens: Math.max(512, maxBatch * opts.prompt),
@@ -421,6 +427,7 @@ export async function benchScaleModel(
           gpu,
           dtype: opts.dtype,
           quantize: opts.quantize,
+          quantizeHead: opts.quantizeHead,
           maxSlots: 1,
           maxSeqLen: 64,
         });

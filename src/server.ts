@@ -127,6 +127,8 @@ export interface ServerOptions {
   maxSeqLen?: number;
   /** Store the model's linear weights int8 or int4 (docs/memory.md). */
   quantize?: "int8" | "int4";
+  /** Store the embedding and LM head int8 too (docs/memory.md). */
+  quantizeHead?: boolean;
   /** "durable" (default): a call is answered once its record is committed; "async": answered first. */
   recordMode?: "durable" | "async";
   /** Most sequences one request may generate (n, or prompts × n); default 128. */
@@ -163,6 +165,7 @@ export async function startServer(options: ServerOptions = {}): Promise<FulgurSe
         maxSlots: options.maxSlots,
         maxSeqLen: options.maxSeqLen,
         quantize: options.quantize,
+        quantizeHead: options.quantizeHead,
       });
       if (options.adapterDir) await model.loadAdapter(resolve(options.adapterDir));
       for (const [name, adapterDir] of Object.entries(options.adapters ?? {})) {
@@ -240,6 +243,7 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
       "max-slots": { type: "string" },
       "max-seq-len": { type: "string" },
       quantize: { type: "string", default: env.FULGUR_QUANTIZE },
+      "quantize-head": { type: "boolean", default: env.FULGUR_QUANTIZE_HEAD === "1" },
       "max-choices": { type: "string", default: env.FULGUR_MAX_CHOICES },
       "record-mode": { type: "string", default: env.FULGUR_RECORD_MODE ?? "durable" },
       help: { type: "boolean" },
@@ -276,6 +280,7 @@ export function parseServerArgs(argv: string[]): ServerOptions & { help?: boolea
     maxSlots: int(values["max-slots"], "max-slots"),
     maxSeqLen: int(values["max-seq-len"], "max-seq-len"),
     quantize: quantizeFlag(values.quantize),
+    quantizeHead: values["quantize-head"],
     maxChoices: int(values["max-choices"], "max-choices"),
     recordMode: recordMode(values["record-mode"]),
   };
@@ -327,6 +332,7 @@ export const SERVER_USAGE = `Usage: fulgur serve [options]      (bun run server 
   --max-slots N        sequences decoded at once (default 16)
   --max-seq-len N      longest prompt+completion served (default min(model, 2048))
   --quantize int8|int4 keep the linear weights int8 per output channel or int4 per 32 columns
+  --quantize-head      keep the embedding and LM head int8 per vocabulary row (env FULGUR_QUANTIZE_HEAD=1)
   --max-choices N      most sequences per request, n or prompts × n (default 128; more → 400)
   --record-mode MODE   durable (default: answer once the call's record is committed) or async`;
 

@@ -4,8 +4,10 @@
 // block by block in the backward. Full logits rows (serving's sampler, `Model.logits`) come from
 // headLogits over row chunks that fit one binding.
 
+import { gemvQuantized, gemvQuantLegal } from "../gpu/kernels/gemv-quant.ts";
 import { headBackwardByBlocks, headLogprobsByBlocks } from "../gpu/kernels/lmhead.ts";
-import { matmul } from "../gpu/kernels/matmul.ts";
+import { GEMV_MAX_ROWS, matmul } from "../gpu/kernels/matmul.ts";
+import type { ShardedInt8 } from "../gpu/kernels/quant.ts";
 import type { Scope } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { Transformer } from "./transformer.ts";
@@ -47,7 +49,35 @@ export function writeRows(dst: Tensor, start: number, src: Tensor): void {
 /** Logits [rows, vocab] of already-normed hidden states (one chunk; caller keeps it small). */
 export function headLogits(model: Transformer, normed: Tensor, scope: Scope): Tensor {
   const head = model.weights.lmHead;
+  if ("kind" in head) return scope.track(int8Logits(normed, head, scope));
   return scope.track(matmul(normed, head.shards.length === 1 ? head.shards[0].tensor : head, { transB: true }));
+}
+
+/**
+ * Logits through an int8 head, read packed by gemv_q in launches of up to 8 rows per row shard of
+ * the head (decode's batch is one or a few launches; a long prompt's rows cost one read of the
+ * head per 8). With gemv_q switched off (FULGUR_GEMV_Q=0) each launch widens its shard first.
+ */
+function int8Logits(normed: Tensor, head: ShardedInt8, scope: Scope): Tensor {
+  const rows = normed.shape[0];
+  const logits = normed.gpu.tensor([rows, head.rows]);
+  for (let start = 0; start < rows; start += GEMV_MAX_ROWS) {
+    const n = Math.min(GEMV_MAX_ROWS, rows - start);
+    const whole = n === rows;
+    const x = whole ? normed : sliceRows(normed, start, n, scope);
+    const out = whole ? logits : normed.gpu.tensor([n, head.rows]);
+    const variant = fusedOrWidened(normed, n);
+    for (const shard of head.shards) gemvQuantized(x, shard.m, { out, outColumn: shard.rowStart, variant });
+    if (!whole) {
+      writeRows(logits, start, out);
+      out.dispose();
+    }
+  }
+  return logits;
+}
+
+function fusedOrWidened(x: Tensor, rows: number): string | undefined {
+  return gemvQuantLegal(x.gpu, rows) ? undefined : "dequant";
 }
 
 /**

@@ -29,6 +29,8 @@ export interface LoadModelOptions extends EngineOptions {
   onWarning?: (message: string) => void;
   /** Frozen linear weights stored int8 per output channel or int4 per 32 columns (docs/memory.md). */
   quantize?: "int8" | "int4";
+  /** The embedding and LM head stored int8 per vocabulary row, frozen (docs/memory.md). */
+  quantizeHead?: boolean;
   /** Progress while uploading tensors. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -66,6 +68,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
       const weights = await uploadWeights(gpu, checkpoint, {
         dtype: options.dtype,
         quantize: options.quantize,
+        quantizeHead: options.quantizeHead,
         onWarning: options.onWarning,
         onTensor: (name, i, total) => options.onProgress?.(i + 1, total, name),
       });

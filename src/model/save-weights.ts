@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Tensor } from "../gpu/tensor.ts";
 import { type TensorToWrite, writeSafetensors } from "./safetensors-write.ts";
 import type { Transformer } from "./transformer.ts";
-import { denseWeight, PROJECTIONS } from "./weights.ts";
+import { denseVocabMatrix, denseWeight, PROJECTIONS } from "./weights.ts";
 
 /** Files of a HF model directory that describe (not store) the model: copied verbatim. */
 const SIDECAR_FILES = [
@@ -47,7 +47,12 @@ export async function saveFullWeights(model: Transformer, dir: string): Promise<
     tensors[name] = { dtype: "F32", shape: [rows, cols], data: await t.read() };
   };
   const { vocabSize, hiddenSize } = model.config;
-  await matrix("model.embed_tokens.weight", w.embed, vocabSize, hiddenSize);
+  await matrix(
+    "model.embed_tokens.weight",
+    denseVocabMatrix(w.embed, "model.embed_tokens.weight", "saveFullWeights"),
+    vocabSize,
+    hiddenSize,
+  );
   for (const [i, layer] of w.layers.entries()) {
     await vector(`model.layers.${i}.input_layernorm.weight`, layer.inputNorm);
     await vector(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
@@ -62,6 +67,12 @@ export async function saveFullWeights(model: Transformer, dir: string): Promise<
     }
   }
   await vector("model.norm.weight", w.norm);
-  if (w.lmHead !== w.embed) await matrix("lm_head.weight", w.lmHead, vocabSize, hiddenSize);
+  if (w.lmHead !== w.embed)
+    await matrix(
+      "lm_head.weight",
+      denseVocabMatrix(w.lmHead, "lm_head.weight", "saveFullWeights"),
+      vocabSize,
+      hiddenSize,
+    );
   await writeSafetensors(join(dir, "model.safetensors"), tensors);
 }

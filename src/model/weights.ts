@@ -4,7 +4,13 @@
 // (151936 × 896 f32 = 544 MB) exceeds one storage binding.
 
 import type { Gpu } from "../gpu/device.ts";
-import { disposeQuantized, type QuantizedMatrix, uploadQuantized } from "../gpu/kernels/quant.ts";
+import {
+  disposeQuantized,
+  type QuantizedMatrix,
+  type ShardedInt8,
+  uploadInt8Sharded,
+  uploadQuantized,
+} from "../gpu/kernels/quant.ts";
 import { ShardedMatrix } from "../gpu/shard.ts";
 import type { DType, Tensor } from "../gpu/tensor.ts";
 import {
@@ -45,12 +51,15 @@ export interface LayerWeights {
   proj: Record<ProjectionName, LinearWeights>;
 }
 
+/** The embedding or LM head: dense (f32/f16, row-sharded), or int8 under `quantizeHead` (frozen). */
+export type VocabMatrix = ShardedMatrix | ShardedInt8;
+
 export interface ModelWeights {
-  embed: ShardedMatrix;
+  embed: VocabMatrix;
   layers: LayerWeights[];
   norm: Tensor;
   /** The same object as `embed` when embeddings are tied. */
-  lmHead: ShardedMatrix;
+  lmHead: VocabMatrix;
   /** Linear weights left in f32 under an f16 load because they hold values beyond f16's range. */
   keptF32: string[];
 }
@@ -73,9 +82,18 @@ export interface UploadOptions {
    * channel (a quarter of f32's memory); "int4": int4 with one scale per 32 columns of a row (an
    * eighth, plus scales). Decode reads them packed (gemv_q.wgsl); GEMMs widen one matrix
    * to f32 right before use; for a frozen base (LoRA training, serving). Embeddings, norms and
-   * the LM head keep `dtype`.
+   * the LM head keep `dtype` unless `quantizeHead`.
    */
   quantize?: "int8" | "int4";
+  /**
+   * Store the embedding and the LM head (one matrix when tied) int8 with one scale per vocabulary
+   * row, frozen, whatever `quantize` is (as llama.cpp keeps its output matrix at 8 bits under
+   * 4-bit linears): a tied Qwen head is a quarter of a 0.5B model's weights and a ninth of a
+   * 4B's. Serving's logits read it packed (gemv_q.wgsl); training's logprobs widen it one
+   * vocabulary block at a time, so both see the same values. Needs the subgroups feature and a
+   * hidden size that is a multiple of 4; otherwise the head keeps `dtype`, with a warning.
+   */
+  quantizeHead?: boolean;
   /** Called after each tensor (for progress bars). */
   onTensor?: (name: string, index: number, total: number) => void;
   /** Where load warnings go (default: console.warn). */
@@ -134,12 +152,12 @@ export async function uploadWeights(
   };
 
   const { vocabSize, hiddenSize } = config;
-  const embed = await matrix(
-    "model.embed_tokens.weight",
-    vocabSize,
-    hiddenSize,
-    frozenType("model.embed_tokens.weight"),
-  );
+  const int8Head = options.quantizeHead === true && headQuantizable(gpu, hiddenSize, warn);
+  const vocabMatrix = async (name: string): Promise<VocabMatrix> =>
+    int8Head
+      ? uploadInt8Sharded(gpu, await get(name), vocabSize, hiddenSize)
+      : matrix(name, vocabSize, hiddenSize, frozenType(name));
+  const embed = await vocabMatrix("model.embed_tokens.weight");
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const inputNorm = await vector(`model.layers.${i}.input_layernorm.weight`);
@@ -155,16 +173,39 @@ export async function uploadWeights(
     layers.push({ inputNorm, postNorm, qNorm, kNorm, preFfnNorm, postFfnNorm, proj });
   }
   const norm = await vector("model.norm.weight");
-  const lmHead = config.tieWordEmbeddings
-    ? embed
-    : await matrix("lm_head.weight", vocabSize, hiddenSize, frozenType("lm_head.weight"));
+  const lmHead = config.tieWordEmbeddings ? embed : await vocabMatrix("lm_head.weight");
   return { embed, layers, norm, lmHead, keptF32 };
+}
+
+/** Whether an int8 [vocab, dim] head can be used here; says why not through `warn`. */
+function headQuantizable(gpu: Gpu, dim: number, warn: (m: string) => void): boolean {
+  const why = !gpu.features.subgroups
+    ? "this adapter lacks the subgroups feature its packed GEMV needs"
+    : dim % 4 !== 0
+      ? `the hidden size ${dim} is not a multiple of 4`
+      : 64 * dim > gpu.maxBindingSize
+        ? `64 rows of ${dim} int8 bytes exceed one storage binding (${gpu.maxBindingSize})`
+        : null;
+  if (why) warn(`quantizeHead: ${why}; keeping the embedding and LM head dense`);
+  return why === null;
 }
 
 /** A `matrix` loader that quantises instead. */
 function quantized(gpu: Gpu, kind: QuantizedMatrix["kind"], get: (name: string) => Promise<Float32Array>) {
   return async (name: string, rows: number, cols: number): Promise<QuantizedMatrix> =>
     uploadQuantized(gpu, kind, await get(name), rows, cols);
+}
+
+/** The dense embedding or LM head; an int8 one is frozen, so full training refuses it. */
+export function denseVocabMatrix(m: VocabMatrix, name: string, what: string): ShardedMatrix {
+  if ("kind" in m) throw new Error(`${what}: ${name} is int8-quantised (frozen); load without quantizeHead`);
+  return m;
+}
+
+/** Frees the embedding or LM head. */
+function disposeVocabMatrix(m: VocabMatrix): void {
+  if ("kind" in m) for (const s of m.shards) disposeQuantized(s.m);
+  else m.dispose();
 }
 
 /** The dense matrix of a linear weight; int8 weights are frozen, so full training refuses them. */
@@ -197,8 +238,8 @@ export function allLinears(weights: ModelWeights): LinearWeights[] {
 
 /** Frees every GPU buffer the weights hold. */
 export function disposeWeights(weights: ModelWeights): void {
-  weights.embed.dispose();
-  if (weights.lmHead !== weights.embed) weights.lmHead.dispose();
+  disposeVocabMatrix(weights.embed);
+  if (weights.lmHead !== weights.embed) disposeVocabMatrix(weights.lmHead);
   weights.norm.dispose();
   for (const layer of weights.layers) {
     layer.inputNorm.dispose();

@@ -8,7 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import type { GradientSink } from "../model/backward.ts";
 import type { LoraAdapter } from "../model/lora.ts";
 import type { Transformer } from "../model/transformer.ts";
-import { denseWeight, PROJECTIONS } from "../model/weights.ts";
+import { denseVocabMatrix, denseWeight, PROJECTIONS } from "../model/weights.ts";
 
 export interface OptimizerConfig {
   lr: number;
@@ -89,7 +89,7 @@ export class Optimizer {
         );
       add(name, m.shards[0].tensor);
     };
-    single("model.embed_tokens.weight", w.embed);
+    single("model.embed_tokens.weight", denseVocabMatrix(w.embed, "model.embed_tokens.weight", "full training"));
     w.layers.forEach((layer, i) => {
       add(`model.layers.${i}.input_layernorm.weight`, layer.inputNorm);
       add(`model.layers.${i}.post_attention_layernorm.weight`, layer.postNorm);
@@ -104,7 +104,7 @@ export class Optimizer {
       }
     });
     add("model.norm.weight", w.norm);
-    if (w.lmHead !== w.embed) single("lm_head.weight", w.lmHead);
+    if (w.lmHead !== w.embed) single("lm_head.weight", denseVocabMatrix(w.lmHead, "lm_head.weight", "full training"));
     return new Optimizer(slots, { full }, config);
   }
 

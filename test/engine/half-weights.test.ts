@@ -16,7 +16,7 @@ import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel } from "../../src/model/model.ts";
 import { type TensorToWrite, writeSafetensors } from "../../src/model/safetensors-write.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
-import { denseWeight, F16_MAX } from "../../src/model/weights.ts";
+import { denseVocabMatrix, denseWeight, F16_MAX } from "../../src/model/weights.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { rng } from "../helpers/random.ts";
 import { loadReferenceModel, referenceForward } from "../reference/transformer.ts";
@@ -80,8 +80,8 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
     try {
       const q = denseWeight(auto.transformer.weights.layers[0].proj.q_proj, "test");
       expect(q.dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
-      expect(auto.transformer.weights.lmHead.dtype).toBe(q.dtype);
-      expect(auto.transformer.weights.embed.dtype).toBe(q.dtype);
+      expect(denseVocabMatrix(auto.transformer.weights.lmHead, "lm_head", "test").dtype).toBe(q.dtype);
+      expect(denseVocabMatrix(auto.transformer.weights.embed, "embed", "test").dtype).toBe(q.dtype);
       expect(denseWeight(full.transformer.weights.layers[0].proj.q_proj, "test").dtype).toBe("f32");
       expect(auto.transformer.weights.keptF32).toEqual([]);
       // Exactness on the device: what the GPU holds is the checkpoint's value wherever
@@ -140,7 +140,7 @@ describe("bf16 checkpoint, f16 frozen weights", () => {
     try {
       const w = auto.transformer.weights;
       expect(w.lmHead).toBe(w.embed);
-      expect(w.embed.dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
+      expect(denseVocabMatrix(w.embed, "embed", "test").dtype).toBe(g.features.shaderF16 ? "f16" : "f32");
       const r = rng(3);
       const tokens = Array.from({ length: 20 }, () => Math.floor(r() * auto.config.vocabSize));
       // The embedding gather and the head GEMV/GEMM both read the f16 table exactly (bf16 values).

@@ -4,11 +4,13 @@
 import { describe, expect, it } from "vitest";
 import { f16ToF32, f32ToF16, ShardedMatrix } from "../../src/gpu/index.ts";
 import { embedding, embeddingBackward, scatterPlan, uploadTokenIds } from "../../src/gpu/kernels/embedding.ts";
+import { quantizeInt8Rows, uploadInt8, uploadInt8Sharded } from "../../src/gpu/kernels/quant.ts";
 import { expectClose } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { gradCheck } from "../helpers/gradcheck.ts";
 import { ints, uniform } from "../helpers/random.ts";
 import { embeddingBackwardRef, embeddingRef } from "../reference/embedding.ts";
+import { refDequantInt8 } from "../reference/quant.ts";
 
 const gpu = useGpu();
 const smallBindings = useGpu({ maxBindingSize: 64 * 1024 });
@@ -75,6 +77,27 @@ describe("embedding", () => {
     const out = embedding(sharded, uploadTokenIds(g, idsHost, vocab));
     expect(Array.from(await out.read())).toEqual(Array.from(embeddingRef(table, dim, idsHost)));
     expect(() => embeddingBackward(g.zeros([tokens, dim]), idsHost, sharded)).toThrow(/table must be f32, got f16/);
+  });
+
+  it.each([
+    [1, 1, 4],
+    [7, 3, 8],
+    [129, 129, 132],
+    [40, 1000, 896],
+  ])("gathers from an int8 table like its widening (tokens=%i vocab=%i dim=%i)", async (tokens, vocab, dim) => {
+    const g = gpu();
+    const table = uniform(vocab * dim, tokens + dim);
+    const { packed, scales } = quantizeInt8Rows(table, vocab, dim);
+    const widened = refDequantInt8(packed, scales, vocab, dim);
+    const idsHost = ints(tokens, vocab + 1, vocab);
+    idsHost[0] = vocab - 1;
+    const want = Array.from(embeddingRef(widened, dim, idsHost));
+    const ids = uploadTokenIds(g, idsHost, vocab);
+    expect(Array.from(await embedding(uploadInt8(g, table, vocab, dim), ids).read())).toEqual(want);
+    // The same table in row shards of 64 rows (a real vocabulary exceeds one binding).
+    const sharded = uploadInt8Sharded(g, table, vocab, dim, 64 * dim);
+    expect(sharded.shards.length).toBe(Math.ceil(vocab / 64));
+    expect(Array.from(await embedding(sharded, ids).read())).toEqual(want);
   });
 
   it("sums many repeats of one id and is bitwise deterministic", async () => {

@@ -113,6 +113,34 @@ describe("gemv_q vs reference", () => {
     }
   });
 
+  it("writes a column range of a wider output (one row shard of a head), fused and widened", async () => {
+    const g = gpu();
+    if (!g.features.subgroups) return;
+    const [m, n, k, wideN, col] = [3, 70, 20, 200, 65];
+    const xData = uniform(m * k, 81);
+    const w = uploadQuantized(g, "int8", uniform(n * k, 82), n, k);
+    const wideRef = refDequantInt8((await w.q.readInts()) as Uint32Array, await w.scales.read(), n, k);
+    const x = g.tensor([m, k], "f32", xData);
+    const y0 = uniform(m * wideN, 83);
+    const part = gemvRef(xData, wideRef, m, n, k, {});
+    for (const variant of ["gemv-q-r4", "gemv-q-l64", "dequant"]) {
+      for (const accumulate of [false, true]) {
+        const out = g.tensor([m, wideN], "f32", y0);
+        gemvQuantized(x, w, { variant, out, outColumn: col, accumulate });
+        const got = await out.read();
+        const want = Float64Array.from(y0);
+        for (let r = 0; r < m; r++)
+          for (let j = 0; j < n; j++)
+            want[r * wideN + col + j] = part[r * n + j] + (accumulate ? y0[r * wideN + col + j] : 0);
+        expectClose(got, want, tol(k), `${variant} accumulate=${accumulate}`);
+        out.dispose();
+      }
+    }
+    const narrow = g.zeros([m, col + n - 1]);
+    expect(() => gemvQuantized(x, w, { out: narrow, outColumn: col })).toThrow(/out must be f32 \[3, ≥ 135\]/);
+    for (const t of [x, narrow, w.q, w.scales]) t.dispose();
+  });
+
   it("refuses bad arguments with a message", () => {
     const g = gpu();
     if (!g.features.subgroups) return;

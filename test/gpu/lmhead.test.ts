@@ -7,11 +7,13 @@ import { acquireGpu, f16ToF32, f32ToF16, type Gpu, ShardedMatrix, type Tensor } 
 import { headBackwardByBlocks, headBlocks, headLogprobsByBlocks } from "../../src/gpu/kernels/lmhead.ts";
 import { entropy, tokenLogprobs } from "../../src/gpu/kernels/logprobs.ts";
 import { matmul } from "../../src/gpu/kernels/matmul.ts";
+import { quantizeInt8Rows, uploadInt8, uploadInt8Sharded } from "../../src/gpu/kernels/quant.ts";
 import { expectClose } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { gradCheck } from "../helpers/gradcheck.ts";
 import { ints, normal } from "../helpers/random.ts";
 import { refHeadBackward, refHeadLogprobs } from "../reference/lmhead.ts";
+import { refDequantInt8 } from "../reference/quant.ts";
 
 const gpu = useGpu();
 
@@ -163,6 +165,47 @@ describe("headLogprobsByBlocks", () => {
     const ref = refHeadLogprobs(s.hidden, widened, s.targets, c);
     expectClose(await r.logprobs.read(), ref.logprobs, TOL, "logprobs");
   });
+
+  // Blocks of an int8 head start where both its packed rows and its scales may be bound (256-byte
+  // alignment: every 64 rows), and each is widened just before its GEMMs.
+  for (const c of [
+    { rows: 5, dim: 16, vocab: 300, temperature: 1, blockCols: 100 },
+    { rows: 9, dim: 132, vocab: 129, temperature: 0.8 },
+    { rows: 2, dim: 4, vocab: 1, temperature: 1 },
+  ] as Case[]) {
+    it(`reads an int8 head like its widening, forward and backward: ${JSON.stringify(c)}`, async () => {
+      const g = gpu();
+      const s = setup(g, c, 23 + c.vocab);
+      const { packed, scales } = quantizeInt8Rows(s.w, c.vocab, c.dim);
+      const widened = refDequantInt8(packed, scales, c.vocab, c.dim);
+      const head = uploadInt8(g, s.w, c.vocab, c.dim);
+      const opts = { temperature: c.temperature, blockCols: c.blockCols };
+      const { blocks } = headBlocks(head, c.rows, opts);
+      const align = g.limits.minStorageBufferOffsetAlignment;
+      expect(blocks.every((b) => (b.col0 * 4) % align === 0 && (b.col0 * c.dim) % align === 0)).toBe(true);
+      expect(blocks.reduce((n, b) => n + b.cols, 0)).toBe(c.vocab);
+      const r = headLogprobsByBlocks(s.hiddenT, head, s.targetsT, { ...opts, entropy: true });
+      const ref = refHeadLogprobs(s.hidden, widened, s.targets, c);
+      expectClose(await r.logprobs.read(), ref.logprobs, TOL, "logprobs");
+      expectClose(await (r.entropy as Tensor).read(), ref.entropy, TOL, "entropy");
+      const dLp = normal(c.rows, 5);
+      const dHidden = headBackwardByBlocks(s.hiddenT, head, s.targetsT, r.lse, g.tensor([c.rows], "f32", dLp), opts);
+      const refB = refHeadBackward(s.hidden, widened, s.targets, dLp, new Float64Array(c.rows), c);
+      expectClose(await dHidden.read(), refB.dHidden, { atol: 1e-4, rtol: 1e-4 }, "dHidden");
+      // Row shards of 128 (blocks cut inside each) give the same numbers.
+      const sharded = uploadInt8Sharded(g, s.w, c.vocab, c.dim, 128 * c.dim);
+      const rs = headLogprobsByBlocks(s.hiddenT, sharded, s.targetsT, { ...opts, entropy: true });
+      expectClose(await rs.logprobs.read(), ref.logprobs, TOL, "logprobs, sharded");
+      const dHs = headBackwardByBlocks(s.hiddenT, sharded, s.targetsT, rs.lse, g.tensor([c.rows], "f32", dLp), opts);
+      expectClose(await dHs.read(), refB.dHidden, { atol: 1e-4, rtol: 1e-4 }, "dHidden, sharded");
+      expect(() =>
+        headBackwardByBlocks(s.hiddenT, head, s.targetsT, r.lse, g.tensor([c.rows], "f32", dLp), {
+          ...opts,
+          dHead: g.zeros([c.vocab, c.dim]),
+        }),
+      ).toThrow(/frozen/);
+    });
+  }
 
   it("holds one block of logits at a time: peak memory does not scale with the vocabulary", async () => {
     const g = await acquireGpu();

@@ -6,6 +6,7 @@ import type { Gpu } from "../device.ts";
 import { type Shard, ShardedMatrix } from "../shard.ts";
 import type { Tensor } from "../tensor.ts";
 import { require2d, requireF32, requireShape, requireU32, rowsGrid, sameBuffer, vectorDefines } from "./launch.ts";
+import { type Int8Matrix, int8Shards, type ShardedInt8 } from "./quant.ts";
 
 const WG = 64;
 
@@ -45,14 +46,27 @@ function checkIds(op: string, ids: ArrayLike<number>, vocab: number): void {
 
 /**
  * out [tokens, dim] = table[ids]. `table` is [vocab, dim] f32 or f16, as one tensor or a ShardedMatrix
- * (one dispatch per shard, each writing the tokens whose ids fall in its rows). `ids` is u32
- * [tokens]; ids ≥ vocab are clamped to vocab − 1 (validate with `uploadTokenIds`).
+ * (one dispatch per shard, each writing the tokens whose ids fall in its rows), or an int8 matrix
+ * (quant.ts; widened with its row scales). `ids` is u32 [tokens]; ids ≥ vocab are clamped to
+ * vocab − 1 (validate with `uploadTokenIds`).
  */
-export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: { out?: Tensor } = {}): Tensor {
+export function embedding(
+  table: Tensor | ShardedMatrix | Int8Matrix | ShardedInt8,
+  ids: Tensor,
+  options: { out?: Tensor } = {},
+): Tensor {
   const op = "embedding";
-  const { vocab, dim, shards, f16 } = tableShards(op, table, true);
   requireU32(ids, op, "ids");
   if (ids.shape.length !== 1) throw new Error(`${op}: ids must be 1-D [tokens], got [${ids.shape.join(", ")}]`);
+  const { vocab, dim, shards, f16 } =
+    "kind" in table
+      ? {
+          vocab: table.rows,
+          dim: table.cols,
+          shards: int8Shards(table).map((s) => ({ tensor: s.m.q, rowStart: s.rowStart, rows: s.m.rows })),
+          f16: false,
+        }
+      : tableShards(op, table, true);
   if (vocab === 0 || dim === 0) throw new Error(`${op}: table is empty ([${vocab}, ${dim}])`);
   const tokens = ids.shape[0];
   const gpu = ids.gpu;
@@ -61,6 +75,10 @@ export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: {
   requireShape(out, [tokens, dim], op, "out");
   if (sameBuffer(out, ids) || shards.some((s) => sameBuffer(out, s.tensor))) {
     throw new Error(`${op}: out must not share a buffer with the table or ids`);
+  }
+  if ("kind" in table) {
+    gatherInt8(table, ids, out);
+    return out;
   }
   const width: 1 | 4 = dim % 4 === 0 && !f16 ? 4 : 1;
   const cols = dim / width;
@@ -84,6 +102,32 @@ export function embedding(table: Tensor | ShardedMatrix, ids: Tensor, options: {
     });
   }
   return out;
+}
+
+/** embedding() from an int8 table: one invocation per word of a row (dim is a multiple of 4). */
+function gatherInt8(table: Int8Matrix | ShardedInt8, ids: Tensor, out: Tensor): void {
+  const gpu = ids.gpu;
+  const tokens = ids.shape[0];
+  const cols = table.cols / 4;
+  for (const { m, rowStart } of int8Shards(table)) {
+    gpu.commands.dispatch({
+      shader: "embedding",
+      entry: "embedding_gather_int8",
+      defines: vectorDefines(4),
+      bindings: [m.q, ids, out, m.scales],
+      params: {
+        count: tokens,
+        cols,
+        row_start: rowStart,
+        rows: m.rows,
+        vocab: table.rows,
+        tokens: 0,
+        unique: 0,
+        seg_first: 0,
+      },
+      workgroups: rowsGrid(gpu, cols, WG, tokens),
+    });
+  }
 }
 
 /** Token indices grouped by id: what the scatter kernel walks. */

@@ -17,6 +17,11 @@ export interface GemvQuantOptions {
   accumulate?: boolean;
   alpha?: number;
   out?: Tensor;
+  /**
+   * Write columns [outColumn, outColumn + rows of W) of a wider `out` [m, ≥ that] (one row shard
+   * of a sharded matrix into the full output). Without it `out` must be [m, rows of W].
+   */
+  outColumn?: number;
   /** Force a variant (GEMV_Q_VARIANTS) or "dequant" (widen to f32, then the dense GEMV). */
   variant?: string;
 }
@@ -57,6 +62,7 @@ function dispatchFused(
   w: QuantizedMatrix,
   bias: Tensor,
   out: Tensor,
+  outColumn: number,
   flags: number,
   alpha: number,
 ): void {
@@ -71,9 +77,9 @@ function dispatchFused(
       n: w.rows,
       ldq: w.q.shape[1],
       ldx4: w.cols / 4,
-      ldy: w.rows,
+      ldy: out.shape[1],
       off_x4: 0,
-      off_y: 0,
+      off_y: outColumn,
       alpha,
       flags,
       off_bias: 0,
@@ -101,16 +107,40 @@ export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOpti
   if (x.shape.length !== 2) throw new Error(`${fn}: x must be 2-D [rows, ${w.cols}], got [${x.shape.join(", ")}]`);
   const m = x.shape[0];
   requireShape(x, [m, w.cols], fn, "x", "f32");
-  if (!gemvQuantLegal(gpu, m)) {
+  // The widening path needs no subgroups, only a GEMV-sized x.
+  const widening = opts.variant === DEQUANT && m >= 1 && m <= GEMV_MAX_ROWS;
+  if (!widening && !gemvQuantLegal(gpu, m)) {
     throw new Error(`${fn}: needs 1..${GEMV_MAX_ROWS} rows of x and the subgroups feature (got ${m} rows)`);
   }
   if (opts.accumulate && !opts.out) throw new Error(`${fn}: accumulate needs opts.out`);
   if (opts.bias) requireShape(opts.bias, [w.rows], fn, "bias", "f32");
+  const outColumn = opts.outColumn ?? 0;
   const out = opts.out ?? gpu.tensor([m, w.rows]);
-  requireShape(out, [m, w.rows], fn, "out", "f32");
+  const wide = out.shape.length === 2 && out.shape[1] !== w.rows;
+  if (opts.outColumn === undefined) requireShape(out, [m, w.rows], fn, "out", "f32");
+  else if (
+    !Number.isInteger(outColumn) ||
+    outColumn < 0 ||
+    out.dtype !== "f32" ||
+    out.shape.length !== 2 ||
+    out.shape[0] !== m ||
+    out.shape[1] < outColumn + w.rows
+  ) {
+    throw new Error(
+      `${fn}: out must be f32 [${m}, ≥ ${outColumn + w.rows}] for outColumn ${outColumn}, got ${out.dtype} [${out.shape.join(", ")}]`,
+    );
+  }
   const variant = opts.variant ?? chooseVariant(gpu, m, w);
   if (variant === DEQUANT) {
-    dispatchDequant(x, w, opts, out);
+    if (!wide) dispatchDequant(x, w, opts, out);
+    else {
+      // The dense GEMV writes whole rows: into a [m, rows of W] scratch, copied row by row.
+      const part = gpu.tensor([m, w.rows]);
+      if (opts.accumulate) copyColumns(out, outColumn, part, "out");
+      dispatchDequant(x, w, opts, part);
+      copyColumns(out, outColumn, part, "in");
+      part.dispose();
+    }
     return out;
   }
   const v = GEMV_Q_VARIANTS.find((c) => c.name === variant);
@@ -118,8 +148,19 @@ export function gemvQuantized(x: Tensor, w: QuantizedMatrix, opts: GemvQuantOpti
     throw new Error(`${fn}: unknown variant '${variant}' (expected one of ${GEMV_Q_CANDIDATES.join(", ")})`);
   }
   const flags = (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0);
-  dispatchFused(gpu, v, x, w, opts.bias ?? dummyBias(gpu), out, flags, opts.alpha ?? 1);
+  dispatchFused(gpu, v, x, w, opts.bias ?? dummyBias(gpu), out, outColumn, flags, opts.alpha ?? 1);
   return out;
+}
+
+/** Copies columns [col, col + part's width) of each row of `wide` out of ("out") or into ("in") `part`. */
+function copyColumns(wide: Tensor, col: number, part: Tensor, direction: "in" | "out"): void {
+  const [rows, width] = part.shape;
+  for (let r = 0; r < rows; r++) {
+    const at = wide.byteOffset + (r * wide.shape[1] + col) * 4;
+    const pat = part.byteOffset + r * width * 4;
+    if (direction === "in") wide.gpu.commands.copyBufferToBuffer(part.buffer, pat, wide.buffer, at, width * 4);
+    else wide.gpu.commands.copyBufferToBuffer(wide.buffer, at, part.buffer, pat, width * 4);
+  }
 }
 
 function chooseVariant(gpu: Gpu, m: number, w: QuantizedMatrix): string {

@@ -63,6 +63,43 @@ export function uploadInt8(gpu: Gpu, data: ArrayLike<number>, rows: number, cols
   return { kind: "int8", rows, cols, q, scales: gpu.tensor([rows], "f32", scales) };
 }
 
+/**
+ * An int8 matrix split by rows over storage bindings: a real vocabulary's embedding (151,936 ×
+ * 896 bytes for Qwen2.5-0.5B) exceeds lavapipe's 128 MiB binding even at one byte per weight.
+ */
+export interface ShardedInt8 {
+  kind: "int8-rows";
+  rows: number;
+  cols: number;
+  shards: { m: Int8Matrix; rowStart: number }[];
+}
+
+/**
+ * Quantises `data` [rows, cols] per row and uploads it in row shards that each fit one binding
+ * (shard heights a multiple of 64, so views into a shard can start on any 64th row).
+ */
+export function uploadInt8Sharded(
+  gpu: Gpu,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  maxBindingSize = gpu.maxBindingSize,
+): ShardedInt8 {
+  const per = Math.floor(maxBindingSize / cols / 64) * 64;
+  if (per < 1) throw new Error(`uploadInt8Sharded: one 64-row group of ${cols} bytes exceeds a binding`);
+  const shards: ShardedInt8["shards"] = [];
+  for (let rowStart = 0; rowStart < rows; rowStart += per) {
+    const n = Math.min(per, rows - rowStart);
+    shards.push({ m: uploadInt8(gpu, data.subarray(rowStart * cols, (rowStart + n) * cols), n, cols), rowStart });
+  }
+  return { kind: "int8-rows", rows, cols, shards };
+}
+
+/** The row shards of an int8 matrix, sharded or not. */
+export function int8Shards(m: Int8Matrix | ShardedInt8): ShardedInt8["shards"] {
+  return m.kind === "int8" ? [{ m, rowStart: 0 }] : m.shards;
+}
+
 /** W = q · scale as f32 [rows, cols] (into `out` when given). */
 export function dequantInt8(m: Int8Matrix, out?: Tensor): Tensor {
   const fn = "dequantInt8";

@@ -12,7 +12,8 @@
 // V is vec4<f32> when dim is a multiple of 4, else f32; `cols` counts elements of V.
 // An f16 table (a frozen embedding stored like the other frozen weights) is gathered by
 // `embedding_gather_f16`, which reads it as u32 pairs and widens with unpack2x16float (no
-// shader-f16 needed); the scatter (training the embedding) needs an f32 table.
+// shader-f16 needed); an int8 table (`quantizeHead`) by `embedding_gather_int8`; the scatter
+// (training the embedding) needs an f32 table.
 
 struct Params {
   count: u32,       // rows of the grid: tokens (gather) or segments (scatter)
@@ -77,6 +78,37 @@ fn embedding_gather_f16(
     let i = (id - p.row_start) * p.cols + c;
     out_s[t * p.cols + c] = unpack2x16float(table_h[i >> 1u])[i & 1u];
   }
+}
+
+// ---- gather from an int8 table (quant.wgsl's layout: four per u32, one f32 scale per row):
+// one word (four elements) per invocation, `cols` counts words ----
+@group(0) @binding(3) var<storage, read> row_scale: array<f32>;
+
+@compute @workgroup_size(WG)
+fn embedding_gather_int8(
+  @builtin(global_invocation_id) gid: vec3<u32>,
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+  let c = gid.x;
+  let t = grid_row(wid, nwg);
+  if (c >= p.cols || t >= p.count) {
+    return;
+  }
+  let id = min(ids[t], p.vocab - 1u);
+  if (id < p.row_start || id - p.row_start >= p.rows) {
+    return;
+  }
+  let row = id - p.row_start;
+  let word = table_h[row * p.cols + c];
+  // Sign-extend each byte: shift it to the top, arithmetic shift back.
+  let b = bitcast<vec4<i32>>(vec4<u32>(word << 24u, word << 16u, word << 8u, word)) >> vec4<u32>(24u);
+  let v = vec4<f32>(b) * row_scale[row];
+  let o = 4u * (t * p.cols + c);
+  out_s[o] = v.x;
+  out_s[o + 1u] = v.y;
+  out_s[o + 2u] = v.z;
+  out_s[o + 3u] = v.w;
 }
 
 // ---- scatter-add: table[id, :] += sum of dy[t, :] over tokens t with ids[t] = id ----
