@@ -8,6 +8,7 @@ import { loadCheckpoint } from "../../src/model/loader.ts";
 import { loadModel, type Model } from "../../src/model/model.ts";
 import { readPeftAdapter } from "../../src/model/peft.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
+import { relErr } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { referenceLogits } from "../reference/transformer.ts";
 
@@ -34,17 +35,7 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Max |a−b| relative to the largest |b| (logits are O(1); 1e-3 relative covers f32 sums over 64–96 terms). */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
-
+// Logits are O(1); a relErr of 1e-3 covers f32 sums over 64–96 terms.
 describe("engine", () => {
   it("logits match the reference transformer", async () => {
     const tokens = model.tokenizer.encode("The quick brown fox jumps over the lazy dog 12 + 30 = 42");

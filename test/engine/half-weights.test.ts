@@ -17,6 +17,7 @@ import { loadModel } from "../../src/model/model.ts";
 import { type TensorToWrite, writeSafetensors } from "../../src/model/safetensors-write.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
 import { denseVocabMatrix, denseWeight, F16_MAX } from "../../src/model/weights.ts";
+import { relErr } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { rng } from "../helpers/random.ts";
 import { loadReferenceModel, referenceForward } from "../reference/transformer.ts";
@@ -38,17 +39,6 @@ const spec = {
   dtype: "BF16" as const,
   seed: 31,
 };
-
-/** max |a − b| over max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 describe("bf16 checkpoint, f16 frozen weights", () => {
   it("f32ToF16 is exact on every bf16 value in f16's normal range, and rounds subnormals by ≤ 2^-25", () => {

@@ -16,6 +16,7 @@ import { loadModel, type Model } from "../../src/model/model.ts";
 import { writeTinyModel } from "../../src/model/tiny.ts";
 import { policyGradients } from "../../src/trainer/grads.ts";
 import { Optimizer } from "../../src/trainer/optimizer.ts";
+import { relErr } from "../helpers/compare.ts";
 import { useGpu } from "../helpers/gpu.ts";
 import { rng } from "../helpers/random.ts";
 import { refDequantInt8 } from "../reference/quant.ts";
@@ -38,17 +39,6 @@ const spec = {
   perturbNorms: true,
   seed: 41,
 };
-
-/** max |a − b| over max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 /** The reference model with the embedding and head replaced by their int8 widening. */
 async function int8Reference(dir: string): Promise<ReferenceModel> {

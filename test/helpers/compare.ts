@@ -14,6 +14,17 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** max |a − b| over max |b|: one error figure for a whole logits tensor. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
 /** Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, reporting the worst one. */
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance, label = ""): void {
   expect(actual.length, `${label} length`).toBe(expected.length);

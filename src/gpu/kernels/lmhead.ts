@@ -39,7 +39,7 @@ export interface HeadBlockOptions {
 
 /**
  * One column block of the head: rows [col0, col0 + cols) of W, as a view of one shard (`w`) or of
- * the int8 matrix (`int8`, widened by blockWeight).
+ * the int8 matrix (`int8`, widened by withBlockWeight).
  */
 interface Block {
   w?: Tensor;
