@@ -1,5 +1,6 @@
-// Training attention (attention.wgsl) on packed variable-length batches: forward against the
-// f64 reference (awkward lengths, GQA ratios 1/2/7, head dims 7/8/64/128, huge logits), backward
+// Training attention (attention.wgsl, and attention_sg.wgsl with rows shared across subgroup lanes)
+// on packed variable-length batches: forward against the f64 reference (awkward lengths, GQA
+// ratios 1/2/7, head dims 7/8/64/128/256, windows, huge logits, both kernels), backward
 // against hand-derived f64 gradients, and finite-difference checks through the forward kernel.
 import { describe, expect, it } from "vitest";
 import type { Gpu, Tensor } from "../../src/gpu/index.ts";
@@ -55,7 +56,9 @@ function upload(g: Gpu, c: Case, x: Inputs): { q: Tensor; k: Tensor; v: Tensor; 
 }
 
 function label(c: Case): string {
-  const variant = c.headsPerInvocation ? ` ${c.headsPerInvocation} head/invocation` : "";
+  const variant =
+    (c.headsPerInvocation ? ` ${c.headsPerInvocation} head/invocation` : "") +
+    (c.sharedLoads === undefined ? "" : c.sharedLoads ? " shared loads" : " per-lane loads");
   const window = c.window ? ` window ${c.window}` : "";
   return `lengths [${c.lengths}] H${c.nHeads}/KV${c.nKvHeads} D${c.headDim}${c.scale ? ` scale ${c.scale}` : ""}${window}${variant}`;
 }
@@ -78,6 +81,11 @@ const forwardCases: Case[] = [
   { lengths: [129], nHeads: 14, nKvHeads: 2, headDim: 64, window: 16, headsPerInvocation: 1 },
   // Gemma 3 1B's heads: head_dim 256, 4 query heads on one kv head, windowed.
   { lengths: [9, 1, 4], nHeads: 4, nKvHeads: 1, headDim: 256, window: 7 },
+  // Both kernels whatever the adapter's default: attention_sg.wgsl (rows shared by 8 lanes of a
+  // subgroup; groups straddle sequences and the padded end) and attention.wgsl (per-lane loads).
+  { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, sharedLoads: true },
+  { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, sharedLoads: false },
+  { lengths: [5, 1, 9], nHeads: 4, nKvHeads: 2, headDim: 7, window: 3, sharedLoads: false },
 ];
 
 describe("attention forward", () => {
@@ -160,6 +168,9 @@ const backwardCases: Case[] = [
   { lengths: [7, 9, 1], nHeads: 4, nKvHeads: 1, headDim: 7, window: 7, scale: 0.5 },
   { lengths: [5, 2], nHeads: 2, nKvHeads: 2, headDim: 8, window: 1 },
   { lengths: [9, 1, 4], nHeads: 4, nKvHeads: 1, headDim: 256, window: 7 },
+  { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, sharedLoads: true },
+  { lengths: [3, 129, 1], nHeads: 14, nKvHeads: 2, headDim: 64, sharedLoads: false },
+  { lengths: [5, 1, 9], nHeads: 4, nKvHeads: 2, headDim: 7, window: 3, sharedLoads: false },
 ];
 
 describe("attention backward", () => {
@@ -186,6 +197,7 @@ describe("attention backward", () => {
     { lengths: [3, 4], nHeads: 4, nKvHeads: 2, headDim: 8 },
     { lengths: [5], nHeads: 2, nKvHeads: 1, headDim: 7 },
     { lengths: [7, 3], nHeads: 4, nKvHeads: 2, headDim: 8, window: 3 },
+    { lengths: [3, 4], nHeads: 4, nKvHeads: 2, headDim: 8, sharedLoads: false },
   ];
   for (const c of small) {
     it(`passes finite-difference checks for q, k and v: ${label(c)}`, async () => {

@@ -1,4 +1,5 @@
-// Launchers for attention.wgsl: causal grouped-query attention over packed variable-length
+// Launchers for attention.wgsl and attention_sg.wgsl (the same passes with rows shared by subgroup
+// shuffle, the default on software adapters): causal grouped-query attention over packed variable-length
 // sequences (training forward with saved logsumexp, and its backward), plus the shape checks
 // and helpers (packing sequence lengths into `seqStart`) shared with the KV-cache kernels.
 
@@ -26,6 +27,12 @@ export interface AttentionOptions {
    * handled per invocation (must divide nHeads / nKvHeads).
    */
   headsPerInvocation?: number;
+  /**
+   * Share each K/V (forward, dq) or q/dO (dk/dv) row across 8 subgroup lanes instead of every
+   * lane loading it (attention_sg.wgsl; needs the subgroups feature). Default: on software
+   * adapters with subgroups, where loads dominate; GPUs keep attention.wgsl until measured.
+   */
+  sharedLoads?: boolean;
 }
 
 export interface AttentionResult {
@@ -86,6 +93,8 @@ export function headDimDefines(headDim: number): Defines {
 /** Resolved kernel variant for one call. */
 export interface AttentionVariant {
   headsPerInvocation: number;
+  /** attention_sg.wgsl (rows shared by subgroup shuffle) instead of attention.wgsl. */
+  sharedLoads: boolean;
 }
 
 /** Private vec4s an invocation may hold per row set before the variant stops paying off. */
@@ -116,10 +125,17 @@ export function attentionVariant(gpu: Gpu, opts: AttentionOptions, what: string)
   if (!Number.isInteger(heads) || heads < 1 || group % heads !== 0) {
     throw new Error(`${what}: headsPerInvocation must divide the group size ${group}, got ${heads}`);
   }
-  return { headsPerInvocation: heads };
+  const sharedLoads = opts.sharedLoads ?? (gpu.features.subgroups && adapterKind(gpu) === "software");
+  if (sharedLoads && !gpu.features.subgroups) throw new Error(`${what}: sharedLoads needs the subgroups feature`);
+  return { headsPerInvocation: heads, sharedLoads };
 }
 
-/** Shader defines for a head dimension and kernel variant. */
+/** Invocations of a pass over `rows` token rows per block: padded to whole groups of 8 when shared. */
+function passSize(tokens: number, blocks: number, variant: AttentionVariant): number {
+  return (variant.sharedLoads ? Math.ceil(tokens / 8) * 8 : tokens) * blocks;
+}
+
+/** Shader defines for a head dimension and kernel variant (both shaders take the same ones). */
 export function variantDefines(headDim: number, variant: AttentionVariant): Defines {
   return { ...headDimDefines(headDim), HPI: variant.headsPerInvocation };
 }
@@ -197,12 +213,12 @@ export function attention(
   requireShape(lse, [nHeads, tokens], what, "lse", "f32");
   const variant = attentionVariant(gpu, opts, what);
   gpu.commands.dispatch({
-    shader: "attention",
+    shader: variant.sharedLoads ? "attention_sg" : "attention",
     entry: "attn_fwd",
     defines: variantDefines(headDim, variant),
     bindings: [q, k, v, seqStart, out, lse],
     params: { tokens, n_heads: nHeads, n_kv: nKvHeads, group, scale, window },
-    workgroups: grid1d(gpu, (tokens * nHeads) / variant.headsPerInvocation, WG),
+    workgroups: grid1d(gpu, passSize(tokens, nHeads / variant.headsPerInvocation, variant), WG),
   });
   return { out, lse };
 }
@@ -245,23 +261,24 @@ export function attentionBackward(
     workgroups: grid1d(gpu, tokens * nHeads, WG),
   });
   const dq = gpu.tensor([tokens, nHeads, headDim]);
+  const shader = variant.sharedLoads ? "attention_sg" : "attention";
   gpu.commands.dispatch({
-    shader: "attention",
+    shader,
     entry: "attn_bwd_dq",
     defines,
     bindings: [q, k, v, seqStart, dOut, stats, dq],
     params,
-    workgroups: grid1d(gpu, (tokens * nHeads) / variant.headsPerInvocation, WG),
+    workgroups: grid1d(gpu, passSize(tokens, nHeads / variant.headsPerInvocation, variant), WG),
   });
   const dk = gpu.tensor([tokens, nKvHeads, headDim]);
   const dv = gpu.tensor([tokens, nKvHeads, headDim]);
   gpu.commands.dispatch({
-    shader: "attention",
+    shader,
     entry: "attn_bwd_dkdv",
     defines,
     bindings: [q, k, v, seqStart, dOut, stats, dk, dv],
     params,
-    workgroups: grid1d(gpu, tokens * nKvHeads, WG),
+    workgroups: grid1d(gpu, passSize(tokens, nKvHeads, variant), WG),
   });
   // Safe before the GPU ran: the pool only hands the buffer out again to later-recorded work.
   stats.dispose();
