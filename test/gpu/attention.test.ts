@@ -18,6 +18,9 @@ import { normal } from "../helpers/random.ts";
 import { attentionBackwardReference, attentionReference } from "../reference/attention.ts";
 
 const gpu = useGpu();
+// A cold LLVM compile of one backward pass with head dim 128 takes ~100 s on a 2-core lavapipe
+// machine (each row is a fully unrolled private array); a warm Mesa shader cache takes none.
+const COLD_COMPILE_MS = 600_000;
 
 interface Case extends AttentionOptions {
   lengths: number[];
@@ -90,7 +93,7 @@ const forwardCases: Case[] = [
 
 describe("attention forward", () => {
   for (const [n, c] of forwardCases.entries()) {
-    it(`matches the f64 reference: ${label(c)}`, async () => {
+    it(`matches the f64 reference: ${label(c)}`, { timeout: COLD_COMPILE_MS }, async () => {
       const g = gpu();
       const x = makeInputs(c, 100 + n);
       const t = upload(g, c, x);
@@ -175,7 +178,7 @@ const backwardCases: Case[] = [
 
 describe("attention backward", () => {
   for (const [n, c] of backwardCases.entries()) {
-    it(`matches hand-derived f64 gradients: ${label(c)}`, async () => {
+    it(`matches hand-derived f64 gradients: ${label(c)}`, { timeout: COLD_COMPILE_MS }, async () => {
       const g = gpu();
       const x = makeInputs(c, 200 + n);
       const t = upload(g, c, x);
