@@ -3,6 +3,9 @@
 //
 // Reuse is safe without waiting for the GPU: WebGPU executes dispatches and queue writes in
 // submission order, so a later user of a recycled buffer always runs after the earlier one.
+// Destroying is not: a freed buffer may still be bound in the batch not yet submitted, so
+// trim() first submits it (a destroyed buffer in a submit is a validation error, and the
+// recorded work would be lost).
 
 export interface PooledBuffer {
   readonly buffer: GPUBuffer;
@@ -20,6 +23,7 @@ export function sizeClass(bytes: number): number {
 
 export class BufferPool {
   private readonly device: GPUDevice;
+  private readonly submitPending: () => void;
   private readonly free = new Map<number, GPUBuffer[]>();
   private live = 0;
   private liveBytes = 0;
@@ -27,8 +31,10 @@ export class BufferPool {
   /** Highest bytes held at once (live + free): the pool's share of peak GPU memory. */
   peakBytes = 0;
 
-  constructor(device: GPUDevice) {
+  /** `submitPending` submits recorded-but-unsubmitted work; trim() calls it before destroying. */
+  constructor(device: GPUDevice, submitPending: () => void = () => {}) {
     this.device = device;
+    this.submitPending = submitPending;
   }
 
   acquire(bytes: number): PooledBuffer {
@@ -60,6 +66,7 @@ export class BufferPool {
 
   /** Destroys every free buffer (live ones stay with their tensors). */
   trim(): void {
+    if (this.freeBytes > 0) this.submitPending();
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
     this.freeBytes = 0;

@@ -158,6 +158,20 @@ describe("buffer pool", () => {
     expect(g.pool.stats().liveBuffers).toBe(before - 1);
     expect(g.pool.stats().peakBytes).toBeGreaterThan(0);
   });
+
+  it("trim() submits recorded work before destroying the buffers it freed", async () => {
+    const g = gpu();
+    const src = g.tensor([64], "f32", uniform(64, 3));
+    const tmp = g.tensor([64]);
+    const out = g.tensor([64]);
+    copy(src, tmp);
+    copy(tmp, out); // both recorded, not yet submitted
+    tmp.dispose(); // back to the pool while the unsubmitted batch still binds it
+    g.pool.trim();
+    expect(g.pool.stats().freeBytes).toBe(0);
+    expect(Array.from(await out.read())).toEqual(Array.from(await src.read()));
+    await g.sync(); // no "used in submit while destroyed" validation error
+  });
 });
 
 describe("command batching and kernels", () => {
