@@ -55,11 +55,31 @@ interface GpuEntry {
   runtime: AdapterDescription["runtime"];
 }
 
-async function findGpuEntry(dawnOptions: string[]): Promise<GpuEntry> {
+/**
+ * Dawn instances by option set, held for the life of the process. An instance collected while
+ * anything made from it is still reachable (a device, or the buffers and pipelines a caller
+ * holds after destroy()) can crash the process from a GC finalizer (platform-notes), and a
+ * test worker that acquires many devices gives the collector every chance. Instances whose
+ * devices are destroyed do not keep the process from exiting, so holding them costs nothing.
+ */
+const dawnInstances = new Map<string, Promise<GpuEntry>>();
+
+function findGpuEntry(dawnOptions: string[]): Promise<GpuEntry> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   // Dawn's `globals` install a navigator-less set of constructors; a real navigator.gpu means
   // a runtime with WebGPU built in (Deno, a browser).
-  if (nav?.gpu) return { gpu: nav.gpu, keepAlive: nav.gpu, runtime: "navigator" };
+  if (nav?.gpu) return Promise.resolve({ gpu: nav.gpu, keepAlive: nav.gpu, runtime: "navigator" });
+  const key = JSON.stringify(dawnOptions);
+  let entry = dawnInstances.get(key);
+  if (!entry) {
+    entry = createDawnInstance(dawnOptions);
+    dawnInstances.set(key, entry);
+    entry.catch(() => dawnInstances.delete(key)); // a failed load may be retried
+  }
+  return entry;
+}
+
+async function createDawnInstance(dawnOptions: string[]): Promise<GpuEntry> {
   const mod = (await import("webgpu")) as { create: (o: string[]) => GPU; globals: object };
   Object.assign(globalThis, mod.globals);
   const gpu = mod.create(dawnOptions);
@@ -145,7 +165,7 @@ export class Gpu {
     this.info = info;
     const limit = device.limits.maxStorageBufferBindingSize;
     this.maxBindingSize = Math.min(limit, maxBindingSize ?? limit);
-    this.pool = new BufferPool(device);
+    this.pool = new BufferPool(device, () => this.batch.submitIfPending());
     this.pipelines = new PipelineCache(device, features);
     this.batch = new CommandBatch(this);
     // Validation errors outside an error scope (a bad binding, an out-of-range copy) would
@@ -210,16 +230,19 @@ export class Gpu {
     if (this.lost) throw new Error(`GPU device lost: ${this.lost}`);
   }
 
-  /** Destroys the device and frees Dawn's instance so the process can exit. Idempotent. */
+  /** Destroys the device so the process can exit (Dawn's instance stays cached). Idempotent. */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.pool.trim();
-    this.device.destroy();
-    this.entry = null;
+    try {
+      this.pool.trim(); // submits recorded work first: the device still runs it before going
+    } finally {
+      this.device.destroy();
+      this.entry = null;
+    }
   }
 
-  /** True once destroy() ran; the instance reference is dropped then, never earlier. */
+  /** True once destroy() ran; this wrapper's instance reference is dropped then, never earlier. */
   get isDestroyed(): boolean {
     return this.destroyed && this.entry === null;
   }
