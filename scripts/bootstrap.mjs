@@ -58,7 +58,9 @@ const bin = (name) => join(root, "node_modules/.bin", name);
 /**
  * Runs the suite. A test worker that dies (a native crash in the GPU driver or a database
  * binding) leaves its file unfinished with no failed assertion; such files, and only those, run
- * once more, and the rerun is reported loudly. Any failed test fails the run as it is.
+ * once more, and the rerun is reported loudly. A worker that dies after all its tests passed
+ * (in teardown) names no file, so then the whole suite runs once more. Any failed test fails
+ * the run as it is.
  */
 function runTests() {
   const summaryFile = join(root, ".fulgur/test-summary.json");
@@ -70,20 +72,25 @@ function runTests() {
   const onlyCrashes =
     summary &&
     summary.failed.length === 0 &&
-    summary.unfinished.length > 0 &&
+    summary.unfinished.length + summary.errors.length > 0 &&
     summary.errors.every((e) => /Worker exited unexpectedly/.test(e));
   if (!onlyCrashes) {
     say(`tests failed (exit ${first.status ?? first.signal})`);
     process.exit(first.status ?? 1);
   }
   const files = summary.unfinished.map((f) => f.file);
-  say(`a test worker died in ${files.join(", ")} with no failed test; running those files once more`);
-  const again = spawnSync(bin("vitest"), ["run", ...files], { cwd: root, stdio: "inherit", env: process.env });
+  const which = files.length > 0 ? files.join(", ") : "every file (the worker died after its tests passed)";
+  say(`a test worker died with no failed test; running ${which} once more`);
+  const again = spawnSync(bin("vitest"), ["run", ...files, ...(files.length > 0 ? [] : args)], {
+    cwd: root,
+    stdio: "inherit",
+    env: process.env,
+  });
   if (again.status !== 0) {
     say(`tests failed on the rerun too (exit ${again.status ?? again.signal})`);
     process.exit(again.status ?? 1);
   }
-  say(`CRASHED WORKER, PASSED ON RERUN: ${files.join(", ")} (everything else passed the first time)`);
+  say(`CRASHED WORKER, PASSED ON RERUN: ${which} (everything else passed the first time)`);
 }
 switch (job) {
   case "setup":
