@@ -50,14 +50,20 @@ function checkPair(op: string, a: Tensor, b: Tensor): void {
 
 /**
  * Checks an output for a two-operand op. Returns "a" or "b" when `out` is exactly that operand
- * (the in-place entry point is used then), null otherwise; rejects partial overlaps of one buffer,
- * which WebGPU cannot bind as read-only and writable in the same dispatch.
+ * (the in-place entry point is used then), null otherwise. WebGPU cannot bind one buffer
+ * read-only and writable in the same dispatch, so any other sharing of out's buffer is refused:
+ * a partial overlap with an input, or, in place, the other input in out's buffer (`add(x, x, x)`).
  */
 function outputAlias(op: string, a: Tensor, b: Tensor, out: Tensor): "a" | "b" | null {
   requireF32(out, op, "out");
   if (out.size !== a.size) throw new Error(`${op}: out has ${out.size} elements, expected ${a.size}`);
-  if (sameMemory(out, a)) return "a";
-  if (sameMemory(out, b)) return "b";
+  const alias = sameMemory(out, a) ? "a" : sameMemory(out, b) ? "b" : null;
+  if (alias) {
+    if (sameBuffer(out, alias === "a" ? b : a)) {
+      throw new Error(`${op}: out is ${alias}, and the other input shares its buffer; use a separate tensor`);
+    }
+    return alias;
+  }
   if (sameBuffer(out, a) || sameBuffer(out, b)) {
     throw new Error(`${op}: out shares a buffer with an input without being exactly that input; use a separate tensor`);
   }
