@@ -100,6 +100,34 @@ fn load_kv(l: Lanes, base: u32) {
 var<private> q_rows: array<V, HPI * HDV>;
 var<private> accs: array<V, HPI * HDV>;
 
+// The query an invocation of attn_fwd / attn_bwd_dq owns: token t, heads h0..h0+HPI-1 (sharing
+// kv head kvh), its row qb in q, its first key, and the key range [lo, hi) its group walks (the
+// union of its lanes' ranges, so every lane sees the same key at a step). Lanes past the end or
+// in the padding are not valid: they compute on clamped indices, join every shuffle, store nothing.
+struct QueryRow {
+  valid: bool,
+  t: u32,
+  h0: u32,
+  kvh: u32,
+  qb: u32,
+  start: u32,
+  lo: u32,
+  hi: u32,
+}
+
+fn query_row(gid: vec3<u32>, nwg: vec3<u32>) -> QueryRow {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  let blocks = p.n_heads / HPI;
+  let tp = padded_tokens();
+  let valid = idx < tp * blocks && idx % tp < p.tokens;
+  let t = min(idx % tp, p.tokens - 1u);
+  let h0 = min(idx / tp, blocks - 1u) * HPI;
+  let start = first_key(t, seq_start[t]);
+  let lo = subgroupMin(select(0xffffffffu, start, valid));
+  let hi = subgroupMax(select(0u, t + 1u, valid));
+  return QueryRow(valid, t, h0, h0 / p.group, (t * p.n_heads + h0) * HDV, start, lo, hi);
+}
+
 // One invocation per (token, block of HPI query heads), tokens fastest within a block.
 @compute @workgroup_size(WG)
 fn attn_fwd(
@@ -110,18 +138,10 @@ fn attn_fwd(
   @builtin(subgroup_size) sg_size: u32,
 ) {
   let l = lanes(lid, sid, sg_size);
-  let idx = gid.x + gid.y * nwg.x * WG;
-  let blocks = p.n_heads / HPI;
-  let tp = padded_tokens();
-  let valid = idx < tp * blocks && idx % tp < p.tokens;
-  // No early return: every lane takes part in the shuffles; invalid lanes compute on clamped
-  // indices and store nothing.
-  let t = min(idx % tp, p.tokens - 1u);
-  let h0 = min(idx / tp, blocks - 1u) * HPI;
-  let kvh = h0 / p.group;
-  let qb = (t * p.n_heads + h0) * HDV;
+  // No early return: every lane takes part in the shuffles.
+  let r = query_row(gid, nwg);
   for (var i = 0u; i < HPI * HDV; i++) {
-    q_rows[i] = q[qb + i] * p.scale;
+    q_rows[i] = q[r.qb + i] * p.scale;
     accs[i] = V(0.0);
   }
   var m: array<f32, HPI>;
@@ -130,13 +150,9 @@ fn attn_fwd(
     m[g] = NEG_BIG;
     lsum[g] = 0.0;
   }
-  let start = first_key(t, seq_start[t]);
-  // The group walks the union of its lanes' key ranges (the same key for every lane at a step).
-  let lo = subgroupMin(select(0xffffffffu, start, valid));
-  let hi = subgroupMax(select(0u, t + 1u, valid));
-  for (var j = lo; j < hi; j++) {
-    load_kv(l, (j * p.n_kv + kvh) * HDV);
-    if (valid && j >= start && j <= t) {
+  for (var j = r.lo; j < r.hi; j++) {
+    load_kv(l, (j * p.n_kv + r.kvh) * HDV);
+    if (r.valid && j >= r.start && j <= r.t) {
       var corr: array<f32, HPI>;
       var e: array<f32, HPI>;
       for (var g = 0u; g < HPI; g++) {
@@ -153,11 +169,11 @@ fn attn_fwd(
       }
     }
   }
-  if (valid) {
+  if (r.valid) {
     for (var g = 0u; g < HPI; g++) {
       let inv = 1.0 / lsum[g];
-      for (var i = 0u; i < HDV; i++) { out[qb + g * HDV + i] = accs[g * HDV + i] * inv; }
-      lse[(h0 + g) * p.tokens + t] = m[g] + log(lsum[g]);
+      for (var i = 0u; i < HDV; i++) { out[r.qb + g * HDV + i] = accs[g * HDV + i] * inv; }
+      lse[(r.h0 + g) * p.tokens + r.t] = m[g] + log(lsum[g]);
     }
   }
 }
@@ -180,27 +196,17 @@ fn attn_bwd_dq(
   @builtin(subgroup_size) sg_size: u32,
 ) {
   let l = lanes(lid, sid, sg_size);
-  let idx = gid.x + gid.y * nwg.x * WG;
-  let blocks = p.n_heads / HPI;
-  let tp = padded_tokens();
-  let valid = idx < tp * blocks && idx % tp < p.tokens;
-  let t = min(idx % tp, p.tokens - 1u);
-  let h0 = min(idx / tp, blocks - 1u) * HPI;
-  let kvh = h0 / p.group;
-  let qb = (t * p.n_heads + h0) * HDV;
+  let r = query_row(gid, nwg);
   for (var i = 0u; i < HPI * HDV; i++) {
-    q_rows[i] = q[qb + i] * p.scale;
-    do_rows[i] = dout[qb + i];
+    q_rows[i] = q[r.qb + i] * p.scale;
+    do_rows[i] = dout[r.qb + i];
     accs[i] = V(0.0);
   }
   var sd: array<vec2<f32>, HPI>;
-  for (var g = 0u; g < HPI; g++) { sd[g] = stats[(h0 + g) * p.tokens + t]; }
-  let start = first_key(t, seq_start[t]);
-  let lo = subgroupMin(select(0xffffffffu, start, valid));
-  let hi = subgroupMax(select(0u, t + 1u, valid));
-  for (var j = lo; j < hi; j++) {
-    load_kv(l, (j * p.n_kv + kvh) * HDV);
-    if (valid && j >= start && j <= t) {
+  for (var g = 0u; g < HPI; g++) { sd[g] = stats[(r.h0 + g) * p.tokens + r.t]; }
+  for (var j = r.lo; j < r.hi; j++) {
+    load_kv(l, (j * p.n_kv + r.kvh) * HDV);
+    if (r.valid && j >= r.start && j <= r.t) {
       var ds: array<f32, HPI>;
       for (var g = 0u; g < HPI; g++) {
         var s = 0.0;
@@ -216,8 +222,8 @@ fn attn_bwd_dq(
       }
     }
   }
-  if (valid) {
-    for (var i = 0u; i < HPI * HDV; i++) { dq[qb + i] = accs[i] * p.scale; }
+  if (r.valid) {
+    for (var i = 0u; i < HPI * HDV; i++) { dq[r.qb + i] = accs[i] * p.scale; }
   }
 }
 
