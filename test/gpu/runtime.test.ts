@@ -63,6 +63,27 @@ describe("acquireGpu", () => {
     expect(g.isDestroyed).toBe(true);
     expect(() => g.tensor([4])).toThrow(/after destroy/);
   });
+
+  it("devices opened together share Dawn's instance; destroying one leaves the other working", async () => {
+    const [a, b] = await Promise.all([acquireGpu(), acquireGpu()]);
+    try {
+      const x = a.tensor([4], "f32", [1, 2, 3, 4]);
+      const y = a.tensor([4]);
+      scale(x, y, 3); // recorded on a, not yet submitted
+      b.destroy();
+      expect(Array.from(await y.read())).toEqual([3, 6, 9, 12]);
+      const c = await acquireGpu(); // a fresh device after a destroyed one
+      try {
+        const z = c.tensor([2], "f32", [5, 6]);
+        expect(Array.from(await z.read())).toEqual([5, 6]);
+      } finally {
+        c.destroy();
+      }
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+  });
 });
 
 describe("tensors", () => {
