@@ -49,9 +49,8 @@ export class NoAdapterError extends Error {
 }
 
 interface GpuEntry {
+  /** Dawn's instance (held by `dawnInstances`), or the runtime's navigator.gpu. */
   gpu: GPU;
-  /** Dawn's instance object: kept referenced so it is not collected while the device lives. */
-  keepAlive: unknown;
   runtime: AdapterDescription["runtime"];
 }
 
@@ -68,7 +67,7 @@ function findGpuEntry(dawnOptions: string[]): Promise<GpuEntry> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   // Dawn's `globals` install a navigator-less set of constructors; a real navigator.gpu means
   // a runtime with WebGPU built in (Deno, a browser).
-  if (nav?.gpu) return Promise.resolve({ gpu: nav.gpu, keepAlive: nav.gpu, runtime: "navigator" });
+  if (nav?.gpu) return Promise.resolve({ gpu: nav.gpu, runtime: "navigator" });
   const key = JSON.stringify(dawnOptions);
   let entry = dawnInstances.get(key);
   if (!entry) {
@@ -83,7 +82,7 @@ async function createDawnInstance(dawnOptions: string[]): Promise<GpuEntry> {
   const mod = (await import("webgpu")) as { create: (o: string[]) => GPU; globals: object };
   Object.assign(globalThis, mod.globals);
   const gpu = mod.create(dawnOptions);
-  return { gpu, keepAlive: gpu, runtime: "dawn-node" };
+  return { gpu, runtime: "dawn-node" };
 }
 
 /**
@@ -131,7 +130,7 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
     description: info.description ?? "",
     runtime: entry.runtime,
   };
-  return new Gpu(entry, adapter, device, features, description, options.maxBindingSize);
+  return new Gpu(adapter, device, features, description, options.maxBindingSize);
 }
 
 /** One open WebGPU device and everything that lives as long as it. */
@@ -145,20 +144,17 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly pipelines: PipelineCache;
   private batch: CommandBatch;
-  private entry: GpuEntry | null;
   private lost: string | null = null;
   private uncaptured: string | null = null;
   private destroyed = false;
 
   constructor(
-    entry: GpuEntry,
     adapter: GPUAdapter,
     device: GPUDevice,
     features: GpuFeatures,
     info: AdapterDescription,
     maxBindingSize?: number,
   ) {
-    this.entry = entry;
     this.adapter = adapter;
     this.device = device;
     this.features = features;
@@ -238,12 +234,11 @@ export class Gpu {
       this.pool.trim(); // submits recorded work first: the device still runs it before going
     } finally {
       this.device.destroy();
-      this.entry = null;
     }
   }
 
-  /** True once destroy() ran; this wrapper's instance reference is dropped then, never earlier. */
+  /** True once destroy() ran. */
   get isDestroyed(): boolean {
-    return this.destroyed && this.entry === null;
+    return this.destroyed;
   }
 }

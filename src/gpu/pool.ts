@@ -32,7 +32,7 @@ export class BufferPool {
   peakBytes = 0;
 
   /** `submitPending` submits recorded-but-unsubmitted work; trim() calls it before destroying. */
-  constructor(device: GPUDevice, submitPending: () => void = () => {}) {
+  constructor(device: GPUDevice, submitPending: () => void) {
     this.device = device;
     this.submitPending = submitPending;
   }

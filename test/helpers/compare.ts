@@ -16,13 +16,9 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** max |a − b| over max |b|: one error figure for a whole logits tensor. */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
   let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  return maxAbsDiff(a, b) / scale;
 }
 
 /** Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, reporting the worst one. */

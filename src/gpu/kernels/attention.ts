@@ -130,13 +130,13 @@ export function attentionVariant(gpu: Gpu, opts: AttentionOptions, what: string)
   return { headsPerInvocation: heads, sharedLoads };
 }
 
-/** Invocations of a pass over `rows` token rows per block: padded to whole groups of 8 when shared. */
+/** Invocations of a pass over `tokens` rows in each of `blocks` blocks: tokens padded to whole groups of 8 when shared. */
 function passSize(tokens: number, blocks: number, variant: AttentionVariant): number {
   return (variant.sharedLoads ? Math.ceil(tokens / 8) * 8 : tokens) * blocks;
 }
 
 /** Shader defines for a head dimension and kernel variant (both shaders take the same ones). */
-export function variantDefines(headDim: number, variant: AttentionVariant): Defines {
+export function variantDefines(headDim: number, variant: Pick<AttentionVariant, "headsPerInvocation">): Defines {
   return { ...headDimDefines(headDim), HPI: variant.headsPerInvocation };
 }
 

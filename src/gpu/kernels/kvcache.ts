@@ -92,7 +92,7 @@ export function kvWrite(kCache: Tensor, vCache: Tensor, k: Tensor, v: Tensor, sl
   requireShape(v, [tokens, c.nKvHeads, c.headDim], what, "v", "f32");
   requireShape(slot, [tokens], what, "slot", "u32");
   requireShape(pos, [tokens], what, "pos", "u32");
-  const defines = variantDefines(c.headDim, { headsPerInvocation: 1, sharedLoads: false });
+  const defines = variantDefines(c.headDim, { headsPerInvocation: 1 });
   const hdv = Number(defines.HDV);
   const gpu = k.gpu;
   gpu.commands.dispatch({
